@@ -1,0 +1,1 @@
+"""Image decoding and embedding: catalog images -> vectors."""

@@ -1,0 +1,87 @@
+"""Decode any image a catalog or a shopper may hand us into a fixed-size RGB array.
+
+Greyscale, CMYK, palette and alpha images become RGB (transparency composited on white),
+EXIF rotation is applied, and the picture is resized keeping its aspect ratio, then padded
+with white (the catalog's studio background) to the model's input size.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+WHITE = (255, 255, 255)
+
+
+class BadImage(Exception):
+    """An image that cannot be used: missing, empty, corrupt or not an image."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparent pixels become white."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGB", img.size, WHITE)
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16/32-bit greyscale: rescale to 8 bits before converting.
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def letterbox(img: Image.Image, height: int, width: int) -> np.ndarray:
+    """Resize keeping the aspect ratio, centre on a white canvas; returns uint8 HxWx3."""
+    scale = min(width / img.width, height / img.height)
+    new_w = max(1, round(img.width * scale))
+    new_h = max(1, round(img.height * scale))
+    if (new_w, new_h) != img.size:
+        resample = Image.Resampling.BILINEAR if scale >= 1 else Image.Resampling.BOX
+        img = img.resize((new_w, new_h), resample=resample)
+    if (new_w, new_h) == (width, height):
+        return np.asarray(img, dtype=np.uint8)
+    canvas = Image.new("RGB", (width, height), WHITE)
+    canvas.paste(img, ((width - new_w) // 2, (height - new_h) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """Open and fully decode an image from a path or bytes, as RGB. Raises BadImage."""
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise BadImage("empty data (0 bytes)")
+            img = Image.open(io.BytesIO(source))
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise BadImage(f"file not found: {path}")
+            if path.is_dir():
+                raise BadImage(f"is a directory, not an image: {path}")
+            if path.stat().st_size == 0:
+                raise BadImage(f"empty file (0 bytes): {path}")
+            img = Image.open(path)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"not a readable image: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # Truncated/corrupt data raise OSError; permission errors too.
+        raise BadImage(f"cannot decode image: {exc}") from exc
+
+
+def load_image(source: str | Path | bytes, height: int, width: int) -> np.ndarray:
+    """Decode `source` and letterbox it to height x width. Raises BadImage."""
+    img = open_image(source)
+    return letterbox(img, height, width)

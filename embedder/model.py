@@ -1,0 +1,69 @@
+"""Keras backbones as embedders. Imports TensorFlow: only load this where vectors are made."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, preprocess
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _constructor(backbone: str):
+    import keras
+
+    return {
+        "resnet50": keras.applications.ResNet50,
+        "mobilenet_v2": keras.applications.MobileNetV2,
+    }[backbone]
+
+
+class Embedder:
+    """A backbone with global average pooling; turns uint8 RGB batches into float32 vectors.
+
+    Runs wherever TensorFlow places it: a GPU when one is visible, otherwise all CPU cores.
+    """
+
+    def __init__(self, spec: EmbedderSpec, mixed_precision: bool = False):
+        import keras
+        import tensorflow as tf
+
+        self.spec = spec
+        if mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        shape = (spec.input_height, spec.input_width, 3)
+        build = _constructor(spec.backbone)
+        if spec.weights == IMAGENET:
+            try:
+                model = build(include_top=False, weights=IMAGENET, pooling="avg", input_shape=shape)
+            except Exception as exc:  # keras raises bare Exception on a failed download
+                raise WeightsUnavailable(
+                    f"could not get the ImageNet weights of {spec.backbone} from Keras ({exc}).\n"
+                    "Are you offline? Download them once where there is internet (they are cached "
+                    "in ~/.keras/models), or pass --weights PATH with a Keras weights file "
+                    "(e.g. --backbone mobilenet_v2 --weights "
+                    "../shared/models/mobilenet_v2_imagenet_notop.weights.h5)."
+                ) from exc
+        else:
+            model = build(include_top=False, weights=None, pooling="avg", input_shape=shape)
+            try:
+                model.load_weights(spec.weights)
+            except Exception as exc:
+                raise WeightsUnavailable(
+                    f"the weights file {spec.weights} does not fit backbone {spec.backbone}: {exc}"
+                ) from exc
+        self.model = model
+        signature = [tf.TensorSpec([None, *shape], tf.float32)]
+        self._forward = tf.function(
+            lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=signature
+        )
+
+    def embed_preprocessed(self, x: np.ndarray) -> np.ndarray:
+        """float32 model input -> float32 N x dim (raw, not normalised)."""
+        return self._forward(x).numpy()
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim."""
+        return self.embed_preprocessed(preprocess(images, self.spec.preprocessing))

@@ -1,0 +1,1 @@
+"""Reading catalogs and running ingests: catalog -> images -> embedder -> store."""

@@ -1,0 +1,135 @@
+"""Read a catalog in the Kaggle layout: styles.csv and images/<id>.jpg.
+
+Every row is kept: the last column (productDisplayName) may contain unquoted commas, so a
+row with too many fields has its tail rejoined rather than being dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STYLES_FILE = "styles.csv"
+IMAGES_DIR = "images"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+INT_COLUMNS = ("id", "year")
+# Label fields: keyword-indexed in the store and shown in query results.
+LABEL_FIELDS = (
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "usage",
+)
+
+
+class CatalogError(Exception):
+    """The catalog as a whole cannot be read (no styles.csv, no id column...)."""
+
+
+@dataclass(frozen=True)
+class Product:
+    id: int
+    payload: dict  # every styles.csv column, typed; empty fields are None
+    image: Path | None
+
+
+@dataclass
+class Catalog:
+    root: Path
+    columns: list[str]
+    products: list[Product]  # rows in file order, each with its image or None
+    orphan_images: list[str] = field(default_factory=list)  # image files with no row
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+    @property
+    def with_image(self) -> list[Product]:
+        return [p for p in self.products if p.image is not None]
+
+    @property
+    def without_image(self) -> list[int]:
+        return [p.id for p in self.products if p.image is None]
+
+    def by_id(self) -> dict[int, Product]:
+        return {p.id: p for p in self.products}
+
+
+def _typed(column: str, value: str):
+    value = value.strip()
+    if value == "":
+        return None
+    if column in INT_COLUMNS:
+        try:
+            return int(float(value)) if column == "year" else int(value)
+        except ValueError:
+            return value if column != "id" else None
+    return value
+
+
+def read_styles(path: Path) -> tuple[list[str], list[dict], list[tuple[int, str]]]:
+    """Parse styles.csv. Returns columns, typed rows, and (line, reason) for rows that are unusable."""
+    rows: list[dict] = []
+    bad: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh)
+        try:
+            columns = [c.strip() for c in next(reader)]
+        except StopIteration:
+            raise CatalogError(f"{path} is empty") from None
+        if "id" not in columns:
+            raise CatalogError(f"{path} has no 'id' column (columns: {', '.join(columns)})")
+        n = len(columns)
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) > n:
+                # Unquoted commas in the last column: rejoin the tail.
+                fields = fields[: n - 1] + [",".join(fields[n - 1 :])]
+            elif len(fields) < n:
+                bad.append((line, f"{len(fields)} fields, expected {n}: {','.join(fields)[:80]!r}"))
+                continue
+            row = {c: _typed(c, v) for c, v in zip(columns, fields)}
+            pid = row["id"]
+            if pid is None:
+                bad.append((line, f"id is not an integer: {fields[columns.index('id')]!r}"))
+                continue
+            if pid in seen:
+                bad.append((line, f"duplicate id {pid}: the first row is kept"))
+                continue
+            seen.add(pid)
+            rows.append(row)
+    return columns, rows, bad
+
+
+def _image_files(images_dir: Path) -> dict[str, Path]:
+    """Image stem -> path, for every image file directly inside images_dir."""
+    found: dict[str, Path] = {}
+    if not images_dir.is_dir():
+        return found
+    with os.scandir(images_dir) as entries:
+        for entry in entries:
+            stem, ext = os.path.splitext(entry.name)
+            if ext.lower() in IMAGE_EXTENSIONS and stem not in found:
+                found[stem] = Path(entry.path)
+    return found
+
+
+def read_catalog(root: str | Path) -> Catalog:
+    """Read styles.csv and join it to images/<id>.* by id."""
+    root = Path(root).expanduser()
+    styles = root / STYLES_FILE
+    if not root.is_dir():
+        raise CatalogError(f"catalog directory not found: {root}")
+    if not styles.is_file():
+        raise CatalogError(f"no {STYLES_FILE} in {root} (expected {STYLES_FILE} and {IMAGES_DIR}/)")
+    columns, rows, bad_rows = read_styles(styles)
+    images = _image_files(root / IMAGES_DIR)
+    products = [Product(r["id"], r, images.pop(str(r["id"]), None)) for r in rows]
+    orphans = sorted(images)
+    return Catalog(root, columns, products, orphans, bad_rows)

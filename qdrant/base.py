@@ -1,0 +1,136 @@
+"""The store interface that ingest, query and eval talk to."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# A conjunction of equality conditions on payload fields: [("gender", "Men"), ("year", 2012)].
+Where = Sequence[tuple[str, Any]]
+
+# Payload fields indexed for filtering, by type.
+KEYWORD_INDEX = "keyword"
+INTEGER_INDEX = "integer"
+
+
+class StoreError(Exception):
+    """A store problem the user can act on; the message says what to do."""
+
+
+class CollectionNotFound(StoreError):
+    pass
+
+
+class StoreLocked(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class PointData:
+    """A point to write: product id, one vector per name, payload."""
+
+    id: int
+    vectors: dict[str, np.ndarray]
+    payload: dict
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: int
+    payload: dict | None
+    vectors: dict[str, np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    payload: dict | None
+
+
+class VectorStore(ABC):
+    """One point per product, named vectors with cosine distance, payload indexes on labels."""
+
+    @abstractmethod
+    def list_collections(self) -> list[str]: ...
+
+    @abstractmethod
+    def create_collection(
+        self,
+        name: str,
+        vectors: dict[str, int],
+        metadata: dict,
+        indexes: dict[str, str],
+    ) -> None:
+        """Create a collection with named cosine vectors {name: dim} and payload indexes
+        {field: KEYWORD_INDEX | INTEGER_INDEX}; `metadata` is kept with it (JSON-able)."""
+
+    @abstractmethod
+    def get_metadata(self, name: str) -> dict: ...
+
+    @abstractmethod
+    def set_metadata(self, name: str, metadata: dict) -> None: ...
+
+    @abstractmethod
+    def vector_sizes(self, name: str) -> dict[str, int]: ...
+
+    @abstractmethod
+    def count(self, name: str) -> int: ...
+
+    @abstractmethod
+    def ids(self, name: str) -> set[int]:
+        """Every point id in the collection."""
+
+    @abstractmethod
+    def upsert(self, name: str, points: Sequence[PointData]) -> None:
+        """Write points (vectors and payload together); durable when this returns."""
+
+    @abstractmethod
+    def retrieve(
+        self, name: str, ids: Iterable[int], with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Points by id, in the order asked; unknown ids are left out."""
+
+    @abstractmethod
+    def search_batch(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        using: str,
+        limit: int,
+        where: Where | None = None,
+        exact: bool = False,
+        with_payload: bool = True,
+    ) -> list[list[Hit]]:
+        """Nearest neighbours by cosine for each row of `vectors`, best first."""
+
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        using: str,
+        limit: int,
+        where: Where | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        batch = np.asarray(vector, dtype=np.float32)[None, :]
+        return self.search_batch(name, batch, using, limit, where, exact)[0]
+
+    def has_collection(self, name: str) -> bool:
+        return name in self.list_collections()
+
+    def optimize(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Build search indexes now (the embedded store); servers do it on their own."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

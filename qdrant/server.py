@@ -1,0 +1,168 @@
+"""Server store: a Qdrant server or cluster through qdrant-client (gRPC for bulk traffic).
+
+Tests run it against QdrantClient(":memory:"), which speaks the same client API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from qdrant.base import (
+    INTEGER_INDEX,
+    KEYWORD_INDEX,
+    CollectionNotFound,
+    Hit,
+    PointData,
+    StoredPoint,
+    StoreError,
+    VectorStore,
+    Where,
+)
+from qdrant.edge import HNSW_EF, SCROLL_PAGE, check_collection_name
+
+_INDEX_TYPES = {
+    KEYWORD_INDEX: qm.PayloadSchemaType.KEYWORD,
+    INTEGER_INDEX: qm.PayloadSchemaType.INTEGER,
+}
+
+
+def _filter(where: Where | None) -> qm.Filter | None:
+    if not where:
+        return None
+    return qm.Filter(
+        must=[qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in where]
+    )
+
+
+class ServerStore(VectorStore):
+    def __init__(self, client: QdrantClient, description: str = "qdrant"):
+        self.client = client
+        self.description = description
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None = None) -> ServerStore:
+        # gRPC pays for upserts and batched searches; REST stays available for the rest.
+        client = QdrantClient(url=url, api_key=api_key, prefer_grpc=True, timeout=60)
+        try:
+            client.get_collections()
+        except Exception as exc:
+            raise StoreError(f"cannot reach the Qdrant server at {url}: {exc}") from exc
+        return cls(client, url)
+
+    def __repr__(self) -> str:
+        return f"ServerStore({self.description!r})"
+
+    def _check(self, name: str) -> str:
+        check_collection_name(name)
+        if not self.client.collection_exists(name):
+            known = ", ".join(self.list_collections()) or "none"
+            raise CollectionNotFound(
+                f"no collection {name!r} on {self.description} (collections: {known})"
+            )
+        return name
+
+    def list_collections(self) -> list[str]:
+        return sorted(c.name for c in self.client.get_collections().collections)
+
+    def create_collection(self, name, vectors, metadata, indexes) -> None:
+        check_collection_name(name)
+        if self.client.collection_exists(name):
+            raise StoreError(f"collection {name!r} already exists on {self.description}")
+        self.client.create_collection(
+            name,
+            vectors_config={
+                v: qm.VectorParams(size=int(dim), distance=qm.Distance.COSINE)
+                for v, dim in vectors.items()
+            },
+            metadata=metadata,
+        )
+        for field, kind in indexes.items():
+            self.client.create_payload_index(name, field, _INDEX_TYPES[kind], wait=True)
+
+    def get_metadata(self, name: str) -> dict:
+        info = self.client.get_collection(self._check(name))
+        return dict(info.config.metadata or {})
+
+    def set_metadata(self, name: str, metadata: dict) -> None:
+        # Collection metadata updates merge keys; stale keys are nulled so the record is exact.
+        stale = {k: None for k in self.get_metadata(name) if k not in metadata}
+        self.client.update_collection(name, metadata={**stale, **metadata})
+
+    def vector_sizes(self, name: str) -> dict[str, int]:
+        vectors = self.client.get_collection(self._check(name)).config.params.vectors
+        return {k: int(v.size) for k, v in vectors.items()}
+
+    def count(self, name: str) -> int:
+        return self.client.count(self._check(name), exact=True).count
+
+    def ids(self, name: str) -> set[int]:
+        self._check(name)
+        found, offset = set(), None
+        while True:
+            records, offset = self.client.scroll(
+                name, limit=SCROLL_PAGE, offset=offset, with_payload=False, with_vectors=False
+            )
+            found.update(int(r.id) for r in records)
+            if offset is None:
+                return found
+
+    def upsert(self, name: str, points: Sequence[PointData]) -> None:
+        if not points:
+            return
+        self.client.upsert(
+            name,
+            points=[
+                qm.PointStruct(
+                    id=int(p.id),
+                    vector={k: np.asarray(v, dtype=np.float32).tolist() for k, v in p.vectors.items()},
+                    payload=p.payload,
+                )
+                for p in points
+            ],
+            wait=True,
+        )
+
+    def retrieve(self, name, ids: Iterable[int], with_vectors: bool = False) -> list[StoredPoint]:
+        wanted = [int(i) for i in ids]
+        records = self.client.retrieve(
+            self._check(name), wanted, with_payload=True, with_vectors=with_vectors
+        )
+        by_id = {int(r.id): r for r in records}
+        return [
+            StoredPoint(
+                i,
+                by_id[i].payload,
+                {k: np.asarray(v, dtype=np.float32) for k, v in by_id[i].vector.items()}
+                if with_vectors
+                else None,
+            )
+            for i in wanted
+            if i in by_id
+        ]
+
+    def search_batch(self, name, vectors, using, limit, where=None, exact=False, with_payload=True):
+        params = qm.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact)
+        flt = _filter(where)
+        requests = [
+            qm.QueryRequest(
+                query=np.asarray(v, dtype=np.float32).tolist(),
+                using=using,
+                limit=limit,
+                filter=flt,
+                params=params,
+                with_payload=with_payload,
+            )
+            for v in vectors
+        ]
+        responses = self.client.query_batch_points(self._check(name), requests=requests)
+        return [
+            [Hit(int(p.id), float(p.score), p.payload if with_payload else None) for p in r.points]
+            for r in responses
+        ]
+
+    def close(self) -> None:
+        self.client.close()

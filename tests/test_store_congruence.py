@@ -1,0 +1,116 @@
+"""The same scenario on the embedded store and on qdrant-client's in-memory mode: same answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from qdrant import CollectionNotFound, PointData, StoreLocked
+from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX
+from qdrant.edge import EdgeStore
+from qdrant.server import ServerStore
+
+VECTORS = {"shape": 16, "colour": 8}
+INDEXES = {"gender": KEYWORD_INDEX, "year": INTEGER_INDEX}
+GENDERS = ["Men", "Women", "Unisex"]
+
+
+def _points(n: int = 120, seed: int = 7) -> list[PointData]:
+    rng = np.random.default_rng(seed)
+    # Clustered data, like real embeddings: a few centres plus noise.
+    centres = rng.normal(size=(6, VECTORS["shape"]))
+    points = []
+    for i in range(n):
+        shape = centres[i % 6] + 0.3 * rng.normal(size=VECTORS["shape"])
+        colour = rng.random(VECTORS["colour"])
+        payload = {"gender": GENDERS[i % 3], "year": 2010 + i % 5, "name": f"item {i}", "x": None}
+        points.append(PointData(1000 + i, {"shape": shape, "colour": colour}, payload))
+    return points
+
+
+@pytest.fixture(params=["edge", "memory"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path) if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    yield s
+    s.close()
+
+
+def _scenario(store) -> dict:
+    """Everything a user of the store can observe, as plain data."""
+    points = _points()
+    store.create_collection("catalog", VECTORS, {"embedder": {"backbone": "b", "dim": 16}}, INDEXES)
+    store.upsert("catalog", points[:70])
+    store.upsert("catalog", points[60:])  # overlap: upsert must not duplicate
+    queries = np.stack([points[i].vectors["shape"] for i in (0, 5, 33)])
+    out = {
+        "collections": store.list_collections(),
+        "count": store.count("catalog"),
+        "ids": sorted(store.ids("catalog")),
+        "sizes": store.vector_sizes("catalog"),
+        "metadata": store.get_metadata("catalog"),
+        "search": [
+            [(h.id, round(h.score, 4)) for h in hits]
+            for hits in store.search_batch("catalog", queries, "shape", 5, exact=True)
+        ],
+        "filtered": [
+            (h.id, h.payload["gender"], h.payload["year"])
+            for h in store.search(
+                "catalog", queries[1], "shape", 4, where=[("gender", "Women"), ("year", 2012)],
+                exact=True,
+            )
+        ],
+        "colour": [h.id for h in store.search("catalog", points[9].vectors["colour"], "colour", 3)],
+        "retrieved": [
+            (p.id, p.payload, np.round(p.vectors["colour"], 4).tolist())
+            for p in store.retrieve("catalog", [1009, 42, 1001], with_vectors=True)
+        ],
+    }
+    store.set_metadata("catalog", {"embedder": {"backbone": "c"}, "autoencoder": 1})
+    out["metadata_after"] = store.get_metadata("catalog")
+    return out
+
+
+def test_edge_and_memory_client_agree(tmp_path):
+    edge = EdgeStore(tmp_path / "edge")
+    memory = ServerStore(QdrantClient(":memory:"))
+    try:
+        a, b = _scenario(edge), _scenario(memory)
+    finally:
+        edge.close()
+        memory.close()
+    # Null-valued metadata keys are how the server forgets a key; treat them as absent.
+    b["metadata_after"] = {k: v for k, v in b["metadata_after"].items() if v is not None}
+    assert a == b
+
+
+def test_scenario_results_are_right(store):
+    out = _scenario(store)
+    assert out["count"] == 120
+    assert out["ids"] == list(range(1000, 1120))
+    assert out["sizes"] == VECTORS
+    for query_id, hits in zip((1000, 1005, 1033), out["search"]):
+        assert hits[0][0] == query_id and hits[0][1] == pytest.approx(1.0, abs=1e-4)
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert out["filtered"] and all(g == "Women" and y == 2012 for _, g, y in out["filtered"])
+    assert out["colour"][0] == 1009
+    assert [r[0] for r in out["retrieved"]] == [1009, 1001]
+    assert out["retrieved"][0][1] == {"gender": "Men", "year": 2014, "name": "item 9", "x": None}
+
+
+def test_missing_collection_is_a_clear_error(store):
+    with pytest.raises(CollectionNotFound, match="no collection 'nope'"):
+        store.count("nope")
+
+
+def test_edge_store_reopens_and_second_process_is_refused(tmp_path):
+    store = EdgeStore(tmp_path)
+    store.create_collection("c", VECTORS, {"k": 1}, INDEXES)
+    store.upsert("c", _points(10))
+    store.close()
+    reopened = EdgeStore(tmp_path)
+    assert reopened.count("c") == 10
+    other = EdgeStore(tmp_path)  # same as a second process: the shard is locked
+    with pytest.raises(StoreLocked, match="open in another searchctl process"):
+        other.count("c")
+    reopened.close()
