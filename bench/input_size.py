@@ -50,9 +50,13 @@ def main() -> None:
         q = np.stack([letterbox(im, h, w) for im in upscaled])
         emb.embed(x[: args.batch])  # warm up
         t0 = time.perf_counter()
-        vecs = np.concatenate([emb.embed(x[i : i + args.batch]) for i in range(0, len(x), args.batch)])
+        vecs = np.concatenate(
+            [emb.embed(x[i : i + args.batch]) for i in range(0, len(x), args.batch)]
+        )
         rate = len(x) / (time.perf_counter() - t0)
-        qv = np.concatenate([emb.embed(q[i : i + args.batch]) for i in range(0, len(q), args.batch)])
+        qv = np.concatenate(
+            [emb.embed(q[i : i + args.batch]) for i in range(0, len(q), args.batch)]
+        )
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         qv /= np.linalg.norm(qv, axis=1, keepdims=True)
         sims = vecs @ vecs.T
@@ -61,7 +65,9 @@ def main() -> None:
         rates = [float((labels[f][top] == labels[f][:, None]).mean()) for f in FIELDS]
         self_top = np.argsort(-(qv @ vecs.T), axis=1)[:, :5]
         self_rate = float((self_top == np.arange(len(q))[:, None]).any(axis=1).mean())
-        print(f"{text:>8} {rate:7.0f} " + " ".join(f"{r:11.3f}" for r in rates) + f"  {self_rate:.3f}")
+        print(
+            f"{text:>8} {rate:7.0f} " + " ".join(f"{r:11.3f}" for r in rates) + f"  {self_rate:.3f}"
+        )
 
 
 if __name__ == "__main__":

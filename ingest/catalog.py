@@ -71,7 +71,7 @@ def _typed(column: str, value: str):
 
 
 def read_styles(path: Path) -> tuple[list[str], list[dict], list[tuple[int, str]]]:
-    """Parse styles.csv. Returns columns, typed rows, and (line, reason) for rows that are unusable."""
+    """Parse styles.csv: columns, typed rows, and (line, reason) for each unusable row."""
     rows: list[dict] = []
     bad: list[tuple[int, str]] = []
     seen: set[int] = set()

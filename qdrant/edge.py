@@ -57,9 +57,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def _filter(where: Where | None) -> qe.Filter | None:
     if not where:
         return None
-    return qe.Filter(
-        must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in where]
-    )
+    return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in where])
 
 
 class EdgeStore(VectorStore):

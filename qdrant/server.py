@@ -118,7 +118,9 @@ class ServerStore(VectorStore):
             points=[
                 qm.PointStruct(
                     id=int(p.id),
-                    vector={k: np.asarray(v, dtype=np.float32).tolist() for k, v in p.vectors.items()},
+                    vector={
+                        k: np.asarray(v, dtype=np.float32).tolist() for k, v in p.vectors.items()
+                    },
                     payload=p.payload,
                 )
                 for p in points

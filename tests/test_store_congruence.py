@@ -56,7 +56,11 @@ def _scenario(store) -> dict:
         "filtered": [
             (h.id, h.payload["gender"], h.payload["year"])
             for h in store.search(
-                "catalog", queries[1], "shape", 4, where=[("gender", "Women"), ("year", 2012)],
+                "catalog",
+                queries[1],
+                "shape",
+                4,
+                where=[("gender", "Women"), ("year", 2012)],
                 exact=True,
             )
         ],

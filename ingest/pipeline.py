@@ -1,0 +1,280 @@
+"""Ingest: catalog -> decoded images -> embedder -> store, with the three stages overlapping.
+
+Decoding runs in a thread pool a few batches ahead, inference on the calling thread (TensorFlow
+uses every core or the GPU), upserts in a writer thread. A point is written with its vectors and
+payload in one operation, and the store is asked which ids it already holds before any work, so
+an interrupted ingest (even kill -9) resumes where it stopped and a finished one is a no-op.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedder.images import BadImage, load_image
+from embedder.spec import EmbedderSpec, preprocess
+from ingest.catalog import LABEL_FIELDS, Catalog, Product
+from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, PointData, VectorStore
+
+RECORD_KEY = "embedder"
+PREFETCH_BATCHES = 3
+WRITE_QUEUE_BATCHES = 2
+PAYLOAD_INDEXES = {**{f: KEYWORD_INDEX for f in LABEL_FIELDS}, "year": INTEGER_INDEX}
+
+
+class EmbedderMismatch(Exception):
+    """The collection was built with another embedder than the one asked for."""
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    catalog_rows: int
+    rows_without_image: list[int]
+    images_without_row: list[str]
+    bad_rows: list[tuple[int, str]]
+    selected: int  # products with an image, after --limit
+    already_stored: int
+    stored: int = 0
+    bad_images: list[tuple[int, str]] = field(default_factory=list)
+    points_in_collection: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.stored == 0 and not self.bad_images
+
+    @property
+    def images_per_second(self) -> float:
+        work = self.seconds.get("pipeline", 0.0)
+        return (self.stored + len(self.bad_images)) / work if work > 0 else 0.0
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["bad_images"] = [{"id": i, "reason": r} for i, r in self.bad_images]
+        data["bad_rows"] = [{"line": n, "reason": r} for n, r in self.bad_rows]
+        data["images_per_second"] = round(self.images_per_second, 1)
+        data["up_to_date"] = self.up_to_date
+        return data
+
+
+def collection_record(store: VectorStore, collection: str) -> EmbedderSpec | None:
+    """The embedder a collection was built with, or None if it has no record."""
+    record = store.get_metadata(collection).get(RECORD_KEY)
+    return EmbedderSpec.from_record(record) if record else None
+
+
+def check_embedder(store: VectorStore, collection: str, spec: EmbedderSpec) -> None:
+    """Refuse to mix vectors of different embedders in one collection."""
+    recorded = collection_record(store, collection)
+    if recorded is not None and recorded.identity() != spec.identity():
+        diff = [
+            f"  {k}: collection has {recorded.identity()[k]!r}, this run has {v!r}"
+            for k, v in spec.identity().items()
+            if recorded.identity()[k] != v
+        ]
+        raise EmbedderMismatch(
+            f"collection {collection!r} was built with another embedder:\n"
+            + "\n".join(diff)
+            + "\nUse the same --backbone/--weights/--input-size/--preprocess as the collection, "
+            "or ingest into another --collection."
+        )
+
+
+def ensure_collection(
+    store: VectorStore, collection: str, spec: EmbedderSpec, catalog_root: Path
+) -> None:
+    if store.has_collection(collection):
+        check_embedder(store, collection, spec)
+        return
+    store.create_collection(
+        collection,
+        {spec.vector_name: spec.dim},
+        {RECORD_KEY: spec.to_record(), "catalog": str(catalog_root.resolve())},
+        PAYLOAD_INDEXES,
+    )
+
+
+def product_payload(product: Product, catalog_root: Path) -> dict:
+    """Every styles.csv column, plus the image path relative to the catalog."""
+    payload = dict(product.payload)
+    if product.image is not None:
+        payload["image"] = product.image.relative_to(catalog_root).as_posix()
+    return payload
+
+
+@dataclass
+class _Batch:
+    products: list[Product]
+    images: np.ndarray  # float32 model input of the good ones
+    good: list[Product]
+    bad: list[tuple[int, str]]
+
+
+def _decode(products: list[Product], spec: EmbedderSpec) -> _Batch:
+    arrays, good, bad = [], [], []
+    for product in products:
+        try:
+            arrays.append(load_image(product.image, spec.input_height, spec.input_width))
+            good.append(product)
+        except BadImage as exc:
+            bad.append((product.id, str(exc)))
+    if arrays:
+        images = preprocess(np.stack(arrays), spec.preprocessing)
+    else:
+        images = np.zeros((0, spec.input_height, spec.input_width, 3), np.float32)
+    return _Batch(products, images, good, bad)
+
+
+class _Writer:
+    """Upserts in a background thread; a failure surfaces on the next put or at close."""
+
+    def __init__(self, store: VectorStore, collection: str):
+        self.store, self.collection = store, collection
+        self.queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_BATCHES)
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.thread = threading.Thread(target=self._run, name="searchctl-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (points := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain without writing after a failure
+            start = time.perf_counter()
+            try:
+                self.store.upsert(self.collection, points)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = exc
+            self.seconds += time.perf_counter() - start
+
+    def put(self, points: list[PointData]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(points)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _chunks(items: Sequence[Product], size: int) -> Iterator[list[Product]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def ingest_catalog(
+    catalog: Catalog,
+    store: VectorStore,
+    collection: str,
+    spec: EmbedderSpec,
+    *,
+    embedder=None,
+    batch_size: int = 64,
+    limit: int | None = None,
+    decode_workers: int = 2,
+    optimize: bool = True,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    make_embedder: Callable[[EmbedderSpec], object] | None = None,
+) -> IngestReport:
+    """Store every product of `catalog` that the collection lacks; returns what happened.
+
+    `embedder` (an embedder.model.Embedder) is built from `spec` only when there is work to do.
+    `on_plan(n)` is called with the number of products to embed, `on_progress(k)` after each batch.
+    """
+    wall = time.perf_counter()
+    selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
+    exists = store.has_collection(collection)
+    if exists:
+        check_embedder(store, collection, spec)
+    stored_ids = store.ids(collection) if exists else set()
+    todo = [p for p in selected if p.id not in stored_ids]
+    report = IngestReport(
+        collection=collection,
+        catalog_rows=len(catalog.products),
+        rows_without_image=catalog.without_image,
+        images_without_row=catalog.orphan_images,
+        bad_rows=catalog.bad_rows,
+        selected=len(selected),
+        already_stored=len(selected) - len(todo),
+    )
+    if todo and embedder is None:
+        # Built before anything is written: missing weights stop the run with nothing done.
+        if make_embedder is None:
+            from embedder.model import Embedder as make_embedder
+        embedder = make_embedder(spec)
+    ensure_collection(store, collection, spec, catalog.root)
+    if on_plan:
+        on_plan(len(todo))
+    if todo:
+        _run_pipeline(
+            todo,
+            catalog.root,
+            spec,
+            embedder,
+            store,
+            collection,
+            report,
+            batch_size,
+            decode_workers,
+            on_progress,
+        )
+        if optimize and report.stored:
+            start = time.perf_counter()
+            store.optimize(collection)
+            report.seconds["optimize"] = time.perf_counter() - start
+    report.points_in_collection = store.count(collection)
+    report.seconds["wall"] = time.perf_counter() - wall
+    return report
+
+
+def _run_pipeline(
+    todo, root, spec, embedder, store, collection, report, batch_size, decode_workers, on_progress
+) -> None:
+    start = time.perf_counter()
+    embed_seconds = 0.0
+    batches = _chunks(todo, batch_size)
+    writer = _Writer(store, collection)
+    try:
+        with ThreadPoolExecutor(decode_workers, thread_name_prefix="searchctl-decode") as pool:
+            pending = deque(pool.submit(_decode, b, spec) for b in _take(batches, PREFETCH_BATCHES))
+            while pending:
+                batch = pending.popleft().result()
+                nxt = next(batches, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_decode, nxt, spec))
+                report.bad_images.extend(batch.bad)
+                if batch.good:
+                    t0 = time.perf_counter()
+                    vectors = embedder.embed_preprocessed(batch.images)
+                    embed_seconds += time.perf_counter() - t0
+                    writer.put(
+                        [
+                            PointData(p.id, {spec.vector_name: v}, product_payload(p, root))
+                            for p, v in zip(batch.good, vectors)
+                        ]
+                    )
+                    report.stored += len(batch.good)
+                if on_progress:
+                    on_progress(len(batch.products))
+    finally:
+        # Whatever was handed to the writer is written, even on Ctrl-C.
+        writer.close()
+        report.seconds["embed"] = embed_seconds
+        report.seconds["upsert"] = writer.seconds
+        report.seconds["pipeline"] = time.perf_counter() - start
+
+
+def _take(it: Iterator, n: int) -> list:
+    return [x for _, x in zip(range(n), it)]

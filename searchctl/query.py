@@ -1,0 +1,125 @@
+"""Query a collection by photo or by catalog product, with the embedder it was built with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedder.images import load_image
+from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
+from ingest.pipeline import collection_record
+from qdrant.base import Hit, StoreError, VectorStore, Where
+
+INTEGER_FIELDS = ("id", "year")
+
+
+@dataclass
+class SearchResult:
+    query: str
+    vector: str
+    hits: list[Hit]
+
+    def to_json(self) -> dict:
+        return {
+            "query": self.query,
+            "vector": self.vector,
+            "hits": [{"id": h.id, "score": h.score, "payload": h.payload} for h in self.hits],
+        }
+
+
+def parse_where(conditions: list[str] | None) -> list[tuple[str, object]]:
+    """['gender=Men', 'year=2012'] -> [('gender', 'Men'), ('year', 2012)]."""
+    parsed = []
+    for text in conditions or []:
+        key, sep, value = text.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"--where takes FIELD=VALUE, got {text!r}")
+        if key in INTEGER_FIELDS:
+            try:
+                parsed.append((key, int(value)))
+                continue
+            except ValueError:
+                raise ValueError(f"--where {key} needs an integer, got {value!r}") from None
+        parsed.append((key, value))
+    return parsed
+
+
+def recorded_spec(store: VectorStore, collection: str, weights: Path | None = None) -> EmbedderSpec:
+    """The collection's embedder; `weights` replaces a recorded file path that has moved."""
+    spec = collection_record(store, collection)
+    if spec is None:
+        raise StoreError(f"collection {collection!r} has no embedder record: re-run ingest")
+    if spec.weights == IMAGENET:
+        return spec
+    path = Path(weights).expanduser().resolve() if weights else Path(spec.weights)
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"the weights file this collection was built with is gone: {path}\n"
+            f"Pass --weights with the same file ({spec.weights_id})."
+        )
+    if weights is not None and f"sha256:{sha256_file(path)}" != spec.weights_id:
+        raise WeightsUnavailable(
+            f"{path} is not the weights file collection {collection!r} was built with "
+            f"({spec.weights_id})"
+        )
+    return EmbedderSpec(**{**spec.__dict__, "weights": str(path)})
+
+
+class Searcher:
+    """Holds the model warm between queries (the library path behind `searchctl query`)."""
+
+    def __init__(self, store: VectorStore, collection: str, weights: Path | None = None):
+        from embedder.model import Embedder
+
+        self.store, self.collection = store, collection
+        self.spec = recorded_spec(store, collection, weights)
+        self.embedder = Embedder(self.spec)
+
+    def embed_image(self, image) -> np.ndarray:
+        pixels = load_image(image, self.spec.input_height, self.spec.input_width)
+        return self.embedder.embed(pixels[None])[0]
+
+    def search_image(
+        self, image, top: int = 5, vector: str | None = None, where: Where | None = None
+    ) -> SearchResult:
+        vector = check_vector(self.store, self.collection, vector, self.spec)
+        hits = self.store.search(self.collection, self.embed_image(image), vector, top, where)
+        return SearchResult(str(image), vector, hits)
+
+
+def check_vector(
+    store: VectorStore, collection: str, vector: str | None, spec: EmbedderSpec | None = None
+) -> str:
+    names = store.vector_sizes(collection)
+    if vector is None:
+        spec = spec or collection_record(store, collection)
+        return spec.vector_name if spec else next(iter(names))
+    if vector not in names:
+        raise ValueError(
+            f"collection {collection!r} has no vector {vector!r} (it has: {', '.join(names)})"
+        )
+    if spec is not None and vector != spec.vector_name:
+        raise ValueError(
+            f"no photo embedder for vector {vector!r} yet; use --vector {spec.vector_name}"
+        )
+    return vector
+
+
+def search_by_id(
+    store: VectorStore,
+    collection: str,
+    product_id: int,
+    top: int = 5,
+    vector: str | None = None,
+    where: Where | None = None,
+) -> SearchResult:
+    """Search with a stored product's own vector (no model needed)."""
+    vector = check_vector(store, collection, vector)
+    found = store.retrieve(collection, [product_id], with_vectors=True)
+    if not found:
+        raise StoreError(f"product {product_id} is not in collection {collection!r}")
+    hits = store.search(collection, found[0].vectors[vector], vector, top, where)
+    return SearchResult(f"id:{product_id}", vector, hits)

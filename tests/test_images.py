@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedder.images import BadImage, letterbox, load_image, open_image
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "img,fmt",
+    [
+        (Image.new("L", (60, 80), 128), "JPEG"),
+        (Image.new("CMYK", (60, 80), (0, 255, 255, 0)), "JPEG"),
+        (Image.new("RGB", (60, 80), (255, 0, 0)).convert("P"), "PNG"),
+        (Image.new("RGBA", (60, 80), (255, 0, 0, 255)), "PNG"),
+        (Image.new("LA", (60, 80), (30, 255)), "PNG"),
+        (Image.new("I;16", (60, 80), 30000), "PNG"),
+        (Image.new("1", (60, 80), 1), "PNG"),
+    ],
+    ids=["L", "CMYK", "P", "RGBA", "LA", "I16", "1"],
+)
+def test_every_mode_becomes_rgb(img, fmt):
+    arr = load_image(_bytes(img, fmt), 32, 24)
+    assert arr.shape == (32, 24, 3) and arr.dtype == np.uint8
+
+
+def test_transparency_becomes_white_and_cmyk_red_is_red():
+    clear = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    assert (open_image(_bytes(clear, "PNG")).getpixel((5, 5))) == (255, 255, 255)
+    red = open_image(_bytes(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"))
+    r, g, b = red.getpixel((4, 4))
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_letterbox_keeps_aspect_and_pads_white():
+    black_wide = Image.new("RGB", (200, 100), (0, 0, 0))
+    arr = letterbox(black_wide, 100, 100)
+    assert arr.shape == (100, 100, 3)
+    assert (arr[:24] == 255).all() and (arr[-24:] == 255).all()  # white bands top and bottom
+    assert (arr[26:74] == 0).all()  # the picture, unstretched, in the middle
+    native = letterbox(Image.new("RGB", (60, 80), (9, 9, 9)), 80, 60)
+    assert (native == 9).all()
+
+
+def test_exif_rotation_is_applied():
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    rotated = open_image(_bytes(img, "JPEG", exif=exif))
+    assert rotated.size == (20, 40)
+
+
+def test_bad_images_raise_bad_image_naming_the_problem(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    good = _bytes(Image.new("RGB", (60, 80), (1, 2, 3)), "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 3])
+    cases = {
+        "empty.jpg": "empty file",
+        "text.jpg": "not a readable image",
+        "cut.jpg": "cannot decode",
+        "missing.jpg": "file not found",
+    }
+    for name, message in cases.items():
+        with pytest.raises(BadImage, match=message):
+            load_image(tmp_path / name, 32, 32)
+    with pytest.raises(BadImage, match="empty data"):
+        load_image(b"", 32, 32)
