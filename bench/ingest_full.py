@@ -62,8 +62,13 @@ def main() -> None:
     store = EdgeStore(data_dir)
     try:
         report = ingest_catalog(
-            catalog, store, "bench", spec, embedder=embedder,
-            batch_size=args.batch_size, limit=args.limit,
+            catalog,
+            store,
+            "bench",
+            spec,
+            embedder=embedder,
+            batch_size=args.batch_size,
+            limit=args.limit,
         )
     finally:
         store.close()

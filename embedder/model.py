@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -48,12 +49,23 @@ class Embedder:
                 ) from exc
         else:
             model = build(include_top=False, weights=None, pooling="avg", input_shape=shape)
-            try:
-                model.load_weights(spec.weights)
-            except Exception as exc:
+            # Keras only warns when parts of a file do not match, leaving those layers random:
+            # any warning while loading is treated as a file that does not fit.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    model.load_weights(spec.weights)
+                    problem = next(
+                        (str(w.message) for w in caught if issubclass(w.category, UserWarning)),
+                        None,
+                    )
+                except Exception as exc:
+                    problem = str(exc)
+            if problem:
                 raise WeightsUnavailable(
-                    f"the weights file {spec.weights} does not fit backbone {spec.backbone}: {exc}"
-                ) from exc
+                    f"the weights file {spec.weights} does not fit backbone {spec.backbone}: "
+                    f"{problem[:500]}"
+                )
         self.model = model
         signature = [tf.TensorSpec([None, *shape], tf.float32)]
         self._forward = tf.function(

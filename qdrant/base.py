@@ -17,6 +17,17 @@ KEYWORD_INDEX = "keyword"
 INTEGER_INDEX = "integer"
 
 
+def unit_rows(vectors) -> np.ndarray:
+    """L2-normalise rows in float64, returned as float32.
+
+    Qdrant leaves vectors shorter than float32 epsilon unnormalised under cosine distance, so
+    both stores get unit vectors from us whatever the model's output scale.
+    """
+    arr = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return (arr / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
 class StoreError(Exception):
     """A store problem the user can act on; the message says what to do."""
 

@@ -22,6 +22,7 @@ from qdrant.base import (
     StoreLocked,
     VectorStore,
     Where,
+    unit_rows,
 )
 
 COLLECTION_FILE = "collection.json"
@@ -165,7 +166,7 @@ class EdgeStore(VectorStore):
                 [
                     qe.Point(
                         int(p.id),
-                        {k: np.asarray(v, dtype=np.float32).tolist() for k, v in p.vectors.items()},
+                        {k: unit_rows(v)[0].tolist() for k, v in p.vectors.items()},
                         p.payload,
                     )
                     for p in points
@@ -196,12 +197,12 @@ class EdgeStore(VectorStore):
         requests = [
             qe.QueryRequest(
                 limit=limit,
-                query=qe.Query.Nearest(np.asarray(v, dtype=np.float32).tolist(), using=using),
+                query=qe.Query.Nearest(v.tolist(), using=using),
                 filter=flt,
                 with_payload=with_payload,
                 params=params,
             )
-            for v in vectors
+            for v in unit_rows(vectors)
         ]
         results = shard.query_batch(qe.QueryBatchRequest(requests))
         return [[Hit(int(p.id), float(p.score), p.payload) for p in hits] for hits in results]

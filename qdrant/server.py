@@ -21,6 +21,7 @@ from qdrant.base import (
     StoreError,
     VectorStore,
     Where,
+    unit_rows,
 )
 from qdrant.edge import HNSW_EF, SCROLL_PAGE, check_collection_name
 
@@ -118,9 +119,7 @@ class ServerStore(VectorStore):
             points=[
                 qm.PointStruct(
                     id=int(p.id),
-                    vector={
-                        k: np.asarray(v, dtype=np.float32).tolist() for k, v in p.vectors.items()
-                    },
+                    vector={k: unit_rows(v)[0].tolist() for k, v in p.vectors.items()},
                     payload=p.payload,
                 )
                 for p in points
@@ -151,14 +150,14 @@ class ServerStore(VectorStore):
         flt = _filter(where)
         requests = [
             qm.QueryRequest(
-                query=np.asarray(v, dtype=np.float32).tolist(),
+                query=v.tolist(),
                 using=using,
                 limit=limit,
                 filter=flt,
                 params=params,
                 with_payload=with_payload,
             )
-            for v in vectors
+            for v in unit_rows(vectors)
         ]
         responses = self.client.query_batch_points(self._check(name), requests=requests)
         return [

@@ -12,11 +12,17 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SHARED_DATASET = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-product-images-small"
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "datasets"
+    / "fashion-product-images-small"
 )
 SHARED_MOBILENET = SHARED_DATASET.parents[1] / "models" / "mobilenet_v2_imagenet_notop.weights.h5"
 
-HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
+HEADER = (
+    "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,"
+    "productDisplayName"
+)
 KINDS = [
     ("Men", "Apparel", "Topwear", "Shirts", "Navy Blue"),
     ("Women", "Apparel", "Topwear", "Tops", "Red"),

@@ -118,3 +118,12 @@ def test_edge_store_reopens_and_second_process_is_refused(tmp_path):
     with pytest.raises(StoreLocked, match="open in another searchctl process"):
         other.count("c")
     reopened.close()
+
+
+def test_tiny_vectors_are_still_compared_by_cosine(store):
+    """Qdrant skips normalising vectors shorter than float32 epsilon; the store must not."""
+    store.create_collection("tiny", {"v": 3}, {}, {})
+    store.upsert("tiny", [PointData(1, {"v": np.array([1e-12, 0, 0])}, {}),
+                          PointData(2, {"v": np.array([0, 5.0, 0])}, {})])  # fmt: skip
+    hits = store.search("tiny", np.array([3e-13, 1e-14, 0]), "v", 2, exact=True)
+    assert [h.id for h in hits] == [1, 2] and hits[0].score == pytest.approx(1.0, abs=1e-3)

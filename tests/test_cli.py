@@ -1,0 +1,174 @@
+"""The searchctl commands end to end on a tiny generated catalog (CliRunner, in process)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import product_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from searchctl.cli import app
+
+runner = CliRunner()
+GOOD = 24  # products in the tiny catalog with a usable image
+BAD = {901, 902, 903}
+
+
+def _ingest(catalog, weights, *extra):
+    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights", str(weights),
+            "--input-size", "32x32", "--batch-size", "5", "--json", *extra]  # fmt: skip
+    return runner.invoke(app, args)
+
+
+def _json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_ingest_reports_bad_items_and_stores_the_rest(tiny_catalog, tiny_weights, data_dir):
+    report = _json(_ingest(tiny_catalog, tiny_weights))
+    assert report["stored"] == GOOD and report["points_in_collection"] == GOOD
+    assert {b["id"] for b in report["bad_images"]} == BAD
+    reasons = {b["id"]: b["reason"] for b in report["bad_images"]}
+    assert "empty file" in reasons[902] and "not a readable image" in reasons[903]
+    assert report["rows_without_image"] == [904]
+    assert report["images_without_row"] == ["999"]
+    assert report["bad_rows"][0]["reason"].startswith("3 fields")
+
+    again = _json(_ingest(tiny_catalog, tiny_weights))
+    assert again["stored"] == 0 and again["already_stored"] == GOOD
+    assert again["points_in_collection"] == GOOD
+    # Bad images are tried again (and reported again) on every run: nothing is silently lost.
+    assert {b["id"] for b in again["bad_images"]} == BAD
+
+    info = _json(runner.invoke(app, ["info", "--json"]))
+    (coll,) = info["collections"]
+    assert coll["name"] == "catalog0" and coll["points"] == GOOD
+    assert coll["vectors"] == {"mobilenet_v2": 1280}
+    assert coll["embedder"]["input_height"] == 32 and coll["embedder"]["preprocessing"] == "tf"
+
+
+def test_finished_ingest_says_nothing_to_do(tmp_path, tiny_weights, data_dir):
+    from conftest import make_catalog
+
+    catalog = make_catalog(tmp_path / "shop", n=6)
+    for bad in BAD:
+        (catalog / "images" / f"{bad}.jpg").unlink()
+    assert _ingest(catalog, tiny_weights).exit_code == 0
+    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2",
+            "--weights", str(tiny_weights), "--input-size", "32x32"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert "Nothing to do: all 6 products" in result.stdout
+
+
+def test_limit_then_full_run_completes(tmp_path, tiny_catalog, tiny_weights, data_dir):
+    first = _json(_ingest(tiny_catalog, tiny_weights, "--limit", "10"))
+    assert first["selected"] == 10 and first["points_in_collection"] == 10
+    rest = _json(_ingest(tiny_catalog, tiny_weights))
+    assert rest["already_stored"] == 10 and rest["stored"] == GOOD - 10
+
+
+def test_another_embedder_is_refused(tiny_catalog, tiny_weights, data_dir):
+    assert _ingest(tiny_catalog, tiny_weights, "--limit", "3").exit_code == 0
+    args = ["ingest", str(tiny_catalog), "--backbone", "mobilenet_v2",
+            "--weights", str(tiny_weights), "--input-size", "48x48"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "was built with another embedder" in result.stderr
+    assert "input_height: collection has 32, this run has 48" in result.stderr
+
+
+def test_missing_weights_stop_before_any_work(tiny_catalog, tmp_path, data_dir):
+    args = ["ingest", str(tiny_catalog), "--backbone", "mobilenet_v2",
+            "--weights", str(tmp_path / "absent.h5")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "weights file not found" in result.stderr
+    assert not data_dir.exists() or not any(data_dir.rglob("collection.json"))
+
+
+@pytest.fixture
+def ingested(tiny_catalog, tiny_weights, data_dir):
+    assert _ingest(tiny_catalog, tiny_weights).exit_code == 0
+    return tiny_catalog
+
+
+def test_query_by_photo_finds_the_product_first(ingested, tmp_path):
+    photo = tmp_path / "photo.png"
+    product_image(7).resize((120, 160)).save(photo)  # same product, another size and format
+    res = _json(runner.invoke(app, ["query", str(photo), "--top", "3", "--json"]))
+    assert res["vector"] == "mobilenet_v2" and len(res["hits"]) == 3
+    assert res["hits"][0]["id"] == 7 and res["hits"][0]["score"] >= 0.99, res["hits"]
+    assert res["hits"][0]["payload"]["articleType"] == "Watches"
+    scores = [h["score"] for h in res["hits"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_query_table_filter_and_contact_sheet(ingested, tmp_path):
+    photo = ingested / "images" / "5.jpg"
+    sheet = tmp_path / "sheet.png"
+    result = runner.invoke(
+        app, ["query", str(photo), "--where", "gender=Women", "--where", "year=2011",
+              "--show", str(sheet), "--top", "4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "rank" in result.stdout and "Women" in result.stdout and "Men " not in result.stdout
+    img = Image.open(sheet)
+    assert img.width > 4 * 120 and img.height >= 160  # query + 4 hits
+    res = _json(runner.invoke(app, ["query", str(photo), "--where", "gender=Women",
+                                    "--where", "year=2011", "--json"]))  # fmt: skip
+    assert res["hits"] and all(
+        h["payload"]["gender"] == "Women" and h["payload"]["year"] == 2011 for h in res["hits"]
+    )
+
+
+def test_query_by_id_uses_the_stored_vector(ingested):
+    res = _json(runner.invoke(app, ["query", "--id", "12", "--json", "--top", "2"]))
+    assert res["query"] == "id:12" and res["hits"][0]["id"] == 12
+    assert res["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["query", "{catalog}/styles.csv"], "not a readable image"),
+        (["query", "{catalog}/images/902.jpg"], "empty file"),
+        (["query", "{catalog}/nothing.jpg"], "file not found"),
+        (["query"], "either an IMAGE or --id"),
+        (["query", "--id", "99999"], "not in collection"),
+        (["query", "--id", "1", "--where", "gender"], "FIELD=VALUE"),
+        (["query", "--id", "1", "--vector", "colour"], "has no vector 'colour'"),
+        (["query", "--id", "1", "--collection", "other"], "no collection 'other'"),
+    ],
+)
+def test_query_errors_are_clear_with_exit_code_2(ingested, args, message):
+    result = runner.invoke(app, [a.format(catalog=ingested) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_info_on_an_empty_store(data_dir):
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0 and "No collections yet" in result.stdout
+
+
+def test_help_explains_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ingest", "query", "info"):
+        assert command in result.stdout
+    assert "--where" in runner.invoke(app, ["query", "--help"]).stdout
+
+
+def test_query_library_call_matches_cli(ingested, data_dir):
+    from qdrant.edge import EdgeStore
+    from searchctl.query import Searcher
+
+    with EdgeStore(data_dir) as store:
+        searcher = Searcher(store, "catalog0")
+        hits = searcher.search_image(ingested / "images" / "9.jpg", top=2).hits
+        vec = searcher.embed_image(ingested / "images" / "9.jpg")
+    assert hits[0].id == 9 and np.isfinite(vec).all()
