@@ -1,6 +1,6 @@
 """Ingest throughput against the bare model, in one run.
 
-1. Bare model: images/s of Embedder.embed_preprocessed on already-decoded batches of real
+1. Bare model: images/s of Embedder.embed on already-decoded batches of real
    catalog images (same backbone, input size and batch size as the ingest).
 2. Ingest: the library call behind `searchctl ingest`, into a fresh data dir.
 Prints wall time, images/s, the ratio to the bare model, and peak RSS.
@@ -50,11 +50,11 @@ def main() -> None:
         for i in range(0, n, args.batch_size)
     ]
     decode_s = time.perf_counter() - t0
-    print(f"decode+preprocess alone (1 thread): {n / decode_s:.0f} images/s")
-    embedder.embed_preprocessed(batches[0])  # trace and warm up
+    print(f"decode alone (1 thread): {n / decode_s:.0f} images/s")
+    embedder.embed(batches[0])  # trace and warm up
     t0 = time.perf_counter()
     for x in batches:
-        embedder.embed_preprocessed(x)
+        embedder.embed(x)
     bare = n / (time.perf_counter() - t0)
     print(f"bare model: {bare:.0f} images/s ({spec.describe()}, batch {args.batch_size})")
 

@@ -7,9 +7,28 @@ import warnings
 
 import numpy as np
 
-from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, preprocess
+from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def normalise(images, preprocessing: str):
+    """uint8 RGB batch -> float32 model input, as TensorFlow ops (fused into the model graph)."""
+    import tensorflow as tf
+
+    x = tf.cast(images, tf.float32)
+    if preprocessing == "torch":
+        return (x / 255.0 - _TORCH_MEAN) / _TORCH_STD
+    if preprocessing == "tf":
+        return x / 127.5 - 1.0
+    if preprocessing == "caffe":
+        return x[..., ::-1] - _CAFFE_MEAN_BGR
+    raise ValueError(f"unknown preprocessing {preprocessing!r}")
 
 
 def _constructor(backbone: str):
@@ -67,15 +86,13 @@ class Embedder:
                     f"{problem[:500]}"
                 )
         self.model = model
-        signature = [tf.TensorSpec([None, *shape], tf.float32)]
+        prep = spec.preprocessing
+        signature = [tf.TensorSpec([None, *shape], tf.uint8)]
         self._forward = tf.function(
-            lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=signature
+            lambda x: tf.cast(model(normalise(x, prep), training=False), tf.float32),
+            input_signature=signature,
         )
 
-    def embed_preprocessed(self, x: np.ndarray) -> np.ndarray:
-        """float32 model input -> float32 N x dim (raw, not normalised)."""
-        return self._forward(x).numpy()
-
     def embed(self, images: np.ndarray) -> np.ndarray:
-        """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim."""
-        return self.embed_preprocessed(preprocess(images, self.spec.preprocessing))
+        """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim (not normalised)."""
+        return self._forward(np.asarray(images, dtype=np.uint8)).numpy()

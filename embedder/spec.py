@@ -9,8 +9,6 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 IMAGENET = "imagenet"
 
 # Per-channel input normalisations, applied to RGB uint8 arrays.
@@ -125,20 +123,3 @@ def make_spec(
         raise ValueError(f"unknown preprocessing {prep!r}; choose one of {PREPROCESSINGS}")
     height, width = input_size
     return EmbedderSpec(backbone, weights_str, weights_id, height, width, prep, dim)
-
-
-_TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
-
-
-def preprocess(batch: np.ndarray, preprocessing: str) -> np.ndarray:
-    """uint8 NxHxWx3 RGB -> float32 model input."""
-    x = batch.astype(np.float32)
-    if preprocessing == "torch":
-        return (x / 255.0 - _TORCH_MEAN) / _TORCH_STD
-    if preprocessing == "tf":
-        return x / 127.5 - 1.0
-    if preprocessing == "caffe":
-        return x[..., ::-1] - _CAFFE_MEAN_BGR
-    raise ValueError(f"unknown preprocessing {preprocessing!r}")

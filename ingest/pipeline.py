@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from embedder.images import BadImage, load_image
-from embedder.spec import EmbedderSpec, preprocess
+from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, Catalog, Product
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, PointData, VectorStore
 
@@ -114,7 +114,7 @@ def product_payload(product: Product, catalog_root: Path) -> dict:
 @dataclass
 class _Batch:
     products: list[Product]
-    images: np.ndarray  # float32 model input of the good ones
+    images: np.ndarray  # uint8 pixels of the good ones
     good: list[Product]
     bad: list[tuple[int, str]]
 
@@ -127,10 +127,8 @@ def _decode(products: list[Product], spec: EmbedderSpec) -> _Batch:
             good.append(product)
         except BadImage as exc:
             bad.append((product.id, str(exc)))
-    if arrays:
-        images = preprocess(np.stack(arrays), spec.preprocessing)
-    else:
-        images = np.zeros((0, spec.input_height, spec.input_width, 3), np.float32)
+    shape = (0, spec.input_height, spec.input_width, 3)
+    images = np.stack(arrays) if arrays else np.zeros(shape, np.uint8)
     return _Batch(products, images, good, bad)
 
 
@@ -257,7 +255,7 @@ def _run_pipeline(
                 report.bad_images.extend(batch.bad)
                 if batch.good:
                     t0 = time.perf_counter()
-                    vectors = embedder.embed_preprocessed(batch.images)
+                    vectors = embedder.embed(batch.images)
                     embed_seconds += time.perf_counter() - t0
                     writer.put(
                         [
