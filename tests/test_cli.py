@@ -172,3 +172,10 @@ def test_query_library_call_matches_cli(ingested, data_dir):
         hits = searcher.search_image(ingested / "images" / "9.jpg", top=2).hits
         vec = searcher.embed_image(ingested / "images" / "9.jpg")
     assert hits[0].id == 9 and np.isfinite(vec).all()
+
+
+def test_unreachable_server_is_a_clear_error(data_dir):
+    # Nothing listens on port 9 of loopback.
+    result = runner.invoke(app, ["info", "--qdrant-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert "cannot reach the Qdrant server at http://127.0.0.1:9" in result.stderr

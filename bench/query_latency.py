@@ -1,0 +1,78 @@
+"""Query latency and self-retrieval on an ingested shared catalog.
+
+- `searchctl query` as a whole process (TensorFlow import and model build included);
+- the library call when warm (Searcher.search_image: decode, embed, search), p50/p95;
+- for every query: is the product itself rank 1 with score >= 0.99?
+- recall@5 of the HNSW index against exact search on the same query vectors.
+
+    python bench/ingest_full.py --data-dir /tmp/bench   # once, leaves collection "bench"
+    python bench/query_latency.py --data-dir /tmp/bench --collection bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DATASET
+
+from ingest.catalog import read_catalog
+from qdrant.edge import EdgeStore
+from searchctl.query import Searcher
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--collection", default="bench")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--processes", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    products = read_catalog(DATASET).with_image
+    rng = np.random.default_rng(args.seed)
+    sample = [products[i] for i in rng.choice(len(products), args.queries, replace=False)]
+
+    cli = Path(sys.executable).with_name("searchctl")
+    times = []
+    for product in sample[: args.processes]:
+        cmd = [str(cli), "query", str(product.image), "--top", "5", "--json",
+               "--data-dir", str(args.data_dir), "--collection", args.collection]  # fmt: skip
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        times.append(time.perf_counter() - t0)
+        assert json.loads(done.stdout)["hits"][0]["id"] == product.id
+    print(f"searchctl query, whole process: median {np.median(times):.2f} s "
+          f"(min {min(times):.2f}, max {max(times):.2f}, {len(times)} runs)")  # fmt: skip
+
+    with EdgeStore(args.data_dir) as store:
+        searcher = Searcher(store, args.collection)
+        searcher.search_image(sample[0].image)  # warm up
+        latencies, self_first, vectors = [], 0, []
+        for product in sample:
+            t0 = time.perf_counter()
+            result = searcher.search_image(product.image, top=5)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            top = result.hits[0]
+            self_first += top.id == product.id and top.score >= 0.99
+            vectors.append(searcher.embed_image(product.image))
+        p50, p95 = np.percentile(latencies, [50, 95])
+        print(f"library call, warm ({len(sample)} queries): p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+        print(f"product itself at rank 1 with score >= 0.99: {self_first}/{len(sample)}")
+        using = searcher.spec.vector_name
+        approx = store.search_batch(args.collection, np.stack(vectors), using, 5)
+        exact = store.search_batch(args.collection, np.stack(vectors), using, 5, exact=True)
+        recall = np.mean(
+            [len({h.id for h in a} & {h.id for h in e}) / 5 for a, e in zip(approx, exact)]
+        )
+        print(f"HNSW recall@5 against exact search: {recall:.4f}")
+
+
+if __name__ == "__main__":
+    main()
