@@ -46,7 +46,8 @@ class Embedder:
     Runs wherever TensorFlow places it: a GPU when one is visible, otherwise all CPU cores.
     """
 
-    def __init__(self, spec: EmbedderSpec, mixed_precision: bool = False):
+    def __init__(self, spec: EmbedderSpec, mixed_precision: bool = False, compiled: bool = True):
+        """`compiled=False` skips tracing a graph: faster for a one-off embedding, slower after."""
         import keras
         import tensorflow as tf
 
@@ -88,10 +89,11 @@ class Embedder:
         self.model = model
         prep = spec.preprocessing
         signature = [tf.TensorSpec([None, *shape], tf.uint8)]
-        self._forward = tf.function(
-            lambda x: tf.cast(model(normalise(x, prep), training=False), tf.float32),
-            input_signature=signature,
-        )
+
+        def forward(x):
+            return tf.cast(model(normalise(x, prep), training=False), tf.float32)
+
+        self._forward = tf.function(forward, input_signature=signature) if compiled else forward
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim (not normalised)."""

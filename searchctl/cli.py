@@ -269,7 +269,9 @@ def query(
         with connect(data_dir, qdrant_url, qdrant_api_key) as store:
             name = pick_collection(store, collection)
             if image is not None:
-                result = Searcher(store, name, weights).search_image(image, top, vector, conditions)
+                result = Searcher(store, name, weights, compiled=False).search_image(
+                    image, top, vector, conditions
+                )
             else:
                 result = search_by_id(store, name, product_id, top, vector, conditions)
             catalog_root = store.get_metadata(name).get("catalog")

@@ -71,12 +71,19 @@ def recorded_spec(store: VectorStore, collection: str, weights: Path | None = No
 class Searcher:
     """Holds the model warm between queries (the library path behind `searchctl query`)."""
 
-    def __init__(self, store: VectorStore, collection: str, weights: Path | None = None):
+    def __init__(
+        self,
+        store: VectorStore,
+        collection: str,
+        weights: Path | None = None,
+        compiled: bool = True,
+    ):
+        """`compiled=False` for a single query (no graph tracing, ~1 s less to the answer)."""
         from embedder.model import Embedder
 
         self.store, self.collection = store, collection
         self.spec = recorded_spec(store, collection, weights)
-        self.embedder = Embedder(self.spec)
+        self.embedder = Embedder(self.spec, compiled=compiled)
 
     def embed_image(self, image) -> np.ndarray:
         pixels = load_image(image, self.spec.input_height, self.spec.input_width)
