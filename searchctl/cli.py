@@ -28,7 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
+# Piped output (no terminal width) gets room for a whole result row rather than 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 DataDir = Annotated[
@@ -290,8 +291,10 @@ HIT_COLUMNS = ("gender", "masterCategory", "subCategory", "articleType", "baseCo
 
 def _print_hits(result) -> None:
     table = Table(title=f"{result.query}  (vector: {result.vector})", title_justify="left")
-    for col in ("rank", "id", "score", *HIT_COLUMNS, "productDisplayName"):
-        table.add_column(col, justify="right" if col in ("rank", "id", "score") else "left")
+    for col in ("rank", "id", "score", *HIT_COLUMNS):
+        table.add_column(col, justify="right" if col in ("rank", "id", "score") else "left",
+                         no_wrap=True)  # fmt: skip
+    table.add_column("productDisplayName", no_wrap=True, overflow="ellipsis")
     for rank, hit in enumerate(result.hits, 1):
         p = hit.payload or {}
         table.add_row(
