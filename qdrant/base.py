@@ -56,6 +56,22 @@ class StoredPoint:
     vectors: dict[str, np.ndarray] | None
 
 
+def stored_points(wanted: list[int], records, with_vectors: bool) -> list[StoredPoint]:
+    """Records of either Qdrant API (id, payload, vector dict) -> StoredPoints in `wanted` order."""
+    by_id = {int(r.id): r for r in records}
+    return [
+        StoredPoint(
+            i,
+            by_id[i].payload,
+            {k: np.asarray(v, dtype=np.float32) for k, v in by_id[i].vector.items()}
+            if with_vectors
+            else None,
+        )
+        for i in wanted
+        if i in by_id
+    ]
+
+
 @dataclass(frozen=True)
 class Hit:
     id: int

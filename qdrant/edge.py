@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import qdrant_edge as qe
 
 from qdrant.base import (
@@ -22,6 +21,7 @@ from qdrant.base import (
     StoreLocked,
     VectorStore,
     Where,
+    stored_points,
     unit_rows,
 )
 
@@ -177,18 +177,7 @@ class EdgeStore(VectorStore):
     def retrieve(self, name, ids: Iterable[int], with_vectors: bool = False) -> list[StoredPoint]:
         wanted = [int(i) for i in ids]
         records = self._shard(name).retrieve(wanted, True, with_vectors)
-        by_id = {int(r.id): r for r in records}
-        return [
-            StoredPoint(
-                i,
-                by_id[i].payload,
-                {k: np.asarray(v, dtype=np.float32) for k, v in by_id[i].vector.items()}
-                if with_vectors
-                else None,
-            )
-            for i in wanted
-            if i in by_id
-        ]
+        return stored_points(wanted, records, with_vectors)
 
     def search_batch(self, name, vectors, using, limit, where=None, exact=False, with_payload=True):
         shard = self._shard(name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -21,6 +20,7 @@ from qdrant.base import (
     StoreError,
     VectorStore,
     Where,
+    stored_points,
     unit_rows,
 )
 from qdrant.edge import HNSW_EF, SCROLL_PAGE, check_collection_name
@@ -132,18 +132,7 @@ class ServerStore(VectorStore):
         records = self.client.retrieve(
             self._check(name), wanted, with_payload=True, with_vectors=with_vectors
         )
-        by_id = {int(r.id): r for r in records}
-        return [
-            StoredPoint(
-                i,
-                by_id[i].payload,
-                {k: np.asarray(v, dtype=np.float32) for k, v in by_id[i].vector.items()}
-                if with_vectors
-                else None,
-            )
-            for i in wanted
-            if i in by_id
-        ]
+        return stored_points(wanted, records, with_vectors)
 
     def search_batch(self, name, vectors, using, limit, where=None, exact=False, with_payload=True):
         params = qm.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact)
