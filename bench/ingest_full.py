@@ -66,7 +66,7 @@ def main() -> None:
             store,
             "bench",
             spec,
-            embedder=embedder,
+            make_embedder=lambda _: embedder,
             batch_size=args.batch_size,
             limit=args.limit,
         )

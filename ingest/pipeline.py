@@ -75,11 +75,14 @@ def collection_record(store: VectorStore, collection: str) -> EmbedderSpec | Non
 def check_embedder(store: VectorStore, collection: str, spec: EmbedderSpec) -> None:
     """Refuse to mix vectors of different embedders in one collection."""
     recorded = collection_record(store, collection)
-    if recorded is not None and recorded.identity() != spec.identity():
+    if recorded is None:
+        return
+    have, want = recorded.identity(), spec.identity()
+    if have != want:
         diff = [
-            f"  {k}: collection has {recorded.identity()[k]!r}, this run has {v!r}"
-            for k, v in spec.identity().items()
-            if recorded.identity()[k] != v
+            f"  {k}: collection has {have[k]!r}, this run has {v!r}"
+            for k, v in want.items()
+            if have[k] != v
         ]
         raise EmbedderMismatch(
             f"collection {collection!r} was built with another embedder:\n"
@@ -89,12 +92,10 @@ def check_embedder(store: VectorStore, collection: str, spec: EmbedderSpec) -> N
         )
 
 
-def ensure_collection(
+def create_collection(
     store: VectorStore, collection: str, spec: EmbedderSpec, catalog_root: Path
 ) -> None:
-    if store.has_collection(collection):
-        check_embedder(store, collection, spec)
-        return
+    """A collection for `spec`'s vectors, with the embedder record and label indexes."""
     store.create_collection(
         collection,
         {spec.vector_name: spec.dim},
@@ -177,7 +178,6 @@ def ingest_catalog(
     collection: str,
     spec: EmbedderSpec,
     *,
-    embedder=None,
     batch_size: int = 64,
     limit: int | None = None,
     decode_workers: int = 2,
@@ -188,7 +188,7 @@ def ingest_catalog(
 ) -> IngestReport:
     """Store every product of `catalog` that the collection lacks; returns what happened.
 
-    `embedder` (an embedder.model.Embedder) is built from `spec` only when there is work to do.
+    `make_embedder(spec)` (default: embedder.model.Embedder) is called only when there is work.
     `on_plan(n)` is called with the number of products to embed, `on_progress(k)` after each batch.
     """
     wall = time.perf_counter()
@@ -207,12 +207,14 @@ def ingest_catalog(
         selected=len(selected),
         already_stored=len(selected) - len(todo),
     )
-    if todo and embedder is None:
+    embedder = None
+    if todo:
         # Built before anything is written: missing weights stop the run with nothing done.
         if make_embedder is None:
             from embedder.model import Embedder as make_embedder
         embedder = make_embedder(spec)
-    ensure_collection(store, collection, spec, catalog.root)
+    if not exists:
+        create_collection(store, collection, spec, catalog.root)
     if on_plan:
         on_plan(len(todo))
     if todo:

@@ -88,7 +88,7 @@ def user_errors():
         StoreError,
         ValueError,
     ) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -312,17 +312,16 @@ def _print_hits(result) -> None:
 def _write_query_sheet(result, image, catalog_root, path) -> None:
     from searchctl.contact_sheet import Tile, write_contact_sheet
 
-    def hit_image(hit):
-        rel = (hit.payload or {}).get("image")
+    def image_of(payload: dict | None) -> Path | None:
+        rel = (payload or {}).get("image")
         return Path(catalog_root) / rel if catalog_root and rel else None
 
-    query_source = image
-    if image is None and result.hits:
-        query_source = hit_image(result.hits[0])
+    # With --id, the product's own photo: it need not be among the hits (filters, duplicates).
+    query_source = image if image is not None else image_of(result.query_payload)
     tiles = [Tile(query_source, ["query", result.query[-20:]])]
     tiles += [
         Tile(
-            hit_image(h),
+            image_of(h.payload),
             [
                 f"#{r} id {h.id}",
                 f"score {h.score:.3f}",

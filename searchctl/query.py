@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ class SearchResult:
     query: str
     vector: str
     hits: list[Hit]
+    query_payload: dict | None = None  # the product queried with --id
 
     def to_json(self) -> dict:
         return {
@@ -60,12 +61,13 @@ def recorded_spec(store: VectorStore, collection: str, weights: Path | None = No
             f"the weights file this collection was built with is gone: {path}\n"
             f"Pass --weights with the same file ({spec.weights_id})."
         )
-    if weights is not None and f"sha256:{sha256_file(path)}" != spec.weights_id:
+    # Checked every time: a file replaced in place must not embed queries for old vectors.
+    if f"sha256:{sha256_file(path)}" != spec.weights_id:
         raise WeightsUnavailable(
             f"{path} is not the weights file collection {collection!r} was built with "
-            f"({spec.weights_id})"
+            f"({spec.weights_id}); pass --weights with that file"
         )
-    return EmbedderSpec(**{**spec.__dict__, "weights": str(path)})
+    return replace(spec, weights=str(path))
 
 
 class Searcher:
@@ -129,4 +131,4 @@ def search_by_id(
     if not found:
         raise StoreError(f"product {product_id} is not in collection {collection!r}")
     hits = store.search(collection, found[0].vectors[vector], vector, top, where)
-    return SearchResult(f"id:{product_id}", vector, hits)
+    return SearchResult(f"id:{product_id}", vector, hits, found[0].payload)

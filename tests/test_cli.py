@@ -179,3 +179,32 @@ def test_unreachable_server_is_a_clear_error(data_dir):
     result = runner.invoke(app, ["info", "--qdrant-url", "http://127.0.0.1:9"])
     assert result.exit_code == 2
     assert "cannot reach the Qdrant server at http://127.0.0.1:9" in result.stderr
+
+
+def test_id_query_sheet_shows_the_product_even_when_filtered_out(ingested, tmp_path):
+    from embedder.images import letterbox, open_image
+    from searchctl.contact_sheet import PAD, TILE_H, TILE_W
+
+    sheet = tmp_path / "sheet.png"
+    # Product 12 is a Men's shirt (12 % 4 == 0): a Women-only filter leaves it out of the hits.
+    args = ["query", "--id", "12", "--where", "gender=Women", "--show", str(sheet), "--json"]
+    res = _json(runner.invoke(app, args))
+    assert 12 not in [h["id"] for h in res["hits"]]
+    first_tile = np.asarray(Image.open(sheet))[PAD : PAD + TILE_H, PAD : PAD + TILE_W]
+    expected = letterbox(open_image(ingested / "images" / "12.jpg"), TILE_H, TILE_W)
+    assert np.abs(first_tile.astype(int) - expected.astype(int)).mean() < 3
+
+
+def test_weights_file_replaced_in_place_is_refused_at_query(
+    tiny_catalog, tiny_weights, tmp_path, data_dir
+):
+    import shutil
+
+    weights = tmp_path / "copy.weights.h5"
+    shutil.copy(tiny_weights, weights)
+    assert _ingest(tiny_catalog, weights, "--limit", "3").exit_code == 0
+    with open(weights, "ab") as fh:  # same path, other bytes
+        fh.write(b"\0")
+    result = runner.invoke(app, ["query", str(tiny_catalog / "images" / "1.jpg")])
+    assert result.exit_code == 2
+    assert "is not the weights file collection 'catalog0' was built with" in result.stderr

@@ -42,14 +42,16 @@ def test_interrupted_ingest_resumes_without_loss_or_duplicates(tiny_catalog, emb
     spec = embedder.spec
     crashing = CrashingStore(tmp_path, survive=2)
     with pytest.raises(Crash):
-        ingest_catalog(catalog, crashing, "c", spec, embedder=embedder, batch_size=4)
+        ingest_catalog(catalog, crashing, "c", spec, make_embedder=lambda _: embedder, batch_size=4)
     crashing.close()
 
     store = EdgeStore(tmp_path)
     partial = store.ids("c")
     assert len(partial) == 8  # two batches of 4 made it, nothing else
 
-    report = ingest_catalog(catalog, store, "c", spec, embedder=embedder, batch_size=4)
+    report = ingest_catalog(
+        catalog, store, "c", spec, make_embedder=lambda _: embedder, batch_size=4
+    )
     assert report.already_stored == 8 and report.stored == 24 - 8
     assert store.count("c") == 24
     points = store.retrieve("c", sorted(store.ids("c")), with_vectors=True)
@@ -60,7 +62,7 @@ def test_interrupted_ingest_resumes_without_loss_or_duplicates(tiny_catalog, emb
         assert np.linalg.norm(p.vectors["mobilenet_v2"]) == pytest.approx(1.0, abs=1e-4)
     # Vectors written before the crash equal the ones a clean run makes.
     clean = EdgeStore(tmp_path / "clean")
-    ingest_catalog(catalog, clean, "c", spec, embedder=embedder, batch_size=7)
+    ingest_catalog(catalog, clean, "c", spec, make_embedder=lambda _: embedder, batch_size=7)
     for p in clean.retrieve("c", sorted(partial), with_vectors=True):
         (again,) = store.retrieve("c", [p.id], with_vectors=True)
         assert np.allclose(p.vectors["mobilenet_v2"], again.vectors["mobilenet_v2"], atol=1e-5)
@@ -71,7 +73,9 @@ def test_interrupted_ingest_resumes_without_loss_or_duplicates(tiny_catalog, emb
 def test_other_embedder_is_refused_before_any_write(tiny_catalog, embedder, tmp_path):
     catalog = read_catalog(tiny_catalog)
     with EdgeStore(tmp_path) as store:
-        ingest_catalog(catalog, store, "c", embedder.spec, embedder=embedder, limit=4)
+        ingest_catalog(
+            catalog, store, "c", embedder.spec, make_embedder=lambda _: embedder, limit=4
+        )
         other = make_spec("mobilenet_v2", embedder.spec.weights, (48, 48))
         with pytest.raises(EmbedderMismatch, match="input_height"):
             ingest_catalog(catalog, store, "c", other)
