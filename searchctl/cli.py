@@ -1,4 +1,4 @@
-"""The `searchctl` command line: thin commands over the library (ingest, query, info)."""
+"""The `searchctl` command line: thin commands over the library (ingest, query, eval, info)."""
 
 from __future__ import annotations
 
@@ -331,6 +331,162 @@ def _write_query_sheet(result, image, catalog_root, path) -> None:
         for r, h in enumerate(result.hits, 1)
     ]
     write_contact_sheet(tiles, path)
+
+
+@app.command("eval")
+def eval_(
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Hits judged per query.")] = 5,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Query with N random products, not all of them.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample: same seed, same numbers.")] = 0,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(help="Search mode (a named vector, ...) to judge [default: every one]."),
+    ] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="External photos in the catalog layout (styles.csv + images/), embedded with "
+            "the collection's embedder; adds recall of the same product id.",
+        ),
+    ] = None,
+    exact: Annotated[
+        bool, typer.Option(help="Exact search (full scan) instead of the HNSW index.")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel search threads.")] = 2,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write report.md, a bar chart and best/worst contact sheets here."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per model call.")] = 64,
+    weights: WeightsOpt = None,
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantApiKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Label match rates: how often the top-k hits share the query's labels.
+
+    By default every product queries with its own stored vector and is left out of its hits
+    (leave-one-out). Rates per field (gender, masterCategory, subCategory, articleType,
+    baseColour, usage, season), the articleType macro mean and a per-articleType breakdown.
+    """
+    from searchctl.config import connect, pick_collection
+    from searchctl.evaluate import (
+        available_modes,
+        collection_labels,
+        evaluate,
+        photo_queries,
+        sample_ids,
+        select_modes,
+        stored_queries,
+    )
+
+    with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
+        name = pick_collection(store, collection)
+        modes = select_modes(available_modes(store, name), mode)
+        vectors = list(dict.fromkeys(m.vector for m in modes))
+        all_ids = sorted(store.ids(name))
+        if not all_ids:
+            raise ValueError(f"collection {name!r} is empty: run `searchctl ingest` first")
+        labels_of = collection_labels(store, name, all_ids)
+        skipped = []
+        with _progress() as bar:
+            if queries is None:
+                query_set = stored_queries(store, name, sample_ids(all_ids, sample, seed), vectors)
+                source = "the collection"
+            else:
+                from ingest.catalog import read_catalog
+                from searchctl.query import Searcher
+
+                external = read_catalog(queries)
+                if sample is not None:
+                    chosen = set(sample_ids([p.id for p in external.products], sample, seed))
+                    external.products = [p for p in external.products if p.id in chosen]
+                task = bar.add_task("embed", total=len(external.with_image), rate="")
+                query_set, skipped = photo_queries(
+                    external,
+                    Searcher(store, name, weights),
+                    vectors,
+                    batch_size,
+                    on_progress=lambda k: bar.advance(task, k),
+                )
+                source = str(external.root)
+                if not query_set.ids:
+                    raise ValueError(f"no usable query photos in {external.root}")
+            tasks = {}
+
+            def on_mode(m, n):
+                tasks[m.name] = bar.add_task(m.name, total=n, rate="")
+
+            result = evaluate(
+                store,
+                name,
+                query_set,
+                modes,
+                k=top,
+                exact=exact,
+                workers=workers,
+                labels_of=labels_of,
+                on_mode=on_mode,
+                on_progress=lambda k: bar.advance(list(tasks.values())[-1], k),
+            )
+        result.sample, result.seed, result.source = sample, seed if sample else None, source
+        result.skipped = skipped
+        catalog_root = store.get_metadata(name).get("catalog")
+        report_path = None
+        if report:
+            from searchctl.eval_report import write_report
+
+            report_path = write_report(result, report, labels_of, catalog_root)
+    for pid, reason in skipped:
+        err.print(f"  query photo {pid} skipped: {reason}", highlight=False)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_eval(result)
+    if report_path:
+        err.print(f"report: {report_path}")
+
+
+MIN_CLASS_QUERIES = 20
+
+
+def _print_eval(report) -> None:
+    from searchctl.evaluate import EVAL_FIELDS, MACRO_FIELD
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    table = Table(
+        title=f"Top-{report.k} label match rates, {len(report.queries.ids):,} queries from "
+        f"{report.source}",
+        title_justify="left",
+    )
+    table.add_column("search", no_wrap=True)
+    for f in (*EVAL_FIELDS, f"{MACRO_FIELD} macro", "same product"):
+        table.add_column(f, justify="right", no_wrap=True)
+    for r in report.results:
+        table.add_row(
+            r.mode.name,
+            *(fmt(r.agreement[f]) for f in EVAL_FIELDS),
+            fmt(r.agreement_macro),
+            fmt(r.same_product_recall),
+        )
+    out.print(table)
+    for r in report.results:
+        worst = [(c, v) for c, v in r.per_class.items() if v["queries"] >= MIN_CLASS_QUERIES][:8]
+        out.print(
+            f"{r.mode.name}: worst {MACRO_FIELD} classes (of {MIN_CLASS_QUERIES}+ queries): "
+            + "; ".join(
+                f"{c} {fmt(v['agreement'][MACRO_FIELD])} (n={v['queries']})" for c, v in worst
+            ),
+            highlight=False,
+        )
+    out.print(f"Search: {report.search_description}.", highlight=False)
+    out.print(f"Time: {report.seconds['total']:.1f} s.", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,385 @@
+"""Label match rates of the top-k hits: how often do hits share the query's labels?
+
+Leave-one-out over a collection: every product (or a seeded sample) queries with its own stored
+vector and is left out of its hits. External queries (`--queries DIR`, a catalog of photos that
+are not points) are embedded with the collection's embedder and also report whether the same
+product id came back. Searches go through the store in batches, like the product's queries do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qdrant.base import VectorStore
+
+EVAL_FIELDS = (
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "usage",
+    "season",
+)
+MACRO_FIELD = "articleType"
+SEARCH_CHUNK = 256  # queries per store call
+RECALL_CHECK_QUERIES = 500
+
+
+@dataclass(frozen=True)
+class SearchMode:
+    """One way the tool searches: a named vector, optionally with a payload filter per query."""
+
+    name: str
+    vector: str
+
+
+@dataclass
+class QuerySet:
+    """Query vectors (one array per named vector) with the labels they are judged against."""
+
+    ids: list[int]
+    labels: list[dict]
+    vectors: dict[str, np.ndarray]
+    leave_one_out: bool  # the queries are points of the collection: drop each from its hits
+    images: list[Path | None] = field(default_factory=list)  # for contact sheets
+
+
+@dataclass
+class ModeResult:
+    mode: SearchMode
+    agreement: dict[str, float | None]
+    agreement_macro: float | None
+    same_product_recall: float | None
+    per_class: dict[str, dict]  # articleType -> {"queries": n, "agreement": {field: rate}}
+    query_scores: np.ndarray  # per query: mean agreement over the fields it has labels for
+    hits: list[list[int]]
+
+    def to_json(self) -> dict:
+        return {
+            "vector": self.mode.vector,
+            "agreement": _rounded(self.agreement),
+            f"agreement_macro_{MACRO_FIELD}": _round(self.agreement_macro),
+            "same_product_recall": _round(self.same_product_recall),
+            f"per_{MACRO_FIELD}": {
+                c: {"queries": v["queries"], "agreement": _rounded(v["agreement"])}
+                for c, v in self.per_class.items()
+            },
+        }
+
+
+@dataclass
+class EvalReport:
+    collection: str
+    k: int
+    queries: QuerySet
+    exact: bool
+    results: list[ModeResult] = field(default_factory=list)
+    recall_vs_exact: dict[str, float] = field(default_factory=dict)  # HNSW only, per vector
+    seconds: dict[str, float] = field(default_factory=dict)
+    sample: int | None = None
+    seed: int | None = None
+    source: str = "collection"  # or the --queries directory
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def search_description(self) -> str:
+        if self.exact:
+            return "exact search (full scan)"
+        checks = ", ".join(f"{v} {r:.4f}" for v, r in self.recall_vs_exact.items())
+        return (
+            f"HNSW search (the store's default); recall@{self.k} against exact search on "
+            f"{min(RECALL_CHECK_QUERIES, len(self.queries.ids))} queries: {checks}"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "k": self.k,
+            "queries": len(self.queries.ids),
+            "collection": self.collection,
+            "source": self.source,
+            "sample": self.sample,
+            "seed": self.seed,
+            "search": "exact" if self.exact else "hnsw",
+            "recall_vs_exact": {k: round(v, 4) for k, v in self.recall_vs_exact.items()},
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "results": {r.mode.name: r.to_json() for r in self.results},
+        }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
+
+
+def _rounded(d: dict) -> dict:
+    return {k: _round(v) for k, v in d.items()}
+
+
+# -- what to evaluate ----------------------------------------------------------------------------
+def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
+    """Every search mode the collection supports: plain search on each named vector."""
+    return [SearchMode(v, v) for v in store.vector_sizes(collection)]
+
+
+def select_modes(modes: list[SearchMode], names: Sequence[str] | None) -> list[SearchMode]:
+    if not names:
+        return modes
+    known = {m.name: m for m in modes}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"no search mode {', '.join(map(repr, unknown))} here (modes: {', '.join(known)})"
+        )
+    return [known[n] for n in names]
+
+
+def collection_labels(store: VectorStore, collection: str, ids: Sequence[int]) -> dict[int, dict]:
+    """id -> payload (labels and image path) for the given points, fetched in pages."""
+    labels: dict[int, dict] = {}
+    ids = list(ids)
+    for start in range(0, len(ids), 2000):
+        for p in store.retrieve(collection, ids[start : start + 2000]):
+            labels[p.id] = p.payload or {}
+    return labels
+
+
+def sample_ids(ids: Sequence[int], sample: int | None, seed: int) -> list[int]:
+    """All ids sorted, or a seeded random sample of them (sorted): same seed, same queries."""
+    ordered = sorted(ids)
+    if sample is None or sample >= len(ordered):
+        return ordered
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(ordered, size=sample, replace=False))
+
+
+def stored_queries(
+    store: VectorStore, collection: str, ids: Sequence[int], vectors: Sequence[str]
+) -> QuerySet:
+    """Leave-one-out queries: the points' own stored vectors and labels."""
+    root = store.get_metadata(collection).get("catalog")
+    found_ids, labels, rows = [], [], {v: [] for v in vectors}
+    ids = list(ids)
+    for start in range(0, len(ids), 2000):
+        for p in store.retrieve(collection, ids[start : start + 2000], with_vectors=True):
+            found_ids.append(p.id)
+            labels.append(p.payload or {})
+            for v in vectors:
+                rows[v].append(p.vectors[v])
+    arrays = {
+        v: np.asarray(r, dtype=np.float32).reshape(len(found_ids), -1) for v, r in rows.items()
+    }
+    images = [Path(root) / p["image"] if root and p.get("image") else None for p in labels]
+    return QuerySet(found_ids, labels, arrays, leave_one_out=True, images=images)
+
+
+# -- searching -----------------------------------------------------------------------------------
+def search_ids(
+    store: VectorStore,
+    collection: str,
+    vector: str,
+    queries: np.ndarray,
+    limit: int,
+    exact: bool = False,
+    workers: int = 2,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Hit ids for every query row, in batches over `workers` threads (the store releases the
+    GIL while it searches)."""
+    chunks = [queries[i : i + SEARCH_CHUNK] for i in range(0, len(queries), SEARCH_CHUNK)]
+
+    def run(chunk: np.ndarray) -> list[list[int]]:
+        found = store.search_batch(
+            collection, chunk, vector, limit, exact=exact, with_payload=False
+        )
+        if on_progress:
+            on_progress(len(chunk))
+        return [[h.id for h in hits] for hits in found]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [ids for part in pool.map(run, chunks) for ids in part]
+
+
+def top_k(hits: list[list[int]], query_ids: Sequence[int], k: int, leave_one_out: bool):
+    """The first k hits of each query, without the query itself when it is a point.
+
+    A query's own point is not always first (byte-identical photos of other products tie with
+    it), so it is removed wherever it is; if it is not among the k+1 hits, the first k are kept.
+    """
+    if not leave_one_out:
+        return [h[:k] for h in hits]
+    return [[i for i in h if i != q][:k] for h, q in zip(hits, query_ids)]
+
+
+def hnsw_recall(
+    store: VectorStore, collection: str, vector: str, queries: np.ndarray, k: int, workers: int
+) -> float:
+    """Mean overlap of HNSW top-k with exact top-k, on the first queries of the set."""
+    sample = queries[:RECALL_CHECK_QUERIES]
+    approx = search_ids(store, collection, vector, sample, k, exact=False, workers=workers)
+    exact = search_ids(store, collection, vector, sample, k, exact=True, workers=workers)
+    return float(np.mean([len(set(a) & set(e)) / max(1, len(e)) for a, e in zip(approx, exact)]))
+
+
+# -- scoring -------------------------------------------------------------------------------------
+def agreement_matrix(
+    query_labels: Sequence[dict],
+    hits: Sequence[Sequence[int]],
+    labels_of: dict[int, dict],
+    fields: Sequence[str] = EVAL_FIELDS,
+) -> np.ndarray:
+    """[queries x fields]: fraction of a query's hits whose label equals the query's; NaN where
+    the query has no label for the field (or no hits). Hits without the label count as misses."""
+    out = np.full((len(query_labels), len(fields)), np.nan)
+    for q, (labels, hit_ids) in enumerate(zip(query_labels, hits)):
+        if not hit_ids:
+            continue
+        hit_labels = [labels_of.get(h, {}) for h in hit_ids]
+        for f, name in enumerate(fields):
+            want = labels.get(name)
+            if want is not None:
+                out[q, f] = sum(h.get(name) == want for h in hit_labels) / len(hit_ids)
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None
+
+
+def score_mode(
+    mode: SearchMode,
+    queries: QuerySet,
+    hits: list[list[int]],
+    labels_of: dict[int, dict],
+    collection_ids: set[int] | None = None,
+) -> ModeResult:
+    matrix = agreement_matrix(queries.labels, hits, labels_of)
+    agreement = {f: _nanmean(matrix[:, i]) for i, f in enumerate(EVAL_FIELDS)}
+    classes: dict[str, list[int]] = {}
+    for q, labels in enumerate(queries.labels):
+        if labels.get(MACRO_FIELD) is not None:
+            classes.setdefault(labels[MACRO_FIELD], []).append(q)
+    per_class = {
+        c: {
+            "queries": len(rows),
+            "agreement": {f: _nanmean(matrix[rows, i]) for i, f in enumerate(EVAL_FIELDS)},
+        }
+        for c, rows in classes.items()
+    }
+    class_means = [v["agreement"][MACRO_FIELD] for v in per_class.values()]
+    per_class = dict(
+        sorted(per_class.items(), key=lambda kv: (kv[1]["agreement"][MACRO_FIELD], kv[0]))
+    )
+    recall = None
+    if not queries.leave_one_out and collection_ids is not None:
+        known = [q for q, i in enumerate(queries.ids) if i in collection_ids]
+        if known:
+            recall = float(np.mean([queries.ids[q] in hits[q] for q in known]))
+    counts = (~np.isnan(matrix)).sum(axis=1)
+    query_scores = np.where(counts > 0, np.nansum(matrix, axis=1) / np.maximum(counts, 1), np.nan)
+    return ModeResult(
+        mode,
+        agreement,
+        float(np.mean(class_means)) if class_means else None,
+        recall,
+        per_class,
+        query_scores,
+        hits,
+    )
+
+
+def evaluate(
+    store: VectorStore,
+    collection: str,
+    queries: QuerySet,
+    modes: Sequence[SearchMode],
+    k: int = 5,
+    exact: bool = False,
+    workers: int = 2,
+    labels_of: dict[int, dict] | None = None,
+    on_mode: Callable[[SearchMode, int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Search every query in every mode and score the top-k hits against the query's labels."""
+    report = EvalReport(collection, k, queries, exact)
+    started = time.perf_counter()
+    collection_ids = store.ids(collection)
+    if labels_of is None:
+        labels_of = collection_labels(store, collection, sorted(collection_ids))
+    report.seconds["labels"] = time.perf_counter() - started
+    limit = k + 1 if queries.leave_one_out else k
+    for mode in modes:
+        if on_mode:
+            on_mode(mode, len(queries.ids))
+        t0 = time.perf_counter()
+        raw = search_ids(
+            store,
+            collection,
+            mode.vector,
+            queries.vectors[mode.vector],
+            limit,
+            exact,
+            workers,
+            on_progress,
+        )
+        hits = top_k(raw, queries.ids, k, queries.leave_one_out)
+        report.results.append(score_mode(mode, queries, hits, labels_of, collection_ids))
+        report.seconds[f"search {mode.name}"] = time.perf_counter() - t0
+    if not exact:
+        t0 = time.perf_counter()
+        for vector in dict.fromkeys(m.vector for m in modes):
+            report.recall_vs_exact[vector] = hnsw_recall(
+                store, collection, vector, queries.vectors[vector], k, workers
+            )
+        report.seconds["recall check"] = time.perf_counter() - t0
+    report.seconds["total"] = time.perf_counter() - started
+    return report
+
+
+def photo_queries(
+    catalog,
+    searcher,
+    vectors: Sequence[str],
+    batch_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[QuerySet, list[tuple[int, str]]]:
+    """External queries: embed a catalog's photos with the collection's embedder.
+
+    Returns the queries and the (id, reason) of photos that could not be used.
+    """
+    from embedder.images import BadImage, load_image
+    from searchctl.query import check_vector
+
+    for v in vectors:
+        check_vector(searcher.store, searcher.collection, v, searcher.spec)
+    spec = searcher.spec
+    ids, labels, pixels, images, skipped = [], [], [], [], []
+    for product in catalog.products:
+        if product.image is None:
+            skipped.append((product.id, "no image file"))
+            continue
+        try:
+            pixels.append(load_image(product.image, spec.input_height, spec.input_width))
+        except BadImage as exc:
+            skipped.append((product.id, str(exc)))
+            continue
+        ids.append(product.id)
+        labels.append(product.payload)
+        images.append(product.image)
+    embedded = []
+    for start in range(0, len(pixels), batch_size):
+        batch = np.stack(pixels[start : start + batch_size])
+        embedded.append(searcher.embedder.embed(batch))
+        if on_progress:
+            on_progress(len(batch))
+    dim = spec.dim
+    matrix = np.concatenate(embedded) if embedded else np.zeros((0, dim), np.float32)
+    queries = QuerySet(ids, labels, {v: matrix for v in vectors}, False, images)
+    return queries, skipped
