@@ -40,6 +40,44 @@ def _constructor(backbone: str):
     }[backbone]
 
 
+def load_backbone(spec: EmbedderSpec):
+    """The spec's Keras backbone (no top, average pooling) with its weights loaded.
+
+    Raises WeightsUnavailable when the weights cannot be had or do not fit.
+    """
+    shape = (spec.input_height, spec.input_width, 3)
+    build = _constructor(spec.backbone)
+    if spec.weights == IMAGENET:
+        try:
+            return build(include_top=False, weights=IMAGENET, pooling="avg", input_shape=shape)
+        except Exception as exc:  # keras raises bare Exception on a failed download
+            raise WeightsUnavailable(
+                f"could not get the ImageNet weights of {spec.backbone} from Keras ({exc}).\n"
+                "Are you offline? Download them once where there is internet (they are cached "
+                "in ~/.keras/models), or pass --weights PATH with a Keras weights file "
+                "(e.g. --backbone mobilenet_v2 --weights "
+                "../shared/models/mobilenet_v2_imagenet_notop.weights.h5)."
+            ) from exc
+    model = build(include_top=False, weights=None, pooling="avg", input_shape=shape)
+    # Keras only warns when parts of a file do not match, leaving those layers random:
+    # any warning while loading is treated as a file that does not fit.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(spec.weights)
+            problem = next(
+                (str(w.message) for w in caught if issubclass(w.category, UserWarning)), None
+            )
+        except Exception as exc:
+            problem = str(exc)
+    if problem:
+        raise WeightsUnavailable(
+            f"the weights file {spec.weights} does not fit backbone {spec.backbone}: "
+            f"{problem[:500]}"
+        )
+    return model
+
+
 class Embedder:
     """A backbone with global average pooling; turns uint8 RGB batches into float32 vectors.
 
@@ -55,37 +93,7 @@ class Embedder:
         if mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         shape = (spec.input_height, spec.input_width, 3)
-        build = _constructor(spec.backbone)
-        if spec.weights == IMAGENET:
-            try:
-                model = build(include_top=False, weights=IMAGENET, pooling="avg", input_shape=shape)
-            except Exception as exc:  # keras raises bare Exception on a failed download
-                raise WeightsUnavailable(
-                    f"could not get the ImageNet weights of {spec.backbone} from Keras ({exc}).\n"
-                    "Are you offline? Download them once where there is internet (they are cached "
-                    "in ~/.keras/models), or pass --weights PATH with a Keras weights file "
-                    "(e.g. --backbone mobilenet_v2 --weights "
-                    "../shared/models/mobilenet_v2_imagenet_notop.weights.h5)."
-                ) from exc
-        else:
-            model = build(include_top=False, weights=None, pooling="avg", input_shape=shape)
-            # Keras only warns when parts of a file do not match, leaving those layers random:
-            # any warning while loading is treated as a file that does not fit.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    model.load_weights(spec.weights)
-                    problem = next(
-                        (str(w.message) for w in caught if issubclass(w.category, UserWarning)),
-                        None,
-                    )
-                except Exception as exc:
-                    problem = str(exc)
-            if problem:
-                raise WeightsUnavailable(
-                    f"the weights file {spec.weights} does not fit backbone {spec.backbone}: "
-                    f"{problem[:500]}"
-                )
+        model = load_backbone(spec)
         self.model = model
         prep = spec.preprocessing
         signature = [tf.TensorSpec([None, *shape], tf.uint8)]

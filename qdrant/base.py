@@ -79,6 +79,18 @@ class Hit:
     payload: dict | None
 
 
+def row_conditions(
+    n: int, where: Where | None, row_where: Sequence[Where | None] | None
+) -> list[list[tuple[str, Any]]]:
+    """The conditions of each of n batched queries: the shared ones plus the row's own."""
+    shared = list(where or [])
+    if row_where is None:
+        return [shared] * n
+    if len(row_where) != n:
+        raise ValueError(f"row_where has {len(row_where)} entries for {n} query vectors")
+    return [shared + list(w or []) for w in row_where]
+
+
 class VectorStore(ABC):
     """One point per product, named vectors with cosine distance, payload indexes on labels."""
 
@@ -123,6 +135,14 @@ class VectorStore(ABC):
         """Points by id, in the order asked; unknown ids are left out."""
 
     @abstractmethod
+    def set_payloads(self, name: str, payloads: dict[int, dict]) -> None:
+        """Merge fields into existing points' payloads ({id: {field: value}}); durable."""
+
+    @abstractmethod
+    def create_index(self, name: str, field: str, kind: str) -> None:
+        """Index a payload field for filtering (KEYWORD_INDEX | INTEGER_INDEX); idempotent."""
+
+    @abstractmethod
     def search_batch(
         self,
         name: str,
@@ -132,8 +152,11 @@ class VectorStore(ABC):
         where: Where | None = None,
         exact: bool = False,
         with_payload: bool = True,
+        row_where: Sequence[Where | None] | None = None,
     ) -> list[list[Hit]]:
-        """Nearest neighbours by cosine for each row of `vectors`, best first."""
+        """Nearest neighbours by cosine for each row of `vectors`, best first.
+
+        `where` filters every row; `row_where[i]` adds conditions for row i only."""
 
     def search(
         self,

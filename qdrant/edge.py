@@ -21,6 +21,7 @@ from qdrant.base import (
     StoreLocked,
     VectorStore,
     Where,
+    row_conditions,
     stored_points,
     unit_rows,
 )
@@ -179,19 +180,40 @@ class EdgeStore(VectorStore):
         records = self._shard(name).retrieve(wanted, True, with_vectors)
         return stored_points(wanted, records, with_vectors)
 
-    def search_batch(self, name, vectors, using, limit, where=None, exact=False, with_payload=True):
+    def set_payloads(self, name: str, payloads: dict[int, dict]) -> None:
+        shard = self._shard(name)
+        for pid, payload in payloads.items():
+            shard.update(qe.UpdateOperation.set_payload([int(pid)], payload))
+        shard.flush()
+
+    def create_index(self, name: str, field: str, kind: str) -> None:
+        shard = self._shard(name)
+        shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
+        shard.flush()
+
+    def search_batch(
+        self,
+        name,
+        vectors,
+        using,
+        limit,
+        where=None,
+        exact=False,
+        with_payload=True,
+        row_where=None,
+    ):
         shard = self._shard(name)
         params = qe.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact)
-        flt = _filter(where)
+        unit = unit_rows(vectors)
         requests = [
             qe.QueryRequest(
                 limit=limit,
                 query=qe.Query.Nearest(v.tolist(), using=using),
-                filter=flt,
+                filter=_filter(conditions),
                 with_payload=with_payload,
                 params=params,
             )
-            for v in unit_rows(vectors)
+            for v, conditions in zip(unit, row_conditions(len(unit), where, row_where))
         ]
         results = shard.query_batch(qe.QueryBatchRequest(requests))
         return [[Hit(int(p.id), float(p.score), p.payload) for p in hits] for hits in results]

@@ -20,6 +20,7 @@ from qdrant.base import (
     StoreError,
     VectorStore,
     Where,
+    row_conditions,
     stored_points,
     unit_rows,
 )
@@ -134,19 +135,44 @@ class ServerStore(VectorStore):
         )
         return stored_points(wanted, records, with_vectors)
 
-    def search_batch(self, name, vectors, using, limit, where=None, exact=False, with_payload=True):
+    def set_payloads(self, name: str, payloads: dict[int, dict]) -> None:
+        if not payloads:
+            return
+        self.client.batch_update_points(
+            self._check(name),
+            [
+                qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=p, points=[int(i)]))
+                for i, p in payloads.items()
+            ],
+            wait=True,
+        )
+
+    def create_index(self, name: str, field: str, kind: str) -> None:
+        self.client.create_payload_index(self._check(name), field, _INDEX_TYPES[kind], wait=True)
+
+    def search_batch(
+        self,
+        name,
+        vectors,
+        using,
+        limit,
+        where=None,
+        exact=False,
+        with_payload=True,
+        row_where=None,
+    ):
         params = qm.SearchParams(hnsw_ef=max(HNSW_EF, limit), exact=exact)
-        flt = _filter(where)
+        unit = unit_rows(vectors)
         requests = [
             qm.QueryRequest(
                 query=v.tolist(),
                 using=using,
                 limit=limit,
-                filter=flt,
+                filter=_filter(conditions),
                 params=params,
                 with_payload=with_payload,
             )
-            for v in unit_rows(vectors)
+            for v, conditions in zip(unit, row_conditions(len(unit), where, row_where))
         ]
         responses = self.client.query_batch_points(self._check(name), requests=requests)
         return [

@@ -1,4 +1,4 @@
-"""The `searchctl` command line: thin commands over the library (ingest, query, eval, info)."""
+"""The `searchctl` command line: thin commands over the library."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ WeightsOpt = Annotated[
 @contextmanager
 def user_errors():
     """Known problems become one clear message and exit code 2, not a traceback."""
+    from classifier.tagger import ClassifierMissing
     from embedder.images import BadImage
     from embedder.spec import WeightsUnavailable
     from ingest.catalog import CatalogError
@@ -82,6 +83,7 @@ def user_errors():
         yield
     except (
         BadImage,
+        ClassifierMissing,
         WeightsUnavailable,
         CatalogError,
         EmbedderMismatch,
@@ -139,6 +141,19 @@ def ingest(
     mixed_precision: Annotated[
         bool, typer.Option(help="float16 compute (pays on a GPU only).")
     ] = False,
+    classifier: Annotated[
+        bool,
+        typer.Option(
+            help="Tag what is stored: train the classifier first if there is none (needs "
+            "classes of 500+ products), else tag the products that have no tags yet.",
+        ),
+    ] = True,
+    classifier_kind: Annotated[
+        str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
+    ] = "finetune",
+    min_class_size: Annotated[
+        int, typer.Option(min=1, help="Classes with fewer products are left out of training.")
+    ] = 500,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
     qdrant_api_key: QdrantApiKey = None,
@@ -148,12 +163,14 @@ def ingest(
 
     Resumable and idempotent: a re-run stores only what is missing.
     """
+    from classifier.schemes import check_kind
     from embedder.spec import DEFAULT_INPUT_SIZE, make_spec, parse_input_size
     from ingest.catalog import read_catalog
     from ingest.pipeline import ingest_catalog
     from searchctl.config import collection_name_for, connect
 
     with user_errors():
+        check_kind(classifier_kind)
         size = parse_input_size(input_size) if input_size else DEFAULT_INPUT_SIZE
         spec = make_spec(backbone, weights, size, preprocess)
         cat = read_catalog(catalog)
@@ -187,10 +204,47 @@ def ingest(
                 on_progress=on_progress,
                 make_embedder=make_embedder,
             )
+        tags = None
+        if classifier and report.points_in_collection:
+            tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
     if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps({**report.to_json(), "classifier": tags}, indent=2))
         return
     _print_ingest_report(report, store)
+    if tags:
+        out.print(_describe_tags(tags), highlight=False)
+
+
+def _ensure_tags(store, name, spec, data_dir, kind, min_class_size) -> dict:
+    from classifier.train import ensure_tags
+    from searchctl.config import default_data_dir
+
+    with _progress() as bar:
+        task = bar.add_task("classifier", total=None, rate="")
+        return ensure_tags(
+            store,
+            name,
+            spec,
+            data_dir or default_data_dir(),
+            kind,
+            min_class_size,
+            on_features=lambda n: bar.update(task, total=n),
+            on_progress=lambda k: bar.advance(task, k),
+            on_epoch=lambda e, logs: err.print(
+                f"classifier epoch {e}: val_loss {logs.get('val_loss', 0):.4f}", highlight=False
+            ),
+        )
+
+
+def _describe_tags(tags: dict) -> str:
+    if tags["action"] == "skipped":
+        return f"Classifier not trained: {tags['reason']}"
+    if tags["action"] == "trained":
+        acc = ", ".join(f"{s} {a:.3f}" for s, a in tags["accuracy"].items())
+        return f"Classifier trained (test accuracy {acc}); tagged {tags['tagged']:,} products."
+    if tags["action"] == "tagged":
+        return f"Tagged {tags['tagged']:,} new products with the classifier."
+    return "Every product is tagged."
 
 
 def _print_ingest_report(report, store) -> None:
@@ -246,6 +300,14 @@ def query(
             help="Payload filter FIELD=VALUE, e.g. gender=Men (repeatable: all must hold)."
         ),
     ] = None,
+    same_type: Annotated[
+        bool,
+        typer.Option(
+            "--same-type",
+            help="Only hits whose predicted articleType is the query's predicted articleType "
+            "(needs the classifier).",
+        ),
+    ] = False,
     show: Annotated[
         Path | None, typer.Option(help="Write a contact sheet PNG: the query, then the hits.")
     ] = None,
@@ -258,7 +320,7 @@ def query(
 ) -> None:
     """Find the catalog products most similar to a photo (or to a product, with --id)."""
     from embedder.images import open_image
-    from searchctl.config import connect, pick_collection
+    from searchctl.config import connect, default_data_dir, pick_collection
     from searchctl.query import Searcher, parse_where, search_by_id
 
     with user_errors():
@@ -270,11 +332,11 @@ def query(
         with connect(data_dir, qdrant_url, qdrant_api_key) as store:
             name = pick_collection(store, collection)
             if image is not None:
-                result = Searcher(store, name, weights, compiled=False).search_image(
-                    image, top, vector, conditions
-                )
+                tags_from = (data_dir or default_data_dir()) if same_type else None
+                searcher = Searcher(store, name, weights, compiled=False, tags_from=tags_from)
+                result = searcher.search_image(image, top, vector, conditions, same_type)
             else:
-                result = search_by_id(store, name, product_id, top, vector, conditions)
+                result = search_by_id(store, name, product_id, top, vector, conditions, same_type)
             catalog_root = store.get_metadata(name).get("catalog")
     if show:
         _write_query_sheet(result, image, catalog_root, show)
@@ -292,8 +354,9 @@ HIT_COLUMNS = ("gender", "masterCategory", "subCategory", "articleType", "baseCo
 def _print_hits(result) -> None:
     table = Table(title=f"{result.query}  (vector: {result.vector})", title_justify="left")
     for col in ("rank", "id", "score", *HIT_COLUMNS):
-        table.add_column(col, justify="right" if col in ("rank", "id", "score") else "left",
-                         no_wrap=True)  # fmt: skip
+        table.add_column(
+            col, justify="right" if col in ("rank", "id", "score") else "left", no_wrap=True
+        )
     table.add_column("productDisplayName", no_wrap=True, overflow="ellipsis")
     for rank, hit in enumerate(result.hits, 1):
         p = hit.payload or {}
@@ -373,7 +436,7 @@ def eval_(
     (leave-one-out). Rates per field (gender, masterCategory, subCategory, articleType,
     baseColour, usage, season), the articleType macro mean and a per-articleType breakdown.
     """
-    from searchctl.config import connect, pick_collection
+    from searchctl.config import connect, default_data_dir, pick_collection
     from searchctl.evaluate import (
         available_modes,
         collection_labels,
@@ -406,9 +469,11 @@ def eval_(
                     chosen = set(sample_ids([p.id for p in external.products], sample, seed))
                     external.products = [p for p in external.products if p.id in chosen]
                 task = bar.add_task("embed", total=len(external.with_image), rate="")
+                needs_tags = any(m.same_field for m in modes)
+                tags_from = (data_dir or default_data_dir()) if needs_tags else None
                 query_set, skipped = photo_queries(
                     external,
-                    Searcher(store, name, weights),
+                    Searcher(store, name, weights, tags_from=tags_from),
                     vectors,
                     batch_size,
                     on_progress=lambda k: bar.advance(task, k),
@@ -487,6 +552,272 @@ def _print_eval(report) -> None:
         )
     out.print(f"Search: {report.search_description}.", highlight=False)
     out.print(f"Time: {report.seconds['total']:.1f} s.", highlight=False)
+
+
+train_app = typer.Typer(
+    help="Train the models a collection uses (the classifier that tags products).",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+KindOpt = Annotated[
+    str,
+    typer.Option(
+        help="finetune: train the backbone's top blocks on the catalog images (accurate, "
+        "minutes); vectors: a small network on the stored vectors (fast, seconds)."
+    ),
+]
+PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0.873}
+
+
+@train_app.command("classifier")
+def train_classifier_cmd(
+    kind: KindOpt = "finetune",
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
+    min_class_size: Annotated[
+        int, typer.Option(min=1, help="Classes with fewer products are left out of training.")
+    ] = 500,
+    figures: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the confusion matrices and precision-recall curves here "
+            "[default: next to the model]."
+        ),
+    ] = None,
+    weights: WeightsOpt = None,
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantApiKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the tagger (gender_master, subCategory, articleType) and tag every product.
+
+    Stratified 80/20 split with a seed; early stopping on 10 % of the training part. Writes
+    pred_<scheme> and pred_<scheme>_conf into each point's payload (filterable).
+    """
+    from classifier.schemes import check_kind
+    from classifier.train import train_classifier
+    from searchctl.config import connect, default_data_dir, pick_collection
+    from searchctl.query import recorded_spec
+
+    with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
+        check_kind(kind)
+        name = pick_collection(store, collection)
+        spec = recorded_spec(store, name, weights)
+        with _progress() as bar:
+            task = bar.add_task("features", total=None, rate="")
+
+            def on_epoch(epoch: int, logs: dict) -> None:
+                err.print(
+                    f"epoch {epoch}: loss {logs.get('loss', 0):.4f}, "
+                    f"val_loss {logs.get('val_loss', 0):.4f}",
+                    highlight=False,
+                )
+
+            report = train_classifier(
+                store,
+                name,
+                spec,
+                data_dir or default_data_dir(),
+                kind=kind,
+                epochs=epochs,
+                seed=seed,
+                min_class_size=min_class_size,
+                figures_dir=figures,
+                on_features=lambda n: bar.update(task, total=n),
+                on_progress=lambda k: bar.advance(task, k),
+                on_epoch=on_epoch,
+            )
+    record = report.record
+    if as_json:
+        data = record.to_json()
+        data.pop("test_ids")
+        data["tagged"] = report.tagged
+        data["figures"] = [str(f) for f in report.figures]
+        data["skipped"] = [{"id": i, "reason": r} for i, r in report.skipped]
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(
+        title=f"Classifier ({record.kind}) of '{name}': test set, "
+        f"{record.split['test']:,} products",
+        title_justify="left",
+    )
+    for col in ("scheme", "classes", "left out", "accuracy", "macro-F1", "paper (VGG19)"):
+        table.add_column(col, justify="left" if col == "scheme" else "right")
+    for sc in record.schemes:
+        m = record.metrics[sc.scheme]
+        table.add_row(
+            sc.scheme,
+            str(len(sc.classes)),
+            str(len(sc.left_out)),
+            f"{m['accuracy']:.4f}",
+            f"{m['macro_f1']:.4f}",
+            f"{PAPER_ACCURACY[sc.scheme]:.3f}",
+        )
+    out.print(table)
+    out.print(
+        f"Tagged {report.tagged:,} products; time {record.seconds['total']:.0f} s "
+        f"(features {record.seconds['features']:.0f} s, training {record.seconds['train']:.0f} "
+        f"s, {len(record.history)} epochs). Model: {report.directory}",
+        highlight=False,
+    )
+    for pid, reason in report.skipped:
+        err.print(f"  id {pid} skipped: {reason}", highlight=False)
+    out.print("Figures: " + ", ".join(str(f) for f in report.figures), highlight=False)
+
+
+@app.command()
+def tag(
+    weights: WeightsOpt = None,
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantApiKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-tag every product of the collection with the saved classifier."""
+    from classifier.train import tag_collection
+    from searchctl.config import connect, default_data_dir, pick_collection
+    from searchctl.query import recorded_spec
+
+    with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
+        name = pick_collection(store, collection)
+        spec = recorded_spec(store, name, weights)
+        with _progress() as bar:
+            task = bar.add_task("tag", total=None, rate="")
+            report = tag_collection(
+                store,
+                name,
+                spec,
+                data_dir or default_data_dir(),
+                on_features=lambda n: bar.update(task, total=n),
+                on_progress=lambda k: bar.advance(task, k),
+            )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "collection": name,
+                    "tagged": report.tagged,
+                    "skipped": [{"id": i, "reason": r} for i, r in report.skipped],
+                    "seconds": round(report.seconds, 1),
+                },
+                indent=2,
+            )
+        )
+        return
+    out.print(f"Tagged {report.tagged:,} products of '{name}' in {report.seconds:.1f} s.")
+    for pid, reason in report.skipped:
+        err.print(f"  id {pid} not tagged: {reason}", highlight=False)
+
+
+@app.command()
+def audit(
+    min_confidence: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Only predictions at least this sure.")
+    ] = 0.9,
+    scheme: Annotated[
+        list[str] | None,
+        typer.Option(help="gender_master, subCategory or articleType [default: all]."),
+    ] = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Write every finding as CSV ('-': stdout).")
+    ] = None,
+    show: Annotated[
+        Path | None, typer.Option(help="Contact sheet PNG of the most confident findings.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Findings in the table and --show.")] = 30,
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantApiKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Products whose stored label disagrees with a confident prediction: likely mislabels."""
+    from classifier.audit import find_mislabels, write_csv
+    from classifier.schemes import SCHEMES
+    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+    from classifier.train import collection_payloads
+    from searchctl.config import connect, default_data_dir, pick_collection
+
+    with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
+        name = pick_collection(store, collection)
+        unknown = [s for s in scheme or [] if s not in SCHEMES]
+        if unknown:
+            raise ValueError(f"unknown scheme {unknown[0]!r} (schemes: {', '.join(SCHEMES)})")
+        record = read_record(tagger_dir(data_dir or default_data_dir(), name))
+        if record is None:
+            raise ValueError(
+                str(
+                    ClassifierMissing(
+                        f"no classifier for collection {name!r}: run "
+                        "`searchctl train classifier` first"
+                    )
+                )
+            )
+        ids, payloads, _ = collection_payloads(store, name)
+        findings = find_mislabels(ids, payloads, record, min_confidence, scheme or SCHEMES)
+        catalog_root = store.get_metadata(name).get("catalog")
+    if csv_path is not None:
+        if str(csv_path) == "-":
+            write_csv(findings, None, sys.stdout)
+        else:
+            write_csv(findings, csv_path)
+            err.print(f"{len(findings)} findings written to {csv_path}")
+    if show:
+        _write_audit_sheet(findings[:limit], catalog_root, show)
+        err.print(f"contact sheet: {show}")
+    if as_json:
+        from dataclasses import asdict
+
+        print(
+            json.dumps(
+                {
+                    "collection": name,
+                    "min_confidence": min_confidence,
+                    "findings": [asdict(f) for f in findings],
+                },
+                indent=2,
+            )
+        )
+        return
+    if csv_path is not None and str(csv_path) == "-":
+        return
+    table = Table(
+        title=f"{len(findings):,} products of '{name}' whose label disagrees with a "
+        f"prediction of confidence >= {min_confidence}",
+        title_justify="left",
+    )
+    for col in ("id", "scheme", "label", "predicted", "conf", "held out", "productDisplayName"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("id", "conf") else "left")
+    for f in findings[:limit]:
+        table.add_row(
+            str(f.id),
+            f.scheme,
+            f.label,
+            f.predicted,
+            f"{f.confidence:.3f}",
+            "yes" if f.held_out else "no",
+            f.name,
+        )
+    out.print(table)
+    if len(findings) > limit:
+        out.print(f"({len(findings) - limit:,} more: --limit, --csv or --json for all.)")
+
+
+def _write_audit_sheet(findings, catalog_root, path) -> None:
+    from searchctl.contact_sheet import Tile, write_contact_sheet
+
+    tiles = [
+        Tile(
+            Path(catalog_root) / f.image if catalog_root and f.image else None,
+            [f"id {f.id} {f.confidence:.2f}", f"label {f.label}", f"pred {f.predicted}"],
+        )
+        for f in findings
+    ]
+    write_contact_sheet(tiles, path, columns=min(6, max(1, len(tiles))))
 
 
 @app.command()

@@ -34,10 +34,20 @@ RECALL_CHECK_QUERIES = 500
 
 @dataclass(frozen=True)
 class SearchMode:
-    """One way the tool searches: a named vector, optionally with a payload filter per query."""
+    """One way the tool searches: a named vector, optionally keeping only hits whose
+    `same_field` equals the query's (e.g. the predicted articleType: --same-type)."""
 
     name: str
     vector: str
+    same_field: str | None = None
+
+    def row_where(self, queries: QuerySet) -> list | None:
+        if self.same_field is None:
+            return None
+        return [
+            [(self.same_field, q[self.same_field])] if q.get(self.same_field) else None
+            for q in queries.labels
+        ]
 
 
 @dataclass
@@ -124,8 +134,16 @@ def _rounded(d: dict) -> dict:
 
 # -- what to evaluate ----------------------------------------------------------------------------
 def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
-    """Every search mode the collection supports: plain search on each named vector."""
-    return [SearchMode(v, v) for v in store.vector_sizes(collection)]
+    """Every search mode the collection supports: plain search on each named vector, and
+    --same-type on each when the products carry predicted tags."""
+    from searchctl.query import SAME_TYPE_FIELD
+
+    vectors = list(store.vector_sizes(collection))
+    modes = [SearchMode(v, v) for v in vectors]
+    some = store.retrieve(collection, sorted(store.ids(collection))[:1])
+    if some and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None:
+        modes += [SearchMode(f"{v}+same-type", v, SAME_TYPE_FIELD) for v in vectors]
+    return modes
 
 
 def select_modes(modes: list[SearchMode], names: Sequence[str] | None) -> list[SearchMode]:
@@ -189,21 +207,24 @@ def search_ids(
     exact: bool = False,
     workers: int = 2,
     on_progress: Callable[[int], None] | None = None,
+    row_where: list | None = None,
 ) -> list[list[int]]:
     """Hit ids for every query row, in batches over `workers` threads (the store releases the
     GIL while it searches)."""
-    chunks = [queries[i : i + SEARCH_CHUNK] for i in range(0, len(queries), SEARCH_CHUNK)]
+    starts = range(0, len(queries), SEARCH_CHUNK)
 
-    def run(chunk: np.ndarray) -> list[list[int]]:
+    def run(start: int) -> list[list[int]]:
+        chunk = queries[start : start + SEARCH_CHUNK]
+        wheres = row_where[start : start + SEARCH_CHUNK] if row_where is not None else None
         found = store.search_batch(
-            collection, chunk, vector, limit, exact=exact, with_payload=False
+            collection, chunk, vector, limit, exact=exact, with_payload=False, row_where=wheres
         )
         if on_progress:
             on_progress(len(chunk))
         return [[h.id for h in hits] for hits in found]
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return [ids for part in pool.map(run, chunks) for ids in part]
+        return [ids for part in pool.map(run, starts) for ids in part]
 
 
 def top_k(hits: list[list[int]], query_ids: Sequence[int], k: int, leave_one_out: bool):
@@ -328,6 +349,7 @@ def evaluate(
             exact,
             workers,
             on_progress,
+            mode.row_where(queries),
         )
         hits = top_k(raw, queries.ids, k, queries.leave_one_out)
         report.results.append(score_mode(mode, queries, hits, labels_of, collection_ids))
@@ -376,7 +398,11 @@ def photo_queries(
     embedded = []
     for start in range(0, len(pixels), batch_size):
         batch = np.stack(pixels[start : start + batch_size])
-        embedded.append(searcher.embedder.embed(batch))
+        vecs, features = searcher.embed_pixels(batch)
+        embedded.append(vecs)
+        if searcher.tagger is not None:  # predicted tags, for --same-type
+            for row, tags in enumerate(searcher.predict_tags(features)):
+                labels[start + row] = {**labels[start + row], **tags}
         if on_progress:
             on_progress(len(batch))
     dim = spec.dim

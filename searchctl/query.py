@@ -10,9 +10,10 @@ import numpy as np
 from embedder.images import load_image
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.pipeline import collection_record
-from qdrant.base import Hit, StoreError, VectorStore, Where
+from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
 
 INTEGER_FIELDS = ("id", "year")
+SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 
 
 @dataclass
@@ -21,11 +22,15 @@ class SearchResult:
     vector: str
     hits: list[Hit]
     query_payload: dict | None = None  # the product queried with --id
+    predicted: dict | None = None  # the query photo's predicted tags (--same-type)
+    where: list | None = None
 
     def to_json(self) -> dict:
         return {
             "query": self.query,
             "vector": self.vector,
+            "predicted": self.predicted,
+            "where": [list(w) for w in self.where or []],
             "hits": [{"id": h.id, "score": h.score, "payload": h.payload} for h in self.hits],
         }
 
@@ -71,7 +76,7 @@ def recorded_spec(store: VectorStore, collection: str, weights: Path | None = No
 
 
 class Searcher:
-    """Holds the model warm between queries (the library path behind `searchctl query`)."""
+    """Holds the models warm between queries (the library path behind `searchctl query`)."""
 
     def __init__(
         self,
@@ -79,24 +84,66 @@ class Searcher:
         collection: str,
         weights: Path | None = None,
         compiled: bool = True,
+        tags_from: Path | None = None,
     ):
-        """`compiled=False` for a single query (no graph tracing, ~1 s less to the answer)."""
-        from embedder.model import Embedder
-
+        """`compiled=False` for a single query (no graph tracing, ~1 s less to the answer).
+        `tags_from`: the data dir whose classifier predicts the query photo's tags."""
         self.store, self.collection = store, collection
         self.spec = recorded_spec(store, collection, weights)
-        self.embedder = Embedder(self.spec, compiled=compiled)
+        self.tagger = None
+        if tags_from is not None:
+            from classifier.tagger import Tagger, tagger_dir
+            from classifier.train import check_tagger
+
+            self.tagger = Tagger(tagger_dir(tags_from, collection))
+            check_tagger(self.tagger.record, self.spec, collection)
+        if self.tagger is not None and self.tagger.record.kind == "finetune":
+            from classifier.model import TrunkEmbedder
+
+            self.embedder = TrunkEmbedder(self.spec, compiled=compiled)
+        else:
+            from embedder.model import Embedder
+
+            self.embedder = Embedder(self.spec, compiled=compiled)
+
+    def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 batch -> (backbone vectors, what the classifier reads or None)."""
+        out = self.embedder.embed(pixels)
+        if isinstance(out, tuple):  # TrunkEmbedder: vectors and trunk feature maps
+            return out
+        # A vectors-kind classifier was trained on stored vectors, which are unit length.
+        return out, unit_rows(out) if self.tagger is not None else None
+
+    def predict_tags(self, features: np.ndarray) -> list[dict]:
+        from classifier.schemes import tag_payload
+
+        probs = self.tagger.predict(features)
+        return [tag_payload(self.tagger.record.schemes, probs, i) for i in range(len(features))]
 
     def embed_image(self, image) -> np.ndarray:
         pixels = load_image(image, self.spec.input_height, self.spec.input_width)
-        return self.embedder.embed(pixels[None])[0]
+        return self.embed_pixels(pixels[None])[0][0]
 
     def search_image(
-        self, image, top: int = 5, vector: str | None = None, where: Where | None = None
+        self,
+        image,
+        top: int = 5,
+        vector: str | None = None,
+        where: Where | None = None,
+        same_type: bool = False,
     ) -> SearchResult:
         vector = check_vector(self.store, self.collection, vector, self.spec)
-        hits = self.store.search(self.collection, self.embed_image(image), vector, top, where)
-        return SearchResult(str(image), vector, hits)
+        pixels = load_image(image, self.spec.input_height, self.spec.input_width)
+        vectors, features = self.embed_pixels(pixels[None])
+        where, predicted = list(where or []), None
+        if self.tagger is not None:
+            predicted = self.predict_tags(features)[0]
+        if same_type:
+            if predicted is None:
+                raise ValueError("--same-type needs the classifier (Searcher(tags_from=...))")
+            where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
+        hits = self.store.search(self.collection, vectors[0], vector, top, where)
+        return SearchResult(str(image), vector, hits, predicted=predicted, where=where)
 
 
 def check_vector(
@@ -124,11 +171,20 @@ def search_by_id(
     top: int = 5,
     vector: str | None = None,
     where: Where | None = None,
+    same_type: bool = False,
 ) -> SearchResult:
     """Search with a stored product's own vector (no model needed)."""
     vector = check_vector(store, collection, vector)
     found = store.retrieve(collection, [product_id], with_vectors=True)
     if not found:
         raise StoreError(f"product {product_id} is not in collection {collection!r}")
+    payload = found[0].payload or {}
+    where = list(where or [])
+    if same_type:
+        if payload.get(SAME_TYPE_FIELD) is None:
+            raise ValueError(
+                f"product {product_id} has no predicted articleType: run `searchctl tag`"
+            )
+        where.append((SAME_TYPE_FIELD, payload[SAME_TYPE_FIELD]))
     hits = store.search(collection, found[0].vectors[vector], vector, top, where)
-    return SearchResult(f"id:{product_id}", vector, hits, found[0].payload)
+    return SearchResult(f"id:{product_id}", vector, hits, payload, where=where)

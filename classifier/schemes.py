@@ -1,0 +1,85 @@
+"""The paper's tagging schemes, their class lists and the payload fields predictions go to.
+
+No TensorFlow here: the CLI and the store code read these without loading a model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMES = ("gender_master", "subCategory", "articleType")
+KINDS = ("finetune", "vectors")  # see classifier/model.py
+DEFAULT_MIN_CLASS_SIZE = 500
+PRED_PREFIX = "pred_"
+IGNORE = -1  # label index of a product whose class is left out of a scheme's training
+
+
+def scheme_label(scheme: str, payload: dict) -> str | None:
+    """A product's true label in a scheme, or None when its labels do not say."""
+    if scheme == "gender_master":
+        g, m = payload.get("gender"), payload.get("masterCategory")
+        return f"{g} {m}" if g and m else None
+    if scheme in SCHEMES:
+        return payload.get(scheme)
+    raise ValueError(f"unknown scheme {scheme!r} (schemes: {', '.join(SCHEMES)})")
+
+
+def pred_field(scheme: str) -> str:
+    return f"{PRED_PREFIX}{scheme}"
+
+
+def conf_field(scheme: str) -> str:
+    return f"{PRED_PREFIX}{scheme}_conf"
+
+
+@dataclass(frozen=True)
+class SchemeClasses:
+    """The classes a scheme is trained on: those with at least `min_class_size` products."""
+
+    scheme: str
+    classes: tuple[str, ...]
+    left_out: dict[str, int]  # class -> products, too few to train on
+
+    @classmethod
+    def from_payloads(
+        cls, scheme: str, payloads: Sequence[dict], min_class_size: int
+    ) -> SchemeClasses:
+        counts = Counter(scheme_label(scheme, p) for p in payloads)
+        counts.pop(None, None)
+        kept = tuple(sorted(c for c, n in counts.items() if n >= min_class_size))
+        left_out = {c: n for c, n in sorted(counts.items()) if n < min_class_size}
+        return cls(scheme, kept, left_out)
+
+    def encode(self, payloads: Sequence[dict]) -> np.ndarray:
+        """Class index per product; IGNORE for a missing or left-out label."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array(
+            [index.get(scheme_label(self.scheme, p), IGNORE) for p in payloads], dtype=np.int64
+        )
+
+    def to_record(self) -> dict:
+        return {"scheme": self.scheme, "classes": list(self.classes), "left_out": self.left_out}
+
+    @classmethod
+    def from_record(cls, record: dict) -> SchemeClasses:
+        return cls(record["scheme"], tuple(record["classes"]), dict(record["left_out"]))
+
+
+def tag_payload(scheme_classes: Sequence[SchemeClasses], probs: Sequence[np.ndarray], row: int):
+    """Payload fields of one product from each scheme's class probabilities."""
+    payload = {}
+    for sc, p in zip(scheme_classes, probs):
+        best = int(np.argmax(p[row]))
+        payload[pred_field(sc.scheme)] = sc.classes[best]
+        payload[conf_field(sc.scheme)] = round(float(p[row, best]), 4)
+    return payload
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown classifier kind {kind!r} (kinds: {', '.join(KINDS)})")
+    return kind

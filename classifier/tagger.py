@@ -1,0 +1,113 @@
+"""A trained tagger on disk: the Keras model plus a JSON record of what it was trained on.
+
+Saved under <data_dir>/models/<collection>/classifier/. The model file has a unique name and
+the record, written last and atomically, names it: an interrupted save leaves the previous
+tagger in place, never a record pointing at a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from classifier.schemes import SchemeClasses
+
+RECORD_FILE = "classifier.json"
+
+
+class ClassifierMissing(Exception):
+    """No tagger has been trained for the collection."""
+
+
+def models_dir(data_dir: Path, collection: str) -> Path:
+    return Path(data_dir).expanduser() / "models" / collection
+
+
+def tagger_dir(data_dir: Path, collection: str) -> Path:
+    return models_dir(data_dir, collection) / "classifier"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class TaggerRecord:
+    kind: str
+    embedder: dict  # the collection's embedder record: features must come from the same one
+    cut_layer: str | None
+    input_shape: list[int]
+    schemes: list[SchemeClasses]
+    min_class_size: int
+    seed: int
+    model_file: str = ""
+    split: dict[str, int] = field(default_factory=dict)
+    test_ids: list[int] = field(default_factory=list)
+    trained_on: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["schemes"] = [sc.to_record() for sc in self.schemes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> TaggerRecord:
+        data = dict(data)
+        data["schemes"] = [SchemeClasses.from_record(r) for r in data["schemes"]]
+        return cls(**data)
+
+
+def read_record(directory: Path) -> TaggerRecord | None:
+    path = Path(directory) / RECORD_FILE
+    if not path.is_file():
+        return None
+    return TaggerRecord.from_json(json.loads(path.read_text()))
+
+
+def save_tagger(model, record: TaggerRecord, directory: Path) -> Path:
+    """Write the model under a fresh name, then the record naming it; drop older models."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record.model_file = f"tagger-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keras"
+    record.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    partial = directory / f".partial-{record.model_file}"  # Keras wants the .keras suffix
+    model.save(partial)
+    os.replace(partial, directory / record.model_file)
+    write_json_atomic(directory / RECORD_FILE, record.to_json())
+    for old in directory.glob("tagger-*.keras"):
+        if old.name != record.model_file:
+            old.unlink(missing_ok=True)
+    return directory / RECORD_FILE
+
+
+class Tagger:
+    """A loaded tagger: features in, one probability matrix per scheme out."""
+
+    def __init__(self, directory: Path):
+        record = read_record(directory)
+        if record is None:
+            raise ClassifierMissing(
+                f"no classifier in {directory}: run `searchctl train classifier` first"
+            )
+        import keras
+
+        self.record = record
+        self.model = keras.saving.load_model(Path(directory) / record.model_file, compile=False)
+
+    def predict(self, features: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
+        out = self.model.predict(np.asarray(features), batch_size=batch_size, verbose=0)
+        return [np.asarray(out[sc.scheme]) for sc in self.record.schemes]

@@ -1,0 +1,225 @@
+"""The classifier: schemes, split, training on a tiny catalog, tags in the payload, audit,
+--same-type queries."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import KINDS, make_catalog
+from typer.testing import CliRunner
+
+from classifier.schemes import IGNORE, SchemeClasses, scheme_label
+from classifier.split import stratified_split
+from classifier.tagger import RECORD_FILE, read_record, tagger_dir
+from qdrant.edge import EdgeStore
+from searchctl.cli import app
+
+runner = CliRunner()
+N = 80  # 20 products of each of the 4 kinds
+MISLABELLED = 5  # a Tops product (kind 1) whose styles.csv row says Shirts
+
+
+def test_scheme_labels_and_left_out_classes():
+    payloads = [{"gender": "Men", "masterCategory": "Apparel", "articleType": "Shirts"}] * 3 + [
+        {"gender": "Women", "masterCategory": "Footwear", "articleType": "Heels"},
+        {"gender": None, "masterCategory": "Footwear", "articleType": None},
+    ]
+    assert scheme_label("gender_master", payloads[0]) == "Men Apparel"
+    assert scheme_label("gender_master", payloads[4]) is None
+    sc = SchemeClasses.from_payloads("articleType", payloads, min_class_size=2)
+    assert sc.classes == ("Shirts",) and sc.left_out == {"Heels": 1}
+    assert sc.encode(payloads).tolist() == [0, 0, 0, IGNORE, IGNORE]
+    with pytest.raises(ValueError, match="unknown scheme"):
+        scheme_label("colour", payloads[0])
+
+
+def test_split_is_seeded_stratified_and_disjoint():
+    payloads = [{"articleType": t} for t in ["Shirts"] * 500 + ["Heels"] * 300 + ["Odd"] * 3]
+    a, b = stratified_split(payloads, seed=1), stratified_split(payloads, seed=1)
+    assert a.test.tolist() == b.test.tolist() and a.val.tolist() == b.val.tolist()
+    assert stratified_split(payloads, seed=2).test.tolist() != a.test.tolist()
+    parts = [set(a.train), set(a.val), set(a.test)]
+    assert sum(map(len, parts)) == len(payloads) and not (parts[0] & parts[2])
+    assert not (parts[0] & parts[1]) and not (parts[1] & parts[2])
+    test_types = [payloads[i]["articleType"] for i in a.test]
+    assert test_types.count("Shirts") == 100 and test_types.count("Heels") == 60
+    tiny = stratified_split(payloads[:12], seed=0)  # too small to stratify: still a split
+    assert len(tiny.test) + len(tiny.val) + len(tiny.train) == 12
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory, tiny_weights):
+    """An 80-product catalog (one mislabelled) ingested and its classifier trained."""
+    import os
+
+    root = tmp_path_factory.mktemp("tagged")
+    catalog = make_catalog(root / "shop", n=N)
+    styles = catalog / "styles.csv"
+    lines = styles.read_text().splitlines()
+    lines = [
+        line.replace(",Tops,", ",Shirts,", 1) if line.startswith(f"{MISLABELLED},") else line
+        for line in lines
+    ]
+    styles.write_text("\n".join(lines) + "\n")
+    data = root / "data"
+    env = {"SEARCHCTL_DATA_DIR": str(data)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights",
+                str(tiny_weights), "--input-size", "32x32", "--json"]  # fmt: skip
+        assert runner.invoke(app, args).exit_code == 0
+        result = runner.invoke(
+            app,
+            ["train", "classifier", "--kind", "vectors", "--min-class-size", "5",
+             "--epochs", "40", "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        yield {"catalog": catalog, "data": data, "train": json.loads(result.stdout)}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _payloads(data) -> dict[int, dict]:
+    store = EdgeStore(data)
+    (name,) = store.list_collections()
+    out = {p.id: p.payload for p in store.retrieve(name, sorted(store.ids(name)))}
+    store.close()
+    return out
+
+
+def test_training_reports_metrics_and_tags_every_product(tagged):
+    report = tagged["train"]
+    assert report["kind"] == "vectors" and report["tagged"] == N
+    assert report["split"]["test"] == 16 and report["split"]["val"] + report["split"]["train"] == 64
+    for scheme in ("gender_master", "subCategory", "articleType"):
+        m = report["metrics"][scheme]
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+        assert set(m["per_class"]) == set(next(s for s in report["schemes"]
+                                               if s["scheme"] == scheme)["classes"])  # fmt: skip
+    # The synthetic kinds differ in colour and shape: even random backbone weights separate them.
+    assert report["metrics"]["articleType"]["accuracy"] >= 0.9
+    for f in report["figures"]:
+        assert (tagged["data"] / "models").exists() and f.endswith(".png")
+    record = read_record(tagger_dir(tagged["data"], "shop"))
+    assert record is not None and (tagger_dir(tagged["data"], "shop") / record.model_file).is_file()
+
+    payloads = _payloads(tagged["data"])
+    types = {k[3] for k in KINDS}
+    for pid, p in payloads.items():
+        assert p["pred_articleType"] in types, pid
+        assert 0.0 < p["pred_articleType_conf"] <= 1.0
+        assert p["pred_gender_master"] in {f"{k[0]} {k[1]}" for k in KINDS}
+    correct = np.mean([p["pred_articleType"] == p["articleType"] for p in payloads.values()])
+    assert correct >= 0.9
+
+
+def test_audit_finds_the_mislabelled_product(tagged):
+    result = runner.invoke(app, ["audit", "--min-confidence", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    findings = json.loads(result.stdout)["findings"]
+    ours = [f for f in findings if f["id"] == MISLABELLED and f["scheme"] == "articleType"]
+    assert ours and ours[0]["label"] == "Shirts" and ours[0]["predicted"] == "Tops"
+    assert all(f["confidence"] >= 0.5 for f in findings)
+    assert len(findings) <= 5  # the other 79 labels are right
+
+    as_csv = runner.invoke(app, ["audit", "--min-confidence", "0.5", "--csv", "-"])
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert {int(r["id"]) for r in rows} == {f["id"] for f in findings}
+    sheet = tagged["data"].parent / "audit.png"
+    table = runner.invoke(app, ["audit", "--min-confidence", "0.5", "--show", str(sheet)])
+    assert table.exit_code == 0 and str(MISLABELLED) in table.stdout and sheet.stat().st_size > 0
+
+
+def test_same_type_queries_keep_the_predicted_type(tagged):
+    payloads = _payloads(tagged["data"])
+    by_id = runner.invoke(app, ["query", "--id", "7", "--same-type", "--top", "10", "--json"])
+    assert by_id.exit_code == 0, by_id.output
+    hits = json.loads(by_id.stdout)["hits"]
+    assert len(hits) == 10
+    assert {h["payload"]["pred_articleType"] for h in hits} == {payloads[7]["pred_articleType"]}
+
+    photo = tagged["catalog"] / "images" / "10.jpg"
+    by_photo = runner.invoke(app, ["query", str(photo), "--same-type", "--json"])
+    assert by_photo.exit_code == 0, by_photo.output
+    data = json.loads(by_photo.stdout)
+    assert data["predicted"]["pred_articleType"] == payloads[10]["pred_articleType"]
+    assert {h["payload"]["pred_articleType"] for h in data["hits"]} == {
+        data["predicted"]["pred_articleType"]
+    }
+
+
+def test_eval_has_a_same_type_mode(tagged):
+    result = runner.invoke(app, ["eval", "--json"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)["results"]
+    assert set(results) == {"mobilenet_v2", "mobilenet_v2+same-type"}
+    plain, same = results["mobilenet_v2"], results["mobilenet_v2+same-type"]
+    assert same["agreement"]["articleType"] >= plain["agreement"]["articleType"]
+
+
+def test_retag_and_missing_classifier(tagged, tmp_path, tiny_catalog, tiny_weights, monkeypatch):
+    result = runner.invoke(app, ["tag", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tagged"] == N
+
+    monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "other"))
+    args = ["ingest", str(tiny_catalog), "--backbone", "mobilenet_v2", "--weights",
+            str(tiny_weights), "--input-size", "32x32"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    for cmd in (["tag"], ["audit"], ["query", "--id", "1", "--same-type"]):
+        result = runner.invoke(app, cmd)
+        assert result.exit_code == 2, cmd
+        assert "searchctl train classifier" in result.stderr or "searchctl tag" in result.stderr
+
+
+def test_saving_replaces_the_model_atomically(tagged):
+    directory = tagger_dir(tagged["data"], "shop")
+    before = read_record(directory)
+    (directory / ".partial-tagger-x.keras").write_bytes(b"half a model")  # a killed save
+    assert read_record(directory).model_file == before.model_file
+    assert json.loads((directory / RECORD_FILE).read_text())["model_file"] == before.model_file
+    assert [p.name for p in directory.glob("tagger-*.keras")] == [before.model_file]
+
+
+def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatch):
+    monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "data"))
+    catalog = make_catalog(tmp_path / "shop", n=N)
+    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights", str(tiny_weights),
+            "--input-size", "32x32", "--min-class-size", "5", "--classifier-kind", "finetune",
+            "--json"]  # fmt: skip
+    first = runner.invoke(app, [*args, "--limit", "60"])
+    assert first.exit_code == 0, first.output
+    tags = json.loads(first.stdout)["classifier"]
+    assert tags["action"] == "trained" and tags["tagged"] == 60
+    assert set(tags["accuracy"]) == {"gender_master", "subCategory", "articleType"}
+
+    second = json.loads(runner.invoke(app, args).stdout)
+    assert second["stored"] == N - 60
+    assert second["classifier"]["action"] == "tagged"
+    assert second["classifier"]["tagged"] == N - 60
+    payloads = _payloads(tmp_path / "data")
+    assert all(p.get("pred_articleType") for p in payloads.values())
+
+    # The query path computes the same features as training did: same photo, same tags.
+    photo = catalog / "images" / "70.jpg"
+    result = runner.invoke(app, ["query", str(photo), "--same-type", "--json"])
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(result.stdout)["predicted"]
+    for scheme in ("gender_master", "subCategory", "articleType"):
+        assert predicted[f"pred_{scheme}"] == payloads[70][f"pred_{scheme}"]
+        conf = predicted[f"pred_{scheme}_conf"]
+        assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
+
+    third = json.loads(runner.invoke(app, args).stdout)
+    assert third["classifier"] == {"action": "up_to_date", "tagged": 0}
+    bad_kind = runner.invoke(app, [*args[:-1], "--classifier-kind", "svm"])
+    assert bad_kind.exit_code == 2 and "unknown classifier kind 'svm'" in bad_kind.stderr
