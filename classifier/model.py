@@ -84,4 +84,3 @@ def build_head(
         for sc in scheme_classes
     }
     return keras.Model(inp, outputs, name=f"tagger_{kind}")
-

@@ -81,7 +81,51 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         raise BadImage(f"cannot decode image: {exc}") from exc
 
 
-def load_image(source: str | Path | bytes, height: int, width: int) -> np.ndarray:
-    """Decode `source` and letterbox it to height x width. Raises BadImage."""
-    img = open_image(source)
+FITS = ("letterbox", "squash")
+
+
+def fit_image(img: Image.Image, height: int, width: int, fit: str = "letterbox") -> np.ndarray:
+    """letterbox keeps the aspect ratio (white padding); squash stretches to the size."""
+    if fit == "squash":
+        resample = Image.Resampling.BILINEAR
+        return np.asarray(img.resize((width, height), resample=resample), dtype=np.uint8)
     return letterbox(img, height, width)
+
+
+def load_image(
+    source: str | Path | bytes, height: int, width: int, fit: str = "letterbox"
+) -> np.ndarray:
+    """Decode `source` and fit it to height x width (see fit_image). Raises BadImage."""
+    return fit_image(open_image(source), height, width, fit)
+
+
+def load_images(
+    sources: list,
+    height: int,
+    width: int,
+    fit: str = "letterbox",
+    workers: int = 2,
+    on_progress=None,
+    chunk: int = 512,
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Decode many images in threads: (uint8 N x H x W x 3 of the good ones, their indexes in
+    `sources`, (index, reason) of the bad ones)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = np.empty((len(sources), height, width, 3), np.uint8)
+    good, bad = [], []
+
+    def one(i: int):
+        try:
+            out[i] = load_image(sources[i], height, width, fit)
+            return i, None
+        except BadImage as exc:
+            return i, str(exc)
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="searchctl-decode") as pool:
+        for start in range(0, len(sources), chunk):
+            for i, problem in pool.map(one, range(start, min(start + chunk, len(sources)))):
+                (good.append(i) if problem is None else bad.append((i, problem)))
+            if on_progress:
+                on_progress(min(chunk, len(sources) - start))
+    return out[good] if len(good) < len(sources) else out, good, bad

@@ -93,12 +93,17 @@ def check_embedder(store: VectorStore, collection: str, spec: EmbedderSpec) -> N
 
 
 def create_collection(
-    store: VectorStore, collection: str, spec: EmbedderSpec, catalog_root: Path
+    store: VectorStore,
+    collection: str,
+    spec: EmbedderSpec,
+    catalog_root: Path,
+    extra_vectors: dict[str, int] | None = None,
 ) -> None:
-    """A collection for `spec`'s vectors, with the embedder record and label indexes."""
+    """A collection for `spec`'s vectors (and `extra_vectors` {name: dim}, filled in later),
+    with the embedder record and label indexes."""
     store.create_collection(
         collection,
-        {spec.vector_name: spec.dim},
+        {spec.vector_name: spec.dim, **(extra_vectors or {})},
         {RECORD_KEY: spec.to_record(), "catalog": str(catalog_root.resolve())},
         PAYLOAD_INDEXES,
     )
@@ -185,10 +190,12 @@ def ingest_catalog(
     on_plan: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     make_embedder: Callable[[EmbedderSpec], object] | None = None,
+    extra_vectors: dict[str, int] | None = None,
 ) -> IngestReport:
     """Store every product of `catalog` that the collection lacks; returns what happened.
 
     `make_embedder(spec)` (default: embedder.model.Embedder) is called only when there is work.
+    `extra_vectors` {name: dim}: named vectors a new collection gets for later stages.
     `on_plan(n)` is called with the number of products to embed, `on_progress(k)` after each batch.
     """
     wall = time.perf_counter()
@@ -214,7 +221,7 @@ def ingest_catalog(
             from embedder.model import Embedder as make_embedder
         embedder = make_embedder(spec)
     if not exists:
-        create_collection(store, collection, spec, catalog.root)
+        create_collection(store, collection, spec, catalog.root, extra_vectors)
     if on_plan:
         on_plan(len(todo))
     if todo:

@@ -139,6 +139,14 @@ class VectorStore(ABC):
         """Merge fields into existing points' payloads ({id: {field: value}}); durable."""
 
     @abstractmethod
+    def add_vector(self, name: str, vector: str, dim: int) -> None:
+        """Add (or, at another size, replace) a named cosine vector on an existing collection."""
+
+    @abstractmethod
+    def update_vectors(self, name: str, vectors: dict[int, dict[str, np.ndarray]]) -> None:
+        """Set named vectors of existing points ({id: {vector: array}}), keeping the rest."""
+
+    @abstractmethod
     def create_index(self, name: str, field: str, kind: str) -> None:
         """Index a payload field for filtering (KEYWORD_INDEX | INTEGER_INDEX); idempotent."""
 

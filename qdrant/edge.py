@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import qdrant_edge as qe
 
 from qdrant.base import (
@@ -185,6 +186,30 @@ class EdgeStore(VectorStore):
         for pid, payload in payloads.items():
             shard.update(qe.UpdateOperation.set_payload([int(pid)], payload))
         shard.flush()
+
+    def add_vector(self, name: str, vector: str, dim: int) -> None:
+        config = self._config(name)
+        shard = self._shard(name)
+        if vector in config["vectors"]:
+            if config["vectors"][vector] == int(dim):
+                return
+            shard.update(qe.UpdateOperation.delete_vector_name(vector))
+        shard.update(qe.UpdateOperation.create_dense_vector(vector, int(dim), qe.Distance.Cosine))
+        shard.flush()
+        config["vectors"][vector] = int(dim)
+        _write_json_atomic(self._dir(name) / COLLECTION_FILE, config)
+
+    def update_vectors(self, name: str, vectors: dict[int, dict[str, np.ndarray]]) -> None:
+        if not vectors:
+            return
+        self._shard(name).update(
+            qe.UpdateOperation.update_vectors(
+                [
+                    qe.PointVectors(int(i), {k: unit_rows(v)[0].tolist() for k, v in named.items()})
+                    for i, named in vectors.items()
+                ]
+            )
+        )
 
     def create_index(self, name: str, field: str, kind: str) -> None:
         shard = self._shard(name)

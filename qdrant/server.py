@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -143,6 +144,32 @@ class ServerStore(VectorStore):
             [
                 qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=p, points=[int(i)]))
                 for i, p in payloads.items()
+            ],
+            wait=True,
+        )
+
+    def add_vector(self, name: str, vector: str, dim: int) -> None:
+        sizes = self.vector_sizes(name)
+        if sizes.get(vector) == int(dim):
+            return
+        # Qdrant's API cannot add a named vector to an existing collection.
+        have = f"it has {vector!r} at {sizes[vector]} dims" if vector in sizes else "it lacks it"
+        raise StoreError(
+            f"collection {name!r} on {self.description} needs vector {vector!r} with {dim} dims "
+            f"and {have}; a server cannot add or resize a named vector: ingest into a new "
+            "collection"
+        )
+
+    def update_vectors(self, name: str, vectors: dict[int, dict[str, np.ndarray]]) -> None:
+        if not vectors:
+            return
+        self.client.update_vectors(
+            self._check(name),
+            points=[
+                qm.PointVectors(
+                    id=int(i), vector={k: unit_rows(v)[0].tolist() for k, v in named.items()}
+                )
+                for i, named in vectors.items()
             ],
             wait=True,
         )

@@ -141,6 +141,16 @@ def ingest(
     mixed_precision: Annotated[
         bool, typer.Option(help="float16 compute (pays on a GPU only).")
     ] = False,
+    autoencoder: Annotated[
+        bool,
+        typer.Option(
+            help="Store the autoencoder vector too: train the autoencoder on the catalog first "
+            "if there is none.",
+        ),
+    ] = True,
+    autoencoder_arch: Annotated[
+        str, typer.Option(help="Architecture of an autoencoder trained here: default or paper.")
+    ] = "default",
     classifier: Annotated[
         bool,
         typer.Option(
@@ -164,13 +174,15 @@ def ingest(
     Resumable and idempotent: a re-run stores only what is missing.
     """
     from classifier.schemes import check_kind
+    from embedder.autoencoder import VECTOR_NAME, get_config
     from embedder.spec import DEFAULT_INPUT_SIZE, make_spec, parse_input_size
     from ingest.catalog import read_catalog
     from ingest.pipeline import ingest_catalog
-    from searchctl.config import collection_name_for, connect
+    from searchctl.config import collection_name_for, connect, default_data_dir
 
     with user_errors():
         check_kind(classifier_kind)
+        ae_config = get_config(autoencoder_arch)
         size = parse_input_size(input_size) if input_size else DEFAULT_INPUT_SIZE
         spec = make_spec(backbone, weights, size, preprocess)
         cat = read_catalog(catalog)
@@ -203,14 +215,20 @@ def ingest(
                 on_plan=on_plan,
                 on_progress=on_progress,
                 make_embedder=make_embedder,
+                extra_vectors={VECTOR_NAME: ae_config.dim} if autoencoder else None,
             )
-        tags = None
+        ae = tags = None
+        if autoencoder and report.points_in_collection:
+            data = data_dir or default_data_dir()
+            ae = _run_autoencoder(store, name, data, autoencoder_arch, 20, False, 0)
         if classifier and report.points_in_collection:
             tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
     if as_json:
-        print(json.dumps({**report.to_json(), "classifier": tags}, indent=2))
+        print(json.dumps({**report.to_json(), "autoencoder": ae, "classifier": tags}, indent=2))
         return
     _print_ingest_report(report, store)
+    if ae:
+        out.print(_describe_autoencoder(ae), highlight=False)
     if tags:
         out.print(_describe_tags(tags), highlight=False)
 
@@ -320,7 +338,7 @@ def query(
 ) -> None:
     """Find the catalog products most similar to a photo (or to a product, with --id)."""
     from embedder.images import open_image
-    from searchctl.config import connect, default_data_dir, pick_collection
+    from searchctl.config import connect, pick_collection
     from searchctl.query import Searcher, parse_where, search_by_id
 
     with user_errors():
@@ -332,8 +350,9 @@ def query(
         with connect(data_dir, qdrant_url, qdrant_api_key) as store:
             name = pick_collection(store, collection)
             if image is not None:
-                tags_from = (data_dir or default_data_dir()) if same_type else None
-                searcher = Searcher(store, name, weights, compiled=False, tags_from=tags_from)
+                searcher = Searcher(
+                    store, name, weights, compiled=False, data_dir=data_dir, with_tags=same_type
+                )
                 result = searcher.search_image(image, top, vector, conditions, same_type)
             else:
                 result = search_by_id(store, name, product_id, top, vector, conditions, same_type)
@@ -436,7 +455,7 @@ def eval_(
     (leave-one-out). Rates per field (gender, masterCategory, subCategory, articleType,
     baseColour, usage, season), the articleType macro mean and a per-articleType breakdown.
     """
-    from searchctl.config import connect, default_data_dir, pick_collection
+    from searchctl.config import connect, pick_collection
     from searchctl.evaluate import (
         available_modes,
         collection_labels,
@@ -470,10 +489,10 @@ def eval_(
                     external.products = [p for p in external.products if p.id in chosen]
                 task = bar.add_task("embed", total=len(external.with_image), rate="")
                 needs_tags = any(m.same_field for m in modes)
-                tags_from = (data_dir or default_data_dir()) if needs_tags else None
+                searcher = Searcher(store, name, weights, data_dir=data_dir, with_tags=needs_tags)
                 query_set, skipped = photo_queries(
                     external,
-                    Searcher(store, name, weights, tags_from=tags_from),
+                    searcher,
                     vectors,
                     batch_size,
                     on_progress=lambda k: bar.advance(task, k),
@@ -666,6 +685,97 @@ def train_classifier_cmd(
     for pid, reason in report.skipped:
         err.print(f"  id {pid} skipped: {reason}", highlight=False)
     out.print("Figures: " + ", ".join(str(f) for f in report.figures), highlight=False)
+
+
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    arch: Annotated[
+        str,
+        typer.Option(help="default (ours, chosen by label match rates) or paper (reference)."),
+    ] = "default",
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split and weights.")] = 0,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train anew and re-embed every product.")
+    ] = False,
+    show: Annotated[
+        Path | None,
+        typer.Option(help="Write a PNG: catalog photos above, their reconstructions below."),
+    ] = None,
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantApiKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the catalog's autoencoder (if there is none, or --retrain) and store its vector
+    for every product. A killed training resumes from its last epoch."""
+    from embedder.autoencoder import get_config, read_record
+    from ingest.autoencoder import autoencoder_dir, reconstruction_sheet
+    from searchctl.config import connect, default_data_dir, pick_collection
+
+    data = data_dir or default_data_dir()
+    with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
+        get_config(arch)
+        name = pick_collection(store, collection)
+        existing = read_record(autoencoder_dir(data, name))
+        if existing and not retrain and existing.autoencoder_config.arch != arch:
+            raise ValueError(
+                f"the autoencoder of {name!r} is {existing.autoencoder_config.arch!r}; "
+                f"add --retrain to replace it with {arch!r}"
+            )
+        summary = _run_autoencoder(store, name, data, arch, epochs, retrain, seed)
+        if show:
+            reconstruction_sheet(store, name, data, show, seed=seed)
+    if as_json:
+        print(json.dumps({"collection": name, **summary}, indent=2))
+    else:
+        out.print(_describe_autoencoder(summary), highlight=False)
+    if show:
+        err.print(f"reconstructions: {show}")
+
+
+def _run_autoencoder(store, name, data, arch, epochs, retrain, seed) -> dict:
+    from ingest.autoencoder import ensure_autoencoder
+
+    with _progress() as bar:
+        tasks = {}
+
+        def on_stage(stage: str, n: int | None) -> None:
+            tasks["current"] = bar.add_task(f"autoencoder {stage}", total=n, rate="")
+
+        return ensure_autoencoder(
+            store,
+            name,
+            data,
+            arch=arch,
+            epochs=epochs,
+            retrain=retrain,
+            seed=seed,
+            on_stage=on_stage,
+            on_progress=lambda k: bar.advance(tasks["current"], k),
+            on_epoch=lambda e, logs: err.print(
+                f"autoencoder epoch {e}: loss {logs.get('loss', 0):.5f}, "
+                f"val_loss {logs.get('val_loss', 0):.5f}",
+                highlight=False,
+            ),
+        )
+
+
+def _describe_autoencoder(s: dict) -> str:
+    if s["action"] == "skipped":
+        return f"Autoencoder not trained: {s['reason']}"
+    text = {
+        "trained": f"Autoencoder '{s.get('arch')}' trained: {s.get('epochs')} epochs, best "
+        f"validation loss {s.get('best_val_loss')}, {s.get('train_seconds')} s.",
+        "embedded": "Autoencoder vectors added.",
+        "up_to_date": "Every product has its autoencoder vector.",
+    }[s["action"]]
+    if s.get("embedded"):
+        text += f" Embedded {s['embedded']:,} products in {s['seconds']} s."
+    for bad in s.get("bad_images", []):
+        text += f"\n  id {bad['id']}: {bad['reason']}"
+    return text
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from embedder.images import BadImage, letterbox, open_image
@@ -16,7 +17,7 @@ PAD = 6
 
 @dataclass
 class Tile:
-    image: object  # path, bytes or None (drawn as a grey placeholder)
+    image: object  # path, bytes, uint8 HxWx3 array, or None (drawn as a grey placeholder)
     lines: list[str]
 
 
@@ -24,7 +25,8 @@ def _tile_pixels(source) -> Image.Image:
     try:
         if source is None:
             raise BadImage("no image")
-        return Image.fromarray(letterbox(open_image(source), TILE_H, TILE_W))
+        img = Image.fromarray(source) if isinstance(source, np.ndarray) else open_image(source)
+        return Image.fromarray(letterbox(img, TILE_H, TILE_W))
     except BadImage:
         return Image.new("RGB", (TILE_W, TILE_H), (200, 200, 200))
 

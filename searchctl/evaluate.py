@@ -372,7 +372,8 @@ def photo_queries(
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[QuerySet, list[tuple[int, str]]]:
-    """External queries: embed a catalog's photos with the collection's embedder.
+    """External queries: embed a catalog's photos with the collection's embedders (and predict
+    their tags when the searcher has the classifier).
 
     Returns the queries and the (id, reason) of photos that could not be used.
     """
@@ -381,31 +382,43 @@ def photo_queries(
 
     for v in vectors:
         check_vector(searcher.store, searcher.collection, v, searcher.spec)
-    spec = searcher.spec
-    ids, labels, pixels, images, skipped = [], [], [], [], []
-    for product in catalog.products:
-        if product.image is None:
-            skipped.append((product.id, "no image file"))
-            continue
-        try:
-            pixels.append(load_image(product.image, spec.input_height, spec.input_width))
-        except BadImage as exc:
-            skipped.append((product.id, str(exc)))
-            continue
-        ids.append(product.id)
-        labels.append(product.payload)
-        images.append(product.image)
-    embedded = []
-    for start in range(0, len(pixels), batch_size):
-        batch = np.stack(pixels[start : start + batch_size])
-        vecs, features = searcher.embed_pixels(batch)
-        embedded.append(vecs)
-        if searcher.tagger is not None:  # predicted tags, for --same-type
-            for row, tags in enumerate(searcher.predict_tags(features)):
-                labels[start + row] = {**labels[start + row], **tags}
+    backbone = searcher.spec.vector_name
+    sizes = {v: searcher.input_size(v) for v in dict.fromkeys([*vectors, backbone])}
+    ids, labels, images, skipped = [], [], [], []
+    rows: dict[str, list[np.ndarray]] = {v: [] for v in vectors}
+    products = [p for p in catalog.products if p.image is not None]
+    skipped += [(p.id, "no image file") for p in catalog.products if p.image is None]
+    for start in range(0, len(products), batch_size):
+        pixels = {size: [] for size in set(sizes.values())}
+        batch = []
+        for product in products[start : start + batch_size]:
+            try:
+                decoded = {size: load_image(product.image, *size) for size in pixels}
+            except BadImage as exc:
+                skipped.append((product.id, str(exc)))
+                continue
+            for size, arr in decoded.items():
+                pixels[size].append(arr)
+            batch.append(product)
+        if batch:
+            stacked = {size: np.stack(arrs) for size, arrs in pixels.items()}
+            tags = [{} for _ in batch]
+            for v in vectors:
+                if v == backbone:
+                    vecs, features = searcher.embed_pixels(stacked[sizes[v]])
+                    if searcher.tagger is not None:
+                        tags = searcher.predict_tags(features)
+                else:
+                    vecs = searcher.embed_batch(stacked[sizes[v]], v)
+                rows[v].append(vecs)
+            if searcher.tagger is not None and backbone not in vectors:
+                tags = searcher.predict_tags(searcher.embed_pixels(stacked[sizes[backbone]])[1])
+            ids += [p.id for p in batch]
+            labels += [{**p.payload, **t} for p, t in zip(batch, tags)]
+            images += [p.image for p in batch]
         if on_progress:
-            on_progress(len(batch))
-    dim = spec.dim
-    matrix = np.concatenate(embedded) if embedded else np.zeros((0, dim), np.float32)
-    queries = QuerySet(ids, labels, {v: matrix for v in vectors}, False, images)
-    return queries, skipped
+            on_progress(len(products[start : start + batch_size]))
+    matrices = {
+        v: np.concatenate(r) if r else np.zeros((0, 1), np.float32) for v, r in rows.items()
+    }
+    return QuerySet(ids, labels, matrices, False, images), skipped

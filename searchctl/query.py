@@ -13,6 +13,7 @@ from ingest.pipeline import collection_record
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
 
 INTEGER_FIELDS = ("id", "year")
+AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 
 
@@ -76,7 +77,10 @@ def recorded_spec(store: VectorStore, collection: str, weights: Path | None = No
 
 
 class Searcher:
-    """Holds the models warm between queries (the library path behind `searchctl query`)."""
+    """Holds the models warm between queries (the library path behind `searchctl query`).
+
+    Models load on first use: a query on the autoencoder vector never builds the backbone.
+    """
 
     def __init__(
         self,
@@ -84,35 +88,70 @@ class Searcher:
         collection: str,
         weights: Path | None = None,
         compiled: bool = True,
-        tags_from: Path | None = None,
+        data_dir: Path | None = None,
+        with_tags: bool = False,
     ):
         """`compiled=False` for a single query (no graph tracing, ~1 s less to the answer).
-        `tags_from`: the data dir whose classifier predicts the query photo's tags."""
-        self.store, self.collection = store, collection
+        `data_dir` holds the collection's trained models (autoencoder, classifier);
+        `with_tags` loads the classifier to predict the query photo's tags."""
+        from searchctl.config import default_data_dir
+
+        self.store, self.collection, self.compiled = store, collection, compiled
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
         self.tagger = None
-        if tags_from is not None:
+        if with_tags:
             from classifier.tagger import Tagger, tagger_dir
             from classifier.train import check_tagger
 
-            self.tagger = Tagger(tagger_dir(tags_from, collection))
+            self.tagger = Tagger(tagger_dir(self.data_dir, collection))
             check_tagger(self.tagger.record, self.spec, collection)
-        if self.tagger is not None and self.tagger.record.kind == "finetune":
-            from classifier.model import TrunkEmbedder
+        self._backbone = None
+        self._autoencoder = None
 
-            self.embedder = TrunkEmbedder(self.spec, compiled=compiled)
-        else:
-            from embedder.model import Embedder
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            if self.tagger is not None and self.tagger.record.kind == "finetune":
+                from classifier.model import TrunkEmbedder as make
+            else:
+                from embedder.model import Embedder as make
+            self._backbone = make(self.spec, compiled=self.compiled)
+        return self._backbone
 
-            self.embedder = Embedder(self.spec, compiled=compiled)
+    @property
+    def autoencoder(self):
+        if self._autoencoder is None:
+            from embedder.autoencoder import AutoencoderEmbedder
+            from ingest.autoencoder import autoencoder_dir, check_searchable
+
+            check_searchable(self.store, self.collection, self.data_dir)
+            self._autoencoder = AutoencoderEmbedder(autoencoder_dir(self.data_dir, self.collection))
+        return self._autoencoder
+
+    def input_size(self, vector: str) -> tuple[int, int, str]:
+        """(height, width, fit) that photos are decoded to for `vector`."""
+        if vector == AUTOENCODER:
+            c = self.autoencoder.config
+            return c.input_height, c.input_width, c.fit
+        return self.spec.input_height, self.spec.input_width, "letterbox"
+
+    def load(self, image, vector: str) -> np.ndarray:
+        return load_image(image, *self.input_size(vector))
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 batch -> (backbone vectors, what the classifier reads or None)."""
-        out = self.embedder.embed(pixels)
+        """uint8 batch at the backbone's size -> (backbone vectors, classifier input or None)."""
+        out = self.backbone.embed(pixels)
         if isinstance(out, tuple):  # TrunkEmbedder: vectors and trunk feature maps
             return out
         # A vectors-kind classifier was trained on stored vectors, which are unit length.
         return out, unit_rows(out) if self.tagger is not None else None
+
+    def embed_batch(self, pixels: np.ndarray, vector: str) -> np.ndarray:
+        """uint8 batch at input_size(vector) -> that named vector."""
+        if vector == AUTOENCODER:
+            return self.autoencoder.embed(pixels)
+        return self.embed_pixels(pixels)[0]
 
     def predict_tags(self, features: np.ndarray) -> list[dict]:
         from classifier.schemes import tag_payload
@@ -120,9 +159,9 @@ class Searcher:
         probs = self.tagger.predict(features)
         return [tag_payload(self.tagger.record.schemes, probs, i) for i in range(len(features))]
 
-    def embed_image(self, image) -> np.ndarray:
-        pixels = load_image(image, self.spec.input_height, self.spec.input_width)
-        return self.embed_pixels(pixels[None])[0][0]
+    def embed_image(self, image, vector: str | None = None) -> np.ndarray:
+        vector = vector or self.spec.vector_name
+        return self.embed_batch(self.load(image, vector)[None], vector)[0]
 
     def search_image(
         self,
@@ -133,16 +172,22 @@ class Searcher:
         same_type: bool = False,
     ) -> SearchResult:
         vector = check_vector(self.store, self.collection, vector, self.spec)
-        pixels = load_image(image, self.spec.input_height, self.spec.input_width)
-        vectors, features = self.embed_pixels(pixels[None])
         where, predicted = list(where or []), None
+        if vector == self.spec.vector_name:
+            vectors, features = self.embed_pixels(self.load(image, vector)[None])
+            query_vector = vectors[0]
+        else:
+            query_vector = self.embed_image(image, vector)
+            features = None
         if self.tagger is not None:
+            if features is None:
+                features = self.embed_pixels(self.load(image, self.spec.vector_name)[None])[1]
             predicted = self.predict_tags(features)[0]
         if same_type:
             if predicted is None:
-                raise ValueError("--same-type needs the classifier (Searcher(tags_from=...))")
+                raise ValueError("--same-type needs the classifier (Searcher(with_tags=True))")
             where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
-        hits = self.store.search(self.collection, vectors[0], vector, top, where)
+        hits = self.store.search(self.collection, query_vector, vector, top, where)
         return SearchResult(str(image), vector, hits, predicted=predicted, where=where)
 
 
@@ -157,9 +202,10 @@ def check_vector(
         raise ValueError(
             f"collection {collection!r} has no vector {vector!r} (it has: {', '.join(names)})"
         )
-    if spec is not None and vector != spec.vector_name:
+    if spec is not None and vector not in (spec.vector_name, AUTOENCODER):
         raise ValueError(
-            f"no photo embedder for vector {vector!r} yet; use --vector {spec.vector_name}"
+            f"no photo embedder for vector {vector!r}; use --vector {spec.vector_name} or "
+            f"{AUTOENCODER}"
         )
     return vector
 

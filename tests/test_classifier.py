@@ -161,7 +161,12 @@ def test_eval_has_a_same_type_mode(tagged):
     result = runner.invoke(app, ["eval", "--json"])
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)["results"]
-    assert set(results) == {"mobilenet_v2", "mobilenet_v2+same-type"}
+    assert set(results) == {
+        "mobilenet_v2",
+        "mobilenet_v2+same-type",
+        "autoencoder",
+        "autoencoder+same-type",
+    }
     plain, same = results["mobilenet_v2"], results["mobilenet_v2+same-type"]
     assert same["agreement"]["articleType"] >= plain["agreement"]["articleType"]
 
@@ -172,8 +177,17 @@ def test_retag_and_missing_classifier(tagged, tmp_path, tiny_catalog, tiny_weigh
     assert json.loads(result.stdout)["tagged"] == N
 
     monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "other"))
-    args = ["ingest", str(tiny_catalog), "--backbone", "mobilenet_v2", "--weights",
-            str(tiny_weights), "--input-size", "32x32"]  # fmt: skip
+    args = [
+        "ingest",
+        str(tiny_catalog),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(tiny_weights),
+        "--input-size",
+        "32x32",
+        "--no-autoencoder",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     for cmd in (["tag"], ["audit"], ["query", "--id", "1", "--same-type"]):
         result = runner.invoke(app, cmd)
@@ -193,9 +207,22 @@ def test_saving_replaces_the_model_atomically(tagged):
 def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatch):
     monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "data"))
     catalog = make_catalog(tmp_path / "shop", n=N)
-    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights", str(tiny_weights),
-            "--input-size", "32x32", "--min-class-size", "5", "--classifier-kind", "finetune",
-            "--json"]  # fmt: skip
+    args = [
+        "ingest",
+        str(catalog),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(tiny_weights),
+        "--input-size",
+        "32x32",
+        "--min-class-size",
+        "5",
+        "--classifier-kind",
+        "finetune",
+        "--no-autoencoder",
+        "--json",
+    ]
     first = runner.invoke(app, [*args, "--limit", "60"])
     assert first.exit_code == 0, first.output
     tags = json.loads(first.stdout)["classifier"]

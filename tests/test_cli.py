@@ -18,8 +18,21 @@ BAD = {901, 902, 903}
 
 
 def _ingest(catalog, weights, *extra):
-    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights", str(weights),
-            "--input-size", "32x32", "--batch-size", "5", "--json", *extra]  # fmt: skip
+    args = [
+        "ingest",
+        str(catalog),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(weights),
+        "--input-size",
+        "32x32",
+        "--batch-size",
+        "5",
+        "--no-autoencoder",
+        "--json",
+        *extra,
+    ]
     return runner.invoke(app, args)
 
 
@@ -58,8 +71,17 @@ def test_finished_ingest_says_nothing_to_do(tmp_path, tiny_weights, data_dir):
     for bad in BAD:
         (catalog / "images" / f"{bad}.jpg").unlink()
     assert _ingest(catalog, tiny_weights).exit_code == 0
-    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2",
-            "--weights", str(tiny_weights), "--input-size", "32x32"]  # fmt: skip
+    args = [
+        "ingest",
+        str(catalog),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(tiny_weights),
+        "--input-size",
+        "32x32",
+        "--no-autoencoder",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0
     assert "Nothing to do: all 6 products" in result.stdout

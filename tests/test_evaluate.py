@@ -145,8 +145,20 @@ def test_same_seed_same_numbers_across_stores(tmp_path):
 
 # -- the command ---------------------------------------------------------------------------------
 def _ingest(catalog, weights):
-    args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights", str(weights),
-            "--input-size", "32x32", "--batch-size", "8", "--json"]  # fmt: skip
+    args = [
+        "ingest",
+        str(catalog),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(weights),
+        "--input-size",
+        "32x32",
+        "--batch-size",
+        "8",
+        "--no-autoencoder",
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
 

@@ -1,0 +1,298 @@
+"""A convolutional autoencoder trained on the catalog: its flattened bottleneck is the
+`autoencoder` named vector.
+
+Two architectures, both selectable so the comparison can be rerun (bench/autoencoder_compare.py):
+- `paper`: the paper's model. 60x60 input (the 60x80 photos squashed), conv 16-8-8 with
+  max-pooling down to 8x8x8 = 512 floats, mirrored decoder, sigmoid output, binary
+  cross-entropy, Adam.
+- `default`: chosen by top-5 label match rates (README): see DEFAULT_ARCH.
+
+Training keeps a checkpoint after every epoch under the model directory; an interrupted run
+resumes from it, and the finished model is written under a fresh name before the record that
+names it (atomic), so a kill never leaves a half-written model in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+VECTOR_NAME = "autoencoder"
+RECORD_FILE = "autoencoder.json"
+CHECKPOINT_FILE = "checkpoint.keras"
+CHECKPOINT_STATE = "checkpoint.json"
+PATIENCE = 2
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    arch: str
+    input_height: int
+    input_width: int
+    fit: str  # how photos are brought to the input size: "squash" or "letterbox"
+    filters: tuple[int, ...]  # encoder conv filters, one max-pool after each
+    batch_norm: bool = False
+    loss: str = "bce"  # "bce" or "mse" on [0, 1] pixels
+    noise: float = 0.0  # std of Gaussian input noise while training (denoising); 0 = off
+    learning_rate: float = 1e-3
+    batch_size: int = 128
+
+    @property
+    def bottleneck_shape(self) -> tuple[int, int, int]:
+        h, w = self.input_height, self.input_width
+        for _ in self.filters:
+            h, w = -(-h // 2), -(-w // 2)  # "same" pooling rounds up
+        return h, w, self.filters[-1]
+
+    @property
+    def dim(self) -> int:
+        h, w, c = self.bottleneck_shape
+        return h * w * c
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> AutoencoderConfig:
+        return cls(**{**record, "filters": tuple(record["filters"])})
+
+
+ARCHS = {
+    "paper": AutoencoderConfig("paper", 60, 60, "squash", (16, 8, 8)),
+    # Native 3:4 aspect (no squashing), wider encoder with batch norm, a 10x8x16 bottleneck,
+    # denoising. Chosen over the paper's model and the other candidates of
+    # bench/autoencoder_compare.py by label match rates (README has the table).
+    "default": AutoencoderConfig(
+        "default", 80, 60, "letterbox", (32, 64, 16), batch_norm=True, loss="mse", noise=0.05
+    ),
+}
+DEFAULT_ARCH = "default"
+
+
+def get_config(arch: str) -> AutoencoderConfig:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown autoencoder architecture {arch!r} (have: {', '.join(ARCHS)})")
+    return ARCHS[arch]
+
+
+def build(config: AutoencoderConfig):
+    """(autoencoder, encoder): uint8 HxWx3 in; reconstruction in [0, 1] / flat bottleneck out."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((config.input_height, config.input_width, 3), dtype="uint8", name="image")
+    x = layers.Rescaling(1 / 255.0, name="to_unit")(inp)
+    if config.noise:
+        x = layers.GaussianNoise(config.noise, name="denoise")(x)
+    for i, f in enumerate(config.filters):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"enc_conv{i}")(x)
+        if config.batch_norm:
+            x = layers.BatchNormalization(name=f"enc_bn{i}")(x)
+        x = layers.MaxPooling2D(2, padding="same", name=f"enc_pool{i}")(x)
+    embedding = layers.Flatten(name="embedding")(x)  # not on the reconstruction path
+    for i, f in enumerate(reversed(config.filters)):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"dec_conv{i}")(x)
+        if config.batch_norm:
+            x = layers.BatchNormalization(name=f"dec_bn{i}")(x)
+        x = layers.UpSampling2D(2, name=f"dec_up{i}")(x)
+    dh = int(x.shape[1]) - config.input_height
+    dw = int(x.shape[2]) - config.input_width
+    if dh or dw:
+        x = layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="crop")(x)
+    out = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
+    return keras.Model(inp, out, name=f"autoencoder_{config.arch}"), keras.Model(inp, embedding)
+
+
+def _loss_fn(kind: str):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="searchctl", name=f"pixel_{kind}")
+    def pixel_loss(y_true, y_pred):
+        target = keras.ops.cast(y_true, "float32") / 255.0
+        if kind == "bce":
+            return keras.losses.binary_crossentropy(target, y_pred)
+        return keras.ops.mean(keras.ops.square(target - y_pred), axis=-1)
+
+    return pixel_loss
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class AutoencoderRecord:
+    config: dict
+    model_file: str
+    model_id: str  # sha256 of the model file: stored vectors name the model they came from
+    seed: int
+    trained_on: dict
+    epochs: int
+    best_val_loss: float
+    history: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def autoencoder_config(self) -> AutoencoderConfig:
+        return AutoencoderConfig.from_record(self.config)
+
+
+def read_record(directory: Path) -> AutoencoderRecord | None:
+    path = Path(directory) / RECORD_FILE
+    if not path.is_file():
+        return None
+    return AutoencoderRecord(**json.loads(path.read_text()))
+
+
+def train(
+    images: np.ndarray,
+    config: AutoencoderConfig,
+    directory: Path,
+    *,
+    trained_on: dict,
+    epochs: int = 20,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> AutoencoderRecord:
+    """Train on uint8 images (N x H x W x 3 at the config's size) and save under `directory`.
+
+    Validation: a seeded random `val_fraction` of the images. Early stopping on validation
+    loss (patience 2), best weights kept. A checkpoint after each epoch lets a killed run
+    resume where it stopped (same config, same images count and seed)."""
+    import keras
+    import tensorflow as tf
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    n_val = max(1, int(round(len(images) * val_fraction)))
+    val, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+
+    state_path, ckpt_path = directory / CHECKPOINT_STATE, directory / CHECKPOINT_FILE
+    # JSON round trip: the saved state holds lists where the config has tuples.
+    fingerprint = json.loads(
+        json.dumps(
+            {
+                "config": config.to_record(),
+                "seed": seed,
+                "images": int(len(images)),
+                "trained_on": trained_on,
+            }
+        )
+    )
+    state = {"epoch": 0, "best_val_loss": None, "wait": 0, "history": [], **fingerprint}
+    loss = _loss_fn(config.loss)
+    if state_path.is_file() and ckpt_path.is_file():
+        saved = json.loads(state_path.read_text())
+        if all(saved.get(k) == v for k, v in fingerprint.items()):
+            state = saved
+    if state["epoch"]:
+        model = keras.saving.load_model(ckpt_path)
+    else:
+        model, _ = build(config)
+        model.compile(keras.optimizers.Adam(config.learning_rate), loss=loss)
+    best_path = directory / "best.weights.h5"
+    started = time.perf_counter()
+    for epoch in range(state["epoch"], epochs):
+        h = model.fit(
+            images[fit_rows],
+            images[fit_rows],
+            validation_data=(images[val], images[val]),
+            batch_size=config.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=True,
+            verbose=0,
+        )
+        logs = {k: float(v[-1]) for k, v in h.history.items()}
+        state["history"].append({"epoch": epoch + 1, **logs})
+        improved = state["best_val_loss"] is None or logs["val_loss"] < state["best_val_loss"]
+        if improved:
+            state["best_val_loss"], state["wait"] = logs["val_loss"], 0
+            model.save_weights(best_path.with_name(".partial.weights.h5"))
+            os.replace(best_path.with_name(".partial.weights.h5"), best_path)
+        else:
+            state["wait"] += 1
+        state["epoch"] = epoch + 1
+        partial = directory / ".partial-checkpoint.keras"
+        model.save(partial)
+        os.replace(partial, ckpt_path)
+        _write_json_atomic(state_path, state)
+        if on_epoch:
+            on_epoch(epoch + 1, logs)
+        if state["wait"] >= PATIENCE:
+            break
+    model.load_weights(best_path)
+    model_file = f"autoencoder-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keras"
+    partial = directory / f".partial-{model_file}"
+    model.save(partial)
+    os.replace(partial, directory / model_file)
+    record = AutoencoderRecord(
+        config=config.to_record(),
+        model_file=model_file,
+        model_id=f"sha256:{sha256_file(directory / model_file)}",
+        seed=seed,
+        trained_on=trained_on,
+        epochs=state["epoch"],
+        best_val_loss=float(state["best_val_loss"]),
+        history=state["history"],
+        seconds={"train": round(time.perf_counter() - started, 1)},
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    _write_json_atomic(directory / RECORD_FILE, asdict(record))
+    for leftover in (ckpt_path, state_path, best_path):
+        leftover.unlink(missing_ok=True)
+    for old in directory.glob("autoencoder-*.keras"):
+        if old.name != model_file:
+            old.unlink(missing_ok=True)
+    return record
+
+
+class AutoencoderEmbedder:
+    """The saved encoder: photos at the config's size -> flat bottleneck vectors."""
+
+    def __init__(self, directory: Path):
+        import keras
+
+        record = read_record(directory)
+        if record is None:
+            raise FileNotFoundError(f"no autoencoder in {directory}")
+        self.record = record
+        self.config = record.autoencoder_config
+        _loss_fn(self.config.loss)  # registers the loss so the file loads
+        model = keras.saving.load_model(Path(directory) / record.model_file, compile=False)
+        self.autoencoder = model
+        bottleneck = model.get_layer(f"enc_pool{len(self.config.filters) - 1}").output
+        self.encoder = keras.Model(model.input, keras.layers.Flatten()(bottleneck))
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.encoder(np.asarray(images, np.uint8), training=False), np.float32)
+
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        out = self.autoencoder(np.asarray(images, np.uint8), training=False)
+        return (np.asarray(out) * 255).round().astype(np.uint8)

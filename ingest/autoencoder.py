@@ -1,0 +1,277 @@
+"""The `autoencoder` named vector of a collection: train the model on the collection's images,
+embed every product with it, and never mix vectors of two models.
+
+Each point records in its payload which model made its autoencoder vector (`ae_model`), and
+the collection's metadata names the current model and whether every point has its vector
+(`complete`). A retrain marks the collection incomplete, then re-embeds; an interrupted
+re-embed is finished by the next `ingest` or `train autoencoder`, and until then searches on
+the vector are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from embedder.autoencoder import (
+    DEFAULT_ARCH,
+    VECTOR_NAME,
+    AutoencoderConfig,
+    AutoencoderRecord,
+    get_config,
+    read_record,
+)
+from embedder.images import load_images
+from qdrant.base import StoreError, VectorStore
+
+RECORD_KEY = "autoencoder"  # in the collection metadata
+MODEL_FIELD = "ae_model"  # in each point's payload
+MIN_TRAIN_IMAGES = 20
+DEFAULT_EPOCHS = 20
+PAGE = 2000
+
+
+class AutoencoderNotReady(StoreError):
+    """The collection's autoencoder vectors cannot be searched (missing or mixed)."""
+
+
+def autoencoder_dir(data_dir: Path, collection: str) -> Path:
+    from classifier.tagger import models_dir
+
+    return models_dir(data_dir, collection) / "autoencoder"
+
+
+def short_id(model_id: str) -> str:
+    return model_id.split(":")[-1][:16]
+
+
+def collection_images(
+    store: VectorStore, collection: str, ids: Sequence[int] | None = None
+) -> tuple[list[int], list[Path | None]]:
+    """Point ids and their image files (from the payload and the recorded catalog root)."""
+    root = store.get_metadata(collection).get("catalog")
+    if not root:
+        raise StoreError(f"collection {collection!r} does not record its catalog directory")
+    ids = sorted(store.ids(collection)) if ids is None else list(ids)
+    out_ids, paths = [], []
+    for start in range(0, len(ids), PAGE):
+        for p in store.retrieve(collection, ids[start : start + PAGE]):
+            rel = (p.payload or {}).get("image")
+            out_ids.append(p.id)
+            paths.append(Path(root) / rel if rel else None)
+    return out_ids, paths
+
+
+def decode_for(
+    config: AutoencoderConfig, paths: Sequence, on_progress: Callable[[int], None] | None = None
+):
+    """uint8 images at the autoencoder's input size; (images, good indexes, bad (index, why))."""
+    return load_images(
+        [p if p is not None else Path("<no image path>") for p in paths],
+        config.input_height,
+        config.input_width,
+        config.fit,
+        on_progress=on_progress,
+    )
+
+
+def train_for_collection(
+    store: VectorStore,
+    collection: str,
+    data_dir: Path,
+    *,
+    arch: str = DEFAULT_ARCH,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    on_decode: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> tuple[AutoencoderRecord, list[int], np.ndarray]:
+    """Train on every image of the collection; returns the record and the decoded images
+    (with their point ids) so the caller can embed them without decoding again."""
+    from embedder.autoencoder import train
+
+    config = get_config(arch)
+    ids, paths = collection_images(store, collection)
+    if on_decode:
+        on_decode(len(ids))
+    images, good, _ = decode_for(config, paths, on_progress)
+    if len(good) < MIN_TRAIN_IMAGES:
+        raise ValueError(
+            f"too few images to train an autoencoder: {len(good)} (at least {MIN_TRAIN_IMAGES})"
+        )
+    good_ids = [ids[i] for i in good]
+    trained_on = {
+        "collection": collection,
+        "catalog": store.get_metadata(collection).get("catalog"),
+        "images": len(good_ids),
+    }
+    record = train(
+        images,
+        config,
+        autoencoder_dir(data_dir, collection),
+        trained_on=trained_on,
+        epochs=epochs,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
+    return record, good_ids, images
+
+
+def embed_collection(
+    store: VectorStore,
+    collection: str,
+    data_dir: Path,
+    *,
+    decoded: tuple[list[int], np.ndarray] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    batch_size: int = 512,
+) -> dict:
+    """Give every point the current model's autoencoder vector (only those that lack it)."""
+    from embedder.autoencoder import AutoencoderEmbedder
+
+    t0 = time.perf_counter()
+    directory = autoencoder_dir(data_dir, collection)
+    model = AutoencoderEmbedder(directory)
+    current = short_id(model.record.model_id)
+    metadata = store.get_metadata(collection)
+    metadata[RECORD_KEY] = {
+        "model_id": model.record.model_id,
+        "arch": model.config.arch,
+        "dim": model.config.dim,
+        "complete": False,
+    }
+    store.add_vector(collection, VECTOR_NAME, model.config.dim)
+    store.set_metadata(collection, metadata)
+    todo = []
+    all_ids = sorted(store.ids(collection))
+    for start in range(0, len(all_ids), PAGE):
+        for p in store.retrieve(collection, all_ids[start : start + PAGE]):
+            if (p.payload or {}).get(MODEL_FIELD) != current:
+                todo.append(p.id)
+    if on_plan:
+        on_plan(len(todo))
+    bad: list[tuple[int, str]] = []
+    if decoded is not None:
+        index = {pid: row for row, pid in enumerate(decoded[0])}
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        if decoded is not None and all(pid in index for pid in chunk):
+            ids, pixels = chunk, decoded[1][[index[pid] for pid in chunk]]
+        else:
+            chunk_ids, paths = collection_images(store, collection, chunk)
+            pixels, good, problems = decode_for(model.config, paths)
+            ids = [chunk_ids[i] for i in good]
+            bad += [(chunk_ids[i], why) for i, why in problems]
+        if ids:
+            vectors = model.embed(pixels)
+            store.update_vectors(
+                collection, {pid: {VECTOR_NAME: v} for pid, v in zip(ids, vectors)}
+            )
+            store.set_payloads(collection, {pid: {MODEL_FIELD: current} for pid in ids})
+        if on_progress:
+            on_progress(len(chunk))
+    metadata[RECORD_KEY]["complete"] = not bad
+    store.set_metadata(collection, metadata)
+    return {
+        "embedded": len(todo) - len(bad),
+        "bad_images": [{"id": i, "reason": r} for i, r in bad],
+        "model_id": model.record.model_id,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def ensure_autoencoder(
+    store: VectorStore,
+    collection: str,
+    data_dir: Path,
+    *,
+    arch: str = DEFAULT_ARCH,
+    epochs: int = DEFAULT_EPOCHS,
+    retrain: bool = False,
+    seed: int = 0,
+    on_stage: Callable[[str, int | None], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train the autoencoder if there is none (or `retrain`), then embed what lacks its vector."""
+    directory = autoencoder_dir(data_dir, collection)
+    record = read_record(directory)
+    decoded, summary = None, {}
+
+    def stage(name: str) -> Callable[[int], None]:
+        return lambda n: on_stage(name, n) if on_stage else None
+
+    if record is None or retrain:
+        try:
+            record, ids, images = train_for_collection(
+                store,
+                collection,
+                data_dir,
+                arch=arch if retrain or record is None else record.autoencoder_config.arch,
+                epochs=epochs,
+                seed=seed,
+                on_decode=stage("decode"),
+                on_progress=on_progress,
+                on_epoch=on_epoch,
+            )
+        except ValueError as exc:
+            if "too few images" not in str(exc):
+                raise
+            return {"action": "skipped", "reason": str(exc)}
+        decoded = (ids, images)
+        summary = {
+            "action": "trained",
+            "arch": record.autoencoder_config.arch,
+            "epochs": record.epochs,
+            "best_val_loss": round(record.best_val_loss, 5),
+            "train_seconds": record.seconds.get("train"),
+        }
+    embedded = embed_collection(
+        store, collection, data_dir, decoded=decoded, on_plan=stage("embed"),
+        on_progress=on_progress,
+    )  # fmt: skip
+    if not summary:
+        summary = {"action": "embedded" if embedded["embedded"] else "up_to_date"}
+    return {**summary, **embedded}
+
+
+def check_searchable(store: VectorStore, collection: str, data_dir: Path) -> AutoencoderRecord:
+    """The model that made the collection's autoencoder vectors; refuses mixed or missing."""
+    state = store.get_metadata(collection).get(RECORD_KEY)
+    record = read_record(autoencoder_dir(data_dir, collection))
+    if state is None or record is None:
+        raise AutoencoderNotReady(
+            f"collection {collection!r} has no autoencoder vectors yet: run "
+            "`searchctl train autoencoder`"
+        )
+    if state["model_id"] != record.model_id or not state.get("complete"):
+        raise AutoencoderNotReady(
+            f"the autoencoder vectors of {collection!r} are not all from the current model "
+            "(a retrain or an interrupted re-embed): run `searchctl train autoencoder` to "
+            "finish re-embedding"
+        )
+    return record
+
+
+def reconstruction_sheet(
+    store: VectorStore, collection: str, data_dir: Path, path: Path, n: int = 8, seed: int = 0
+) -> Path:
+    """Contact sheet: n seeded random catalog photos above, their reconstructions below."""
+    from embedder.autoencoder import AutoencoderEmbedder
+    from searchctl.contact_sheet import Tile, write_contact_sheet
+
+    model = AutoencoderEmbedder(autoencoder_dir(data_dir, collection))
+    all_ids = sorted(store.ids(collection))
+    rng = np.random.default_rng(seed)
+    picked = sorted(int(i) for i in rng.choice(all_ids, size=min(n, len(all_ids)), replace=False))
+    ids, paths = collection_images(store, collection, picked)
+    images, good, _ = decode_for(model.config, paths)
+    recon = model.reconstruct(images)
+    top = [Tile(images[i], [f"id {ids[g]}", "original"]) for i, g in enumerate(good)]
+    bottom = [Tile(recon[i], [f"id {ids[g]}", "reconstruction"]) for i, g in enumerate(good)]
+    return write_contact_sheet(top + bottom, path, columns=max(1, len(top)))
