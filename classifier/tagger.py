@@ -8,7 +8,6 @@ tagger in place, never a record pointing at a half-written model.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier.schemes import SchemeClasses
+from embedder.files import drop_other_models, save_model_file, write_json_atomic
 
 RECORD_FILE = "classifier.json"
 
@@ -30,15 +30,6 @@ def models_dir(data_dir: Path, collection: str) -> Path:
 
 def tagger_dir(data_dir: Path, collection: str) -> Path:
     return models_dir(data_dir, collection) / "classifier"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -82,15 +73,10 @@ def save_tagger(model, record: TaggerRecord, directory: Path) -> Path:
     """Write the model under a fresh name, then the record naming it; drop older models."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    record.model_file = f"tagger-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keras"
+    record.model_file = save_model_file(model, directory, "tagger")
     record.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    partial = directory / f".partial-{record.model_file}"  # Keras wants the .keras suffix
-    model.save(partial)
-    os.replace(partial, directory / record.model_file)
     write_json_atomic(directory / RECORD_FILE, record.to_json())
-    for old in directory.glob("tagger-*.keras"):
-        if old.name != record.model_file:
-            old.unlink(missing_ok=True)
+    drop_other_models(directory, "tagger", record.model_file)
     return directory / RECORD_FILE
 
 

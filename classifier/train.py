@@ -33,7 +33,6 @@ DEFAULT_EPOCHS = 12
 PATIENCE = 3
 BATCH = 128
 LEARNING_RATE = {"finetune": 3e-4, "vectors": 3e-4}
-PAGE = 2000
 
 
 @dataclass
@@ -48,15 +47,12 @@ def collection_payloads(
     store: VectorStore, collection: str, ids: Sequence[int] | None = None, vector: str | None = None
 ) -> tuple[list[int], list[dict], np.ndarray | None]:
     """ids, payloads (and the named vector, if asked) of the collection's points, in id order."""
-    ids = sorted(store.ids(collection)) if ids is None else list(ids)
     out_ids, payloads, rows = [], [], []
-    for start in range(0, len(ids), PAGE):
-        chunk = store.retrieve(collection, ids[start : start + PAGE], with_vectors=bool(vector))
-        for p in chunk:
-            out_ids.append(p.id)
-            payloads.append(p.payload or {})
-            if vector:
-                rows.append(p.vectors[vector])
+    for p in store.iter_points(collection, ids, with_vectors=bool(vector)):
+        out_ids.append(p.id)
+        payloads.append(p.payload or {})
+        if vector:
+            rows.append(p.vectors[vector])
     matrix = np.asarray(rows, dtype=np.float32) if vector else None
     return out_ids, payloads, matrix
 
@@ -282,8 +278,8 @@ def write_tags(
     for sc in schemes:
         store.create_index(collection, pred_field(sc.scheme), KEYWORD_INDEX)
     payloads = {pid: tag_payload(schemes, probs, row) for row, pid in enumerate(ids)}
-    for start in range(0, len(ids), PAGE):
-        chunk = list(ids[start : start + PAGE])
+    for start in range(0, len(ids), 2000):  # pages, so that progress is durable
+        chunk = list(ids[start : start + 2000])
         store.set_payloads(collection, {pid: payloads[pid] for pid in chunk})
     return len(payloads)
 

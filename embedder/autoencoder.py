@@ -14,7 +14,6 @@ names it (atomic), so a kill never leaves a half-written model in use.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -23,6 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from embedder.files import drop_other_models, save_model_file, write_json_atomic
+from embedder.spec import sha256_file
 
 VECTOR_NAME = "autoencoder"
 RECORD_FILE = "autoencoder.json"
@@ -121,23 +123,6 @@ def _loss_fn(kind: str):
         return keras.ops.mean(keras.ops.square(target - y_pred), axis=-1)
 
     return pixel_loss
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -242,16 +227,13 @@ def train(
         partial = directory / ".partial-checkpoint.keras"
         model.save(partial)
         os.replace(partial, ckpt_path)
-        _write_json_atomic(state_path, state)
+        write_json_atomic(state_path, state)
         if on_epoch:
             on_epoch(epoch + 1, logs)
         if state["wait"] >= PATIENCE:
             break
     model.load_weights(best_path)
-    model_file = f"autoencoder-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keras"
-    partial = directory / f".partial-{model_file}"
-    model.save(partial)
-    os.replace(partial, directory / model_file)
+    model_file = save_model_file(model, directory, "autoencoder")
     record = AutoencoderRecord(
         config=config.to_record(),
         model_file=model_file,
@@ -264,12 +246,10 @@ def train(
         seconds={"train": round(time.perf_counter() - started, 1)},
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    _write_json_atomic(directory / RECORD_FILE, asdict(record))
+    write_json_atomic(directory / RECORD_FILE, asdict(record))
     for leftover in (ckpt_path, state_path, best_path):
         leftover.unlink(missing_ok=True)
-    for old in directory.glob("autoencoder-*.keras"):
-        if old.name != model_file:
-            old.unlink(missing_ok=True)
+    drop_other_models(directory, "autoencoder", model_file)
     return record
 
 

@@ -31,7 +31,6 @@ RECORD_KEY = "autoencoder"  # in the collection metadata
 MODEL_FIELD = "ae_model"  # in each point's payload
 MIN_TRAIN_IMAGES = 20
 DEFAULT_EPOCHS = 20
-PAGE = 2000
 
 
 class AutoencoderNotReady(StoreError):
@@ -55,13 +54,11 @@ def collection_images(
     root = store.get_metadata(collection).get("catalog")
     if not root:
         raise StoreError(f"collection {collection!r} does not record its catalog directory")
-    ids = sorted(store.ids(collection)) if ids is None else list(ids)
     out_ids, paths = [], []
-    for start in range(0, len(ids), PAGE):
-        for p in store.retrieve(collection, ids[start : start + PAGE]):
-            rel = (p.payload or {}).get("image")
-            out_ids.append(p.id)
-            paths.append(Path(root) / rel if rel else None)
+    for p in store.iter_points(collection, ids):
+        rel = (p.payload or {}).get("image")
+        out_ids.append(p.id)
+        paths.append(Path(root) / rel if rel else None)
     return out_ids, paths
 
 
@@ -147,12 +144,9 @@ def embed_collection(
     }
     store.add_vector(collection, VECTOR_NAME, model.config.dim)
     store.set_metadata(collection, metadata)
-    todo = []
-    all_ids = sorted(store.ids(collection))
-    for start in range(0, len(all_ids), PAGE):
-        for p in store.retrieve(collection, all_ids[start : start + PAGE]):
-            if (p.payload or {}).get(MODEL_FIELD) != current:
-                todo.append(p.id)
+    todo = [
+        p.id for p in store.iter_points(collection) if (p.payload or {}).get(MODEL_FIELD) != current
+    ]
     if on_plan:
         on_plan(len(todo))
     bad: list[tuple[int, str]] = []

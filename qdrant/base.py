@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +177,18 @@ class VectorStore(ABC):
     ) -> list[Hit]:
         batch = np.asarray(vector, dtype=np.float32)[None, :]
         return self.search_batch(name, batch, using, limit, where, exact)[0]
+
+    def iter_points(
+        self,
+        name: str,
+        ids: Iterable[int] | None = None,
+        with_vectors: bool = False,
+        page: int = 2000,
+    ) -> Iterator[StoredPoint]:
+        """Points by id (default: all, in id order), fetched a page at a time."""
+        wanted = sorted(self.ids(name)) if ids is None else list(ids)
+        for start in range(0, len(wanted), page):
+            yield from self.retrieve(name, wanted[start : start + page], with_vectors)
 
     def has_collection(self, name: str) -> bool:
         return name in self.list_collections()

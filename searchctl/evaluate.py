@@ -160,12 +160,7 @@ def select_modes(modes: list[SearchMode], names: Sequence[str] | None) -> list[S
 
 def collection_labels(store: VectorStore, collection: str, ids: Sequence[int]) -> dict[int, dict]:
     """id -> payload (labels and image path) for the given points, fetched in pages."""
-    labels: dict[int, dict] = {}
-    ids = list(ids)
-    for start in range(0, len(ids), 2000):
-        for p in store.retrieve(collection, ids[start : start + 2000]):
-            labels[p.id] = p.payload or {}
-    return labels
+    return {p.id: p.payload or {} for p in store.iter_points(collection, ids)}
 
 
 def sample_ids(ids: Sequence[int], sample: int | None, seed: int) -> list[int]:
@@ -183,13 +178,11 @@ def stored_queries(
     """Leave-one-out queries: the points' own stored vectors and labels."""
     root = store.get_metadata(collection).get("catalog")
     found_ids, labels, rows = [], [], {v: [] for v in vectors}
-    ids = list(ids)
-    for start in range(0, len(ids), 2000):
-        for p in store.retrieve(collection, ids[start : start + 2000], with_vectors=True):
-            found_ids.append(p.id)
-            labels.append(p.payload or {})
-            for v in vectors:
-                rows[v].append(p.vectors[v])
+    for p in store.iter_points(collection, ids, with_vectors=True):
+        found_ids.append(p.id)
+        labels.append(p.payload or {})
+        for v in vectors:
+            rows[v].append(p.vectors[v])
     arrays = {
         v: np.asarray(r, dtype=np.float32).reshape(len(found_ids), -1) for v, r in rows.items()
     }

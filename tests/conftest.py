@@ -70,6 +70,12 @@ def make_catalog(root: Path, n: int = 24) -> Path:
     return root
 
 
+def ingest_args(catalog: Path, weights: Path, *extra: str) -> list[str]:
+    """`searchctl ingest` of a tiny catalog with the tiny MobileNetV2 at 32x32."""
+    return ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights", str(weights),
+            "--input-size", "32x32", *extra]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def tiny_catalog(tmp_path_factory) -> Path:
     return make_catalog(tmp_path_factory.mktemp("catalog"))

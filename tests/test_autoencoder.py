@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import product_image
+from conftest import ingest_args, product_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -104,19 +104,7 @@ def test_killed_training_resumes_and_keeps_the_old_model(tmp_path):
 
 # -- the collection stage and the commands --------------------------------------------------------
 def _ingest(catalog, weights, *extra):
-    args = [
-        "ingest",
-        str(catalog),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        str(weights),
-        "--input-size",
-        "32x32",
-        "--no-classifier",
-        "--json",
-        *extra,
-    ]
+    args = ingest_args(catalog, weights, "--no-classifier", "--json", *extra)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import KINDS, make_catalog
+from conftest import KINDS, ingest_args, make_catalog
 from typer.testing import CliRunner
 
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
@@ -54,8 +54,6 @@ def test_split_is_seeded_stratified_and_disjoint():
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory, tiny_weights):
     """An 80-product catalog (one mislabelled) ingested and its classifier trained."""
-    import os
-
     root = tmp_path_factory.mktemp("tagged")
     catalog = make_catalog(root / "shop", n=N)
     styles = catalog / "styles.csv"
@@ -66,26 +64,14 @@ def tagged(tmp_path_factory, tiny_weights):
     ]
     styles.write_text("\n".join(lines) + "\n")
     data = root / "data"
-    env = {"SEARCHCTL_DATA_DIR": str(data)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        args = ["ingest", str(catalog), "--backbone", "mobilenet_v2", "--weights",
-                str(tiny_weights), "--input-size", "32x32", "--json"]  # fmt: skip
-        assert runner.invoke(app, args).exit_code == 0
-        result = runner.invoke(
-            app,
-            ["train", "classifier", "--kind", "vectors", "--min-class-size", "5",
-             "--epochs", "40", "--json"],
-        )  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEARCHCTL_DATA_DIR", str(data))
+        assert runner.invoke(app, ingest_args(catalog, tiny_weights, "--json")).exit_code == 0
+        train = ["train", "classifier", "--kind", "vectors", "--min-class-size", "5",
+                 "--epochs", "40", "--json"]  # fmt: skip
+        result = runner.invoke(app, train)
         assert result.exit_code == 0, result.output
         yield {"catalog": catalog, "data": data, "train": json.loads(result.stdout)}
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _payloads(data) -> dict[int, dict]:
@@ -177,17 +163,7 @@ def test_retag_and_missing_classifier(tagged, tmp_path, tiny_catalog, tiny_weigh
     assert json.loads(result.stdout)["tagged"] == N
 
     monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "other"))
-    args = [
-        "ingest",
-        str(tiny_catalog),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        str(tiny_weights),
-        "--input-size",
-        "32x32",
-        "--no-autoencoder",
-    ]
+    args = ingest_args(tiny_catalog, tiny_weights, "--no-autoencoder")
     assert runner.invoke(app, args).exit_code == 0
     for cmd in (["tag"], ["audit"], ["query", "--id", "1", "--same-type"]):
         result = runner.invoke(app, cmd)
@@ -207,22 +183,16 @@ def test_saving_replaces_the_model_atomically(tagged):
 def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatch):
     monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "data"))
     catalog = make_catalog(tmp_path / "shop", n=N)
-    args = [
-        "ingest",
-        str(catalog),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        str(tiny_weights),
-        "--input-size",
-        "32x32",
+    args = ingest_args(
+        catalog,
+        tiny_weights,
         "--min-class-size",
         "5",
         "--classifier-kind",
         "finetune",
         "--no-autoencoder",
         "--json",
-    ]
+    )
     first = runner.invoke(app, [*args, "--limit", "60"])
     assert first.exit_code == 0, first.output
     tags = json.loads(first.stdout)["classifier"]

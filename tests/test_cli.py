@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import product_image
+from conftest import ingest_args, product_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,21 +18,7 @@ BAD = {901, 902, 903}
 
 
 def _ingest(catalog, weights, *extra):
-    args = [
-        "ingest",
-        str(catalog),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        str(weights),
-        "--input-size",
-        "32x32",
-        "--batch-size",
-        "5",
-        "--no-autoencoder",
-        "--json",
-        *extra,
-    ]
+    args = ingest_args(catalog, weights, "--batch-size", "5", "--no-autoencoder", "--json", *extra)
     return runner.invoke(app, args)
 
 
@@ -71,17 +57,7 @@ def test_finished_ingest_says_nothing_to_do(tmp_path, tiny_weights, data_dir):
     for bad in BAD:
         (catalog / "images" / f"{bad}.jpg").unlink()
     assert _ingest(catalog, tiny_weights).exit_code == 0
-    args = [
-        "ingest",
-        str(catalog),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        str(tiny_weights),
-        "--input-size",
-        "32x32",
-        "--no-autoencoder",
-    ]
+    args = ingest_args(catalog, tiny_weights, "--no-autoencoder")
     result = runner.invoke(app, args)
     assert result.exit_code == 0
     assert "Nothing to do: all 6 products" in result.stdout

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ingest_args
 from qdrant_client import QdrantClient
 from typer.testing import CliRunner
 
@@ -145,20 +146,7 @@ def test_same_seed_same_numbers_across_stores(tmp_path):
 
 # -- the command ---------------------------------------------------------------------------------
 def _ingest(catalog, weights):
-    args = [
-        "ingest",
-        str(catalog),
-        "--backbone",
-        "mobilenet_v2",
-        "--weights",
-        str(weights),
-        "--input-size",
-        "32x32",
-        "--batch-size",
-        "8",
-        "--no-autoencoder",
-        "--json",
-    ]
+    args = ingest_args(catalog, weights, "--batch-size", "8", "--no-autoencoder", "--json")
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
 

@@ -1,0 +1,37 @@
+"""Files that must never be seen half-written: JSON records and saved Keras models."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_model_file(model, directory: Path, prefix: str) -> str:
+    """Save a Keras model under a fresh name (`<prefix>-<time>-<pid>.keras`), atomically.
+
+    The caller then writes the record naming it, and only then calls drop_other_models: a kill
+    at any point leaves the previous record pointing at its complete model."""
+    name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keras"
+    partial = Path(directory) / f".partial-{name}"  # Keras wants the .keras suffix
+    model.save(partial)
+    os.replace(partial, Path(directory) / name)
+    return name
+
+
+def drop_other_models(directory: Path, prefix: str, keep: str) -> None:
+    for old in Path(directory).glob(f"{prefix}-*.keras"):
+        if old.name != keep:
+            old.unlink(missing_ok=True)
