@@ -27,12 +27,16 @@ FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour"
 CANDIDATES = {
     **ARCHS,
     # The paper's network at the photos' own aspect: isolates the squashing.
-    # One more pooling stage: a 5x4 bottleneck of more abstract features.
-    "deep": AutoencoderConfig(
-        "deep", 80, 60, "letterbox", (16, 32, 64, 32), batch_norm=True, loss="mse", noise=0.05
-    ),
     "paper_aspect": replace(
         ARCHS["paper"], arch="paper_aspect", input_height=80, input_width=60, fit="letterbox"
+    ),
+    # Wider, batch norm, denoising, ReLU code in RGB.
+    "wide_bn": AutoencoderConfig(
+        "wide_bn", 80, 60, "letterbox", (32, 64, 16), batch_norm=True, loss="mse", noise=0.05
+    ),
+    # Light, signed (linear) code in RGB: the default without its colour space.
+    "linear": AutoencoderConfig(
+        "linear", 80, 60, "letterbox", (16, 16, 16), loss="mse", linear_code=True
     ),
 }
 

@@ -52,11 +52,13 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--collection", default="bench")
     ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--vector", action="append", help="only these named vectors")
+    ap.add_argument("--skip-exact", action="store_true", help="skip `eval --exact` (slow)")
     args = ap.parse_args()
 
     store = EdgeStore(args.data_dir)
-    modes = available_modes(store, args.collection)
-    vectors = sorted({m.vector for m in modes})
+    modes = [m for m in available_modes(store, args.collection) if m.same_field is None]
+    vectors = sorted({m.vector for m in modes} & set(args.vector or {m.vector for m in modes}))
     ids = sorted(store.ids(args.collection))
     queries = stored_queries(store, args.collection, ids, vectors)
     print(f"{len(ids):,} points; vectors: {', '.join(vectors)}")
@@ -66,7 +68,7 @@ def main() -> None:
         numpy_rates = label_rates(queries.labels, neighbours)
         t_numpy = time.perf_counter() - t0
         tables = {"numpy brute force": numpy_rates}
-        for exact in (True, False):
+        for exact in (False,) if args.skip_exact else (True, False):
             t0 = time.perf_counter()
             mode = [m for m in modes if m.name == vector]
             report = evaluate(store, args.collection, queries, mode, k=args.k, exact=exact)

@@ -28,7 +28,7 @@ from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
 from qdrant.base import KEYWORD_INDEX, VectorStore
 
-DEFAULT_KIND = "finetune"
+DEFAULT_KIND = "vectors"
 DEFAULT_EPOCHS = 12
 PATIENCE = 3
 BATCH = 128
@@ -152,8 +152,11 @@ def train_classifier(
     """Train on a stratified 80 % (early stopping on 10 % of it), measure on the other 20 %,
     save, and tag every product of the collection."""
     import keras
+    import tensorflow as tf
 
     from classifier.metrics import plot_confusion, plot_precision_recall, scheme_metrics
+
+    tf.config.experimental.enable_op_determinism()  # same seed, same model
     from classifier.model import CUT_LAYERS, build_head
 
     t0 = time.perf_counter()

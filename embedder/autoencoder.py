@@ -43,6 +43,10 @@ class AutoencoderConfig:
     batch_norm: bool = False
     loss: str = "bce"  # "bce" or "mse" on [0, 1] pixels
     noise: float = 0.0  # std of Gaussian input noise while training (denoising); 0 = off
+    linear_code: bool = False  # last encoder conv without ReLU/BN: a signed code for cosine
+    # "opponent": learn and reconstruct in luminance + two colour-difference channels, chroma
+    # weighted up, so the code cannot drop colour (in RGB, errors are mostly luminance).
+    colour_space: str = "rgb"
     learning_rate: float = 1e-3
     batch_size: int = 128
 
@@ -68,11 +72,18 @@ class AutoencoderConfig:
 
 ARCHS = {
     "paper": AutoencoderConfig("paper", 60, 60, "squash", (16, 8, 8)),
-    # Native 3:4 aspect (no squashing), wider encoder with batch norm, a 10x8x16 bottleneck,
-    # denoising. Chosen over the paper's model and the other candidates of
-    # bench/autoencoder_compare.py by label match rates (README has the table).
+    # Native 3:4 aspect (no squashing), a 10x8x16 bottleneck with a signed (linear) code, MSE
+    # in a luminance + colour-difference space. Chosen over the paper's model and the other
+    # candidates of bench/autoencoder_compare.py by label match rates (README has the table).
     "default": AutoencoderConfig(
-        "default", 80, 60, "letterbox", (32, 64, 16), batch_norm=True, loss="mse", noise=0.05
+        "default",
+        80,
+        60,
+        "letterbox",
+        (16, 16, 16),
+        loss="mse",
+        linear_code=True,
+        colour_space="opponent",
     ),
 }
 DEFAULT_ARCH = "default"
@@ -91,13 +102,21 @@ def build(config: AutoencoderConfig):
 
     inp = keras.Input((config.input_height, config.input_width, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 255.0, name="to_unit")(inp)
+    if config.colour_space == "opponent":  # a fixed 1x1 convolution: saves and loads as is
+        to_opp = layers.Conv2D(3, 1, use_bias=False, trainable=False, name="to_opponent")
+        x = to_opp(x)
+        to_opp.set_weights([np.asarray(OPPONENT, np.float32).T[None, None]])
     if config.noise:
         x = layers.GaussianNoise(config.noise, name="denoise")(x)
+    last = len(config.filters) - 1
     for i, f in enumerate(config.filters):
-        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"enc_conv{i}")(x)
-        if config.batch_norm:
+        linear = config.linear_code and i == last
+        act = None if linear else "relu"
+        x = layers.Conv2D(f, 3, padding="same", activation=act, name=f"enc_conv{i}")(x)
+        if config.batch_norm and not linear:
             x = layers.BatchNormalization(name=f"enc_bn{i}")(x)
-        x = layers.MaxPooling2D(2, padding="same", name=f"enc_pool{i}")(x)
+        pool = layers.AveragePooling2D if linear else layers.MaxPooling2D
+        x = pool(2, padding="same", name=f"enc_pool{i}")(x)
     embedding = layers.Flatten(name="embedding")(x)  # not on the reconstruction path
     for i, f in enumerate(reversed(config.filters)):
         x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"dec_conv{i}")(x)
@@ -108,16 +127,31 @@ def build(config: AutoencoderConfig):
     dw = int(x.shape[2]) - config.input_width
     if dh or dw:
         x = layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="crop")(x)
-    out = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
+    final = "sigmoid" if config.colour_space == "rgb" else None
+    out = layers.Conv2D(3, 3, padding="same", activation=final, name="reconstruction")(x)
     return keras.Model(inp, out, name=f"autoencoder_{config.arch}"), keras.Model(inp, embedding)
 
 
-def _loss_fn(kind: str):
+# Rows: luminance, red-green, yellow-blue; each row spans a range of 1.
+OPPONENT = ((0.299, 0.587, 0.114), (0.5, -0.5, 0.0), (0.25, 0.25, -0.5))
+
+
+def to_opponent(x):
     import keras
 
-    @keras.saving.register_keras_serializable(package="searchctl", name=f"pixel_{kind}")
+    return keras.ops.matmul(x, keras.ops.transpose(keras.ops.convert_to_tensor(OPPONENT)))
+
+
+def _loss_fn(kind: str, colour_space: str = "rgb"):
+    import keras
+
+    name = f"pixel_{kind}" + ("" if colour_space == "rgb" else f"_{colour_space}")
+
+    @keras.saving.register_keras_serializable(package="searchctl", name=name)
     def pixel_loss(y_true, y_pred):
         target = keras.ops.cast(y_true, "float32") / 255.0
+        if colour_space == "opponent":
+            target = to_opponent(target)
         if kind == "bce":
             return keras.losses.binary_crossentropy(target, y_pred)
         return keras.ops.mean(keras.ops.square(target - y_pred), axis=-1)
@@ -191,7 +225,7 @@ def train(
         )
     )
     state = {"epoch": 0, "best_val_loss": None, "wait": 0, "history": [], **fingerprint}
-    loss = _loss_fn(config.loss)
+    loss = _loss_fn(config.loss, config.colour_space)
     if state_path.is_file() and ckpt_path.is_file():
         saved = json.loads(state_path.read_text())
         if all(saved.get(k) == v for k, v in fingerprint.items()):
@@ -264,7 +298,7 @@ class AutoencoderEmbedder:
             raise FileNotFoundError(f"no autoencoder in {directory}")
         self.record = record
         self.config = record.autoencoder_config
-        _loss_fn(self.config.loss)  # registers the loss so the file loads
+        _loss_fn(self.config.loss, self.config.colour_space)  # registered: the file loads
         model = keras.saving.load_model(Path(directory) / record.model_file, compile=False)
         self.autoencoder = model
         bottleneck = model.get_layer(f"enc_pool{len(self.config.filters) - 1}").output
@@ -274,5 +308,7 @@ class AutoencoderEmbedder:
         return np.asarray(self.encoder(np.asarray(images, np.uint8), training=False), np.float32)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
-        out = self.autoencoder(np.asarray(images, np.uint8), training=False)
-        return (np.asarray(out) * 255).round().astype(np.uint8)
+        out = np.asarray(self.autoencoder(np.asarray(images, np.uint8), training=False))
+        if self.config.colour_space == "opponent":
+            out = out @ np.linalg.inv(np.asarray(OPPONENT)).T
+        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)

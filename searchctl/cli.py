@@ -160,7 +160,7 @@ def ingest(
     ] = True,
     classifier_kind: Annotated[
         str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
-    ] = "finetune",
+    ] = "vectors",
     min_class_size: Annotated[
         int, typer.Option(min=1, help="Classes with fewer products are left out of training.")
     ] = 500,
@@ -220,7 +220,7 @@ def ingest(
         ae = tags = None
         if autoencoder and report.points_in_collection:
             data = data_dir or default_data_dir()
-            ae = _run_autoencoder(store, name, data, autoencoder_arch, 20, False, 0)
+            ae = _run_autoencoder(store, name, data, autoencoder_arch, None, False, 0)
         if classifier and report.points_in_collection:
             tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
     if as_json:
@@ -582,8 +582,9 @@ app.add_typer(train_app, name="train")
 KindOpt = Annotated[
     str,
     typer.Option(
-        help="finetune: train the backbone's top blocks on the catalog images (accurate, "
-        "minutes); vectors: a small network on the stored vectors (fast, seconds)."
+        help="vectors: a small network on the stored vectors (about a minute for 44k "
+        "products); finetune: also trains the backbone's top blocks on the catalog images "
+        "(about 30 minutes on a 2-core CPU, and it did not pay here: see README)."
     ),
 ]
 PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0.873}
@@ -591,7 +592,7 @@ PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0
 
 @train_app.command("classifier")
 def train_classifier_cmd(
-    kind: KindOpt = "finetune",
+    kind: KindOpt = "vectors",
     epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
     min_class_size: Annotated[
@@ -693,7 +694,9 @@ def train_autoencoder_cmd(
         str,
         typer.Option(help="default (ours, chosen by label match rates) or paper (reference)."),
     ] = "default",
-    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 20,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="At most this many epochs [default: 8].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the validation split and weights.")] = 0,
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Train anew and re-embed every product.")
@@ -736,7 +739,7 @@ def train_autoencoder_cmd(
 
 
 def _run_autoencoder(store, name, data, arch, epochs, retrain, seed) -> dict:
-    from ingest.autoencoder import ensure_autoencoder
+    from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
 
     with _progress() as bar:
         tasks = {}
@@ -749,7 +752,7 @@ def _run_autoencoder(store, name, data, arch, epochs, retrain, seed) -> dict:
             name,
             data,
             arch=arch,
-            epochs=epochs,
+            epochs=epochs or DEFAULT_EPOCHS,
             retrain=retrain,
             seed=seed,
             on_stage=on_stage,

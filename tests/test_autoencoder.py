@@ -142,6 +142,12 @@ def test_ingest_trains_embeds_and_queries_the_autoencoder(
         data = json.loads(result.stdout)
         assert data["vector"] == "autoencoder" and data["hits"][0]["id"] == 7
 
+    external = runner.invoke(app, ["eval", "--queries", str(tiny_catalog), "--json"])
+    assert external.exit_code == 0, external.output
+    results = json.loads(external.stdout)["results"]
+    assert results["autoencoder"]["same_product_recall"] == 1.0
+    assert results["mobilenet_v2"]["same_product_recall"] == 1.0
+
     sheet = tmp_path / "recon.png"
     shown = runner.invoke(app, ["train", "autoencoder", "--arch", "paper", "--show", str(sheet)])
     assert shown.exit_code == 0, shown.output
