@@ -144,9 +144,8 @@ def embed_collection(
     }
     store.add_vector(collection, VECTOR_NAME, model.config.dim)
     store.set_metadata(collection, metadata)
-    todo = [
-        p.id for p in store.iter_points(collection) if (p.payload or {}).get(MODEL_FIELD) != current
-    ]
+    made_by = {p.id: (p.payload or {}).get(MODEL_FIELD) for p in store.iter_points(collection)}
+    todo = [pid for pid, model_id in made_by.items() if model_id != current]
     if on_plan:
         on_plan(len(todo))
     bad: list[tuple[int, str]] = []
@@ -169,7 +168,9 @@ def embed_collection(
             store.set_payloads(collection, {pid: {MODEL_FIELD: current} for pid in ids})
         if on_progress:
             on_progress(len(chunk))
-    metadata[RECORD_KEY]["complete"] = not bad
+    # A point whose image fails now is only a problem if it still holds an older model's
+    # vector: one that never had a vector just does not show up in autoencoder searches.
+    metadata[RECORD_KEY]["complete"] = not any(made_by[pid] for pid, _ in bad)
     store.set_metadata(collection, metadata)
     if todo:
         store.optimize(collection)  # the embedded store indexes the new vectors (HNSW)
@@ -248,8 +249,8 @@ def check_searchable(store: VectorStore, collection: str, data_dir: Path) -> Aut
     if state["model_id"] != record.model_id or not state.get("complete"):
         raise AutoencoderNotReady(
             f"the autoencoder vectors of {collection!r} are not all from the current model "
-            "(a retrain or an interrupted re-embed): run `searchctl train autoencoder` to "
-            "finish re-embedding"
+            "(a retrain, an interrupted re-embed, or images that can no longer be read): run "
+            "`searchctl train autoencoder` to finish re-embedding; it lists unreadable images"
         )
     return record
 

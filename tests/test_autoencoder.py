@@ -183,3 +183,25 @@ def test_retrain_re_embeds_and_mixed_vectors_are_refused(tiny_catalog, tiny_weig
     assert runner.invoke(app, ["train", "autoencoder"]).exit_code == 0  # finishes the job
     assert runner.invoke(app, ["query", photo, "--vector", "autoencoder"]).exit_code == 0
     assert autoencoder_dir(data_dir, "catalog0").is_dir()
+
+
+def test_a_lost_image_blocks_searches_only_when_an_old_vector_remains(
+    tmp_path, tiny_weights, data_dir
+):
+    from conftest import make_catalog
+
+    catalog = make_catalog(tmp_path / "shop", n=24)
+    _ingest(catalog, tiny_weights, "--no-autoencoder")
+    (catalog / "images" / "5.jpg").unlink()  # lost before it ever had an autoencoder vector
+    first = runner.invoke(app, ["train", "autoencoder", "--arch", "paper", "--json"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert [b["id"] for b in summary["bad_images"]] == [5] and summary["embedded"] == 23
+    photo = str(catalog / "images" / "9.jpg")
+    assert runner.invoke(app, ["query", photo, "--vector", "autoencoder"]).exit_code == 0
+
+    (catalog / "images" / "7.jpg").unlink()  # lost while holding the old model's vector
+    args = ["train", "autoencoder", "--arch", "paper", "--retrain", "--epochs", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    refused = runner.invoke(app, ["query", photo, "--vector", "autoencoder"])
+    assert refused.exit_code == 2 and "not all from the current model" in refused.stderr
