@@ -5,7 +5,7 @@ Two architectures, both selectable so the comparison can be rerun (bench/autoenc
 - `paper`: the paper's model. 60x60 input (the 60x80 photos squashed), conv 16-8-8 with
   max-pooling down to 8x8x8 = 512 floats, mirrored decoder, sigmoid output, binary
   cross-entropy, Adam.
-- `default`: chosen by top-5 label match rates (README): see DEFAULT_ARCH.
+- `default`: ours, chosen by top-5 label match rates on a sample (README has both tables).
 
 Training keeps a checkpoint after every epoch under the model directory; an interrupted run
 resumes from it, and the finished model is written under a fresh name before the record that
@@ -73,8 +73,9 @@ class AutoencoderConfig:
 ARCHS = {
     "paper": AutoencoderConfig("paper", 60, 60, "squash", (16, 8, 8)),
     # Native 3:4 aspect (no squashing), a 10x8x16 bottleneck with a signed (linear) code, MSE
-    # in a luminance + colour-difference space. Chosen over the paper's model and the other
-    # candidates of bench/autoencoder_compare.py by label match rates (README has the table).
+    # in a luminance + colour-difference space. Chosen over the other candidates of
+    # bench/autoencoder_compare.py on a 10k-product sample; on the whole catalog it keeps colour
+    # slightly better than the paper's model but is the weaker shape vector (README tables).
     "default": AutoencoderConfig(
         "default",
         80,
