@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from classifier.schemes import KINDS, SchemeClasses
+from classifier.schemes import SchemeClasses, check_kind
 from embedder.spec import EmbedderSpec
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -68,19 +68,18 @@ def build_head(
     """
     import keras
 
+    check_kind(kind)
     keras.utils.set_random_seed(seed)
     inp = keras.Input(input_shape, name="features")
     if kind == "finetune":
         top = keras.Model(backbone.get_layer(cut_layer).output, backbone.output, name="tuned_top")
         x = top(inp)
-    elif kind == "vectors":
+    else:
         # Stored vectors are unit length: scaled by sqrt(dim), their entries are of order 1,
         # the scale the Dense initialisation expects (per-dimension standardisation would
         # blow up near-constant dimensions and overfit them).
         x = keras.layers.Rescaling(float(np.sqrt(input_shape[-1])), name="scale")(inp)
         x = keras.layers.Dense(HIDDEN, activation="relu", name="hidden")(x)
-    else:
-        raise ValueError(f"unknown classifier kind {kind!r} (kinds: {', '.join(KINDS)})")
     x = keras.layers.Dropout(DROPOUT, name="dropout")(x)
     outputs = {
         sc.scheme: keras.layers.Dense(len(sc.classes), activation="softmax", name=sc.scheme)(x)

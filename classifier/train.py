@@ -76,7 +76,12 @@ def image_features(
         if not rel:
             return pid, payload, None, "no image path in the payload"
         try:
-            return pid, payload, load_image(Path(catalog_root) / rel, *spec_size(spec)), None
+            return (
+                pid,
+                payload,
+                load_image(Path(catalog_root) / rel, spec.input_height, spec.input_width),
+                None,
+            )
         except BadImage as exc:
             return pid, payload, None, str(exc)
 
@@ -98,10 +103,6 @@ def image_features(
     if blocks:
         feats.matrix = np.concatenate(blocks)
     return feats
-
-
-def spec_size(spec: EmbedderSpec) -> tuple[int, int]:
-    return spec.input_height, spec.input_width
 
 
 def collection_features(

@@ -81,9 +81,6 @@ def open_image(source: str | Path | bytes) -> Image.Image:
         raise BadImage(f"cannot decode image: {exc}") from exc
 
 
-FITS = ("letterbox", "squash")
-
-
 def fit_image(img: Image.Image, height: int, width: int, fit: str = "letterbox") -> np.ndarray:
     """letterbox keeps the aspect ratio (white padding); squash stretches to the size."""
     if fit == "squash":
