@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from qdrant import CollectionNotFound, PointData, StoreLocked
+from qdrant import CollectionNotFound, PointData, StoreError, StoreLocked
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX
 from qdrant.edge import EdgeStore
 from qdrant.server import ServerStore
@@ -127,3 +127,55 @@ def test_tiny_vectors_are_still_compared_by_cosine(store):
                           PointData(2, {"v": np.array([0, 5.0, 0])}, {})])  # fmt: skip
     hits = store.search("tiny", np.array([3e-13, 1e-14, 0]), "v", 2, exact=True)
     assert [h.id for h in hits] == [1, 2] and hits[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def _update_scenario(store) -> dict:
+    """Later stages' writes: tags into payloads, an index on them, vectors of existing points,
+    per-query filters in one batch."""
+    points = _points()
+    store.create_collection("catalog", VECTORS, {}, INDEXES)
+    store.upsert("catalog", points)
+    store.set_payloads("catalog", {p.id: {"tag": "even" if p.id % 2 else "odd"} for p in points})
+    store.create_index("catalog", "tag", KEYWORD_INDEX)
+    store.add_vector("catalog", "shape", VECTORS["shape"])  # same size: nothing to do
+    rng = np.random.default_rng(3)
+    new_colour = {p.id: {"colour": rng.random(VECTORS["colour"])} for p in points[:10]}
+    store.update_vectors("catalog", new_colour)
+    queries = np.stack([points[i].vectors["shape"] for i in (0, 1, 2)])
+    batch = store.search_batch(
+        "catalog", queries, "shape", 4, exact=True,
+        row_where=[[("tag", "odd")], None, [("tag", "even"), ("gender", "Women")]],
+    )  # fmt: skip
+    kept = store.retrieve("catalog", [1003], with_vectors=True)[0]
+    return {
+        "batch": [[(h.id, h.payload["tag"], h.payload["gender"]) for h in hits] for hits in batch],
+        "payload": kept.payload,
+        "colour": np.round(kept.vectors["colour"], 4).tolist(),
+        "shape": np.round(kept.vectors["shape"], 4).tolist(),
+    }
+
+
+def test_updates_agree_and_are_right(tmp_path):
+    edge = EdgeStore(tmp_path / "edge")
+    memory = ServerStore(QdrantClient(":memory:"))
+    try:
+        a, b = _update_scenario(edge), _update_scenario(memory)
+    finally:
+        edge.close()
+        memory.close()
+    assert a == b
+    odd, anything, even_women = a["batch"]
+    assert all(tag == "odd" for _, tag, _ in odd) and len(odd) == 4
+    assert len(anything) == 4 and anything[0][0] == 1001  # no filter of its own
+    assert all(tag == "even" and g == "Women" for _, tag, g in even_women)
+    assert a["payload"]["tag"] == "even" and a["payload"]["name"] == "item 3"  # merged, kept
+    colour = np.random.default_rng(3).random((10, VECTORS["colour"]))[3]
+    assert a["colour"] == pytest.approx(colour / np.linalg.norm(colour), abs=1e-4)
+
+
+def test_a_server_cannot_add_a_named_vector():
+    memory = ServerStore(QdrantClient(":memory:"))
+    memory.create_collection("catalog", VECTORS, {}, INDEXES)
+    with pytest.raises(StoreError, match="cannot add or resize a named vector"):
+        memory.add_vector("catalog", "autoencoder", 512)
+    memory.close()
