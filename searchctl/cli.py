@@ -387,6 +387,12 @@ def _print_hits(result) -> None:
             str(p.get("productDisplayName") or ""),
         )
     out.print(table)
+    if result.predicted:
+        p = result.predicted  # pred_<scheme> and pred_<scheme>_conf
+        tags = ", ".join(
+            f"{k[5:]} {v} ({p[k + '_conf']:.2f})" for k, v in p.items() if not k.endswith("_conf")
+        )
+        out.print(f"Predicted for the photo: {tags}", highlight=False)
     if not result.hits:
         out.print("No hits (is a --where filter too strict?).")
 

@@ -141,6 +141,8 @@ def test_same_type_queries_keep_the_predicted_type(tagged):
     assert {h["payload"]["pred_articleType"] for h in data["hits"]} == {
         data["predicted"]["pred_articleType"]
     }
+    table = runner.invoke(app, ["query", str(photo), "--same-type"])
+    assert f"articleType {data['predicted']['pred_articleType']}" in table.stdout
 
 
 def test_eval_has_a_same_type_mode(tagged):
