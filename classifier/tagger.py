@@ -94,6 +94,11 @@ class Tagger:
         self.record = record
         self.model = keras.saving.load_model(Path(directory) / record.model_file, compile=False)
 
-    def predict(self, features: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
-        out = self.model.predict(np.asarray(features), batch_size=batch_size, verbose=0)
-        return [np.asarray(out[sc.scheme]) for sc in self.record.schemes]
+    def predict(self, features: np.ndarray) -> list[np.ndarray]:
+        return predict_probs(self.model, features, self.record.schemes)
+
+
+def predict_probs(model, features: np.ndarray, schemes) -> list[np.ndarray]:
+    """One probability matrix per scheme, in the order of `schemes`."""
+    out = model.predict(np.asarray(features, np.float32), batch_size=512, verbose=0)
+    return [np.asarray(out[sc.scheme]) for sc in schemes]

@@ -23,7 +23,16 @@ from classifier.schemes import (
     tag_payload,
 )
 from classifier.split import stratified_split
-from classifier.tagger import Tagger, TaggerRecord, read_record, save_tagger, tagger_dir
+from classifier.tagger import (
+    RECORD_FILE,
+    Tagger,
+    TaggerRecord,
+    predict_probs,
+    read_record,
+    save_tagger,
+    tagger_dir,
+)
+from embedder.files import write_json_atomic
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
 from qdrant.base import KEYWORD_INDEX, VectorStore
@@ -213,7 +222,7 @@ def train_classifier(
         ],
     )
     t_train = time.perf_counter() - t1
-    probs = predict_all(model, feats.matrix, schemes)
+    probs = predict_probs(model, feats.matrix, schemes)
     test = split.test
     metrics = {
         sc.scheme: scheme_metrics(sc, targets[sc.scheme][test], p[test])
@@ -256,19 +265,8 @@ def train_classifier(
     tagged = write_tags(store, collection, feats.ids, schemes, probs)
     record.seconds["tag"] = round(time.perf_counter() - t2, 1)
     record.seconds["total"] = round(time.perf_counter() - t0, 1)
-    save_record_only(record, directory)
+    write_json_atomic(directory / RECORD_FILE, record.to_json())  # with the tagging time
     return TrainReport(record, directory, tagged, feats.skipped, figures)
-
-
-def save_record_only(record: TaggerRecord, directory: Path) -> None:
-    from classifier.tagger import RECORD_FILE, write_json_atomic
-
-    write_json_atomic(Path(directory) / RECORD_FILE, record.to_json())
-
-
-def predict_all(model, matrix: np.ndarray, schemes: list[SchemeClasses]) -> list[np.ndarray]:
-    out = model.predict(matrix.astype(np.float32), batch_size=512, verbose=0)
-    return [np.asarray(out[sc.scheme]) for sc in schemes]
 
 
 def write_tags(
@@ -289,16 +287,12 @@ def write_tags(
 
 
 def check_tagger(record: TaggerRecord, spec: EmbedderSpec, collection: str) -> None:
-    if record.embedder != spec.to_record() and _identity(record.embedder) != spec.identity():
+    if EmbedderSpec.from_record(record.embedder).identity() != spec.identity():
         raise ValueError(
             f"the classifier of {collection!r} was trained on features of another embedder "
             f"({record.embedder.get('backbone')}, {record.embedder.get('weights_id')}): "
             "retrain it with `searchctl train classifier`"
         )
-
-
-def _identity(record: dict) -> dict:
-    return EmbedderSpec.from_record(record).identity()
 
 
 @dataclass
