@@ -34,6 +34,10 @@ CANDIDATES = {
     "wide_bn": AutoencoderConfig(
         "wide_bn", 80, 60, "letterbox", (32, 64, 16), batch_norm=True, loss="mse", noise=0.05
     ),
+    # The default network with the paper's embedding (the bottleneck alone), and the paper's
+    # network with the default's (first stage beside the bottleneck): isolates the embedding.
+    "default_code": replace(ARCHS["default"], arch="default_code", embedding="code"),
+    "paper_multiscale": replace(ARCHS["paper"], arch="paper_multiscale", embedding="multiscale"),
     # Light, signed (linear) code in RGB: the default without its colour space.
     "linear": AutoencoderConfig(
         "linear", 80, 60, "letterbox", (16, 16, 16), loss="mse", linear_code=True

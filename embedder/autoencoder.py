@@ -1,5 +1,5 @@
-"""A convolutional autoencoder trained on the catalog: its flattened bottleneck is the
-`autoencoder` named vector.
+"""A convolutional autoencoder trained on the catalog: its encoder gives the `autoencoder`
+named vector (the flat bottleneck, or with `embedding="multiscale"` the first stage beside it).
 
 Two architectures, both selectable so the comparison can be rerun (bench/autoencoder_compare.py):
 - `paper`: the paper's model. 60x60 input (the 60x80 photos squashed), conv 16-8-8 with
@@ -47,6 +47,11 @@ class AutoencoderConfig:
     # "opponent": learn and reconstruct in luminance + two colour-difference channels, chroma
     # weighted up, so the code cannot drop colour (in RGB, errors are mostly luminance).
     colour_space: str = "rgb"
+    # "code": the flat bottleneck (the paper). "multiscale": the first encoder stage's maps,
+    # average-pooled to the bottleneck's grid, beside the bottleneck; each part centred on the
+    # catalog mean and scaled to unit length, so cosine weighs them equally. The first stage
+    # keeps colour and fine texture that the bottleneck trades away for shape.
+    embedding: str = "code"
     learning_rate: float = 1e-3
     batch_size: int = 128
 
@@ -60,7 +65,7 @@ class AutoencoderConfig:
     @property
     def dim(self) -> int:
         h, w, c = self.bottleneck_shape
-        return h * w * c
+        return h * w * (c + (self.filters[0] if self.embedding == "multiscale" else 0))
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -85,6 +90,7 @@ ARCHS = {
         loss="mse",
         linear_code=True,
         colour_space="opponent",
+        embedding="multiscale",
     ),
 }
 DEFAULT_ARCH = "default"
@@ -97,7 +103,7 @@ def get_config(arch: str) -> AutoencoderConfig:
 
 
 def build(config: AutoencoderConfig):
-    """(autoencoder, encoder): uint8 HxWx3 in; reconstruction in [0, 1] / flat bottleneck out."""
+    """The autoencoder: uint8 HxWx3 in, reconstruction in [0, 1] (or opponent space) out."""
     import keras
     from keras import layers
 
@@ -118,7 +124,6 @@ def build(config: AutoencoderConfig):
             x = layers.BatchNormalization(name=f"enc_bn{i}")(x)
         pool = layers.AveragePooling2D if linear else layers.MaxPooling2D
         x = pool(2, padding="same", name=f"enc_pool{i}")(x)
-    embedding = layers.Flatten(name="embedding")(x)  # not on the reconstruction path
     for i, f in enumerate(reversed(config.filters)):
         x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"dec_conv{i}")(x)
         if config.batch_norm:
@@ -130,7 +135,47 @@ def build(config: AutoencoderConfig):
         x = layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name="crop")(x)
     final = "sigmoid" if config.colour_space == "rgb" else None
     out = layers.Conv2D(3, 3, padding="same", activation=final, name="reconstruction")(x)
-    return keras.Model(inp, out, name=f"autoencoder_{config.arch}"), keras.Model(inp, embedding)
+    return keras.Model(inp, out, name=f"autoencoder_{config.arch}")
+
+
+def encoder_parts(autoencoder, config: AutoencoderConfig):
+    """Keras model: uint8 photos -> the embedding's parts, flat and not yet centred."""
+    import keras
+    from keras import layers
+
+    last = len(config.filters) - 1
+    code = layers.Flatten()(autoencoder.get_layer(f"enc_pool{last}").output)
+    if config.embedding == "code":
+        return keras.Model(autoencoder.input, [code])
+    first = autoencoder.get_layer("enc_pool0").output
+    first = layers.AveragePooling2D(2**last, padding="same")(first)  # to the code's grid
+    return keras.Model(autoencoder.input, [layers.Flatten()(first), code])
+
+
+def join_parts(parts: list[np.ndarray], centre: list[list[float]] | None) -> np.ndarray:
+    """The embedding from its parts: the code as is, or each part centred and unit length."""
+    if centre is None:
+        return np.asarray(parts[0], np.float32)
+    joined = []
+    for part, mean in zip(parts, centre, strict=True):
+        x = np.asarray(part, np.float32) - np.asarray(mean, np.float32)
+        joined.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(joined, axis=1)
+
+
+def part_means(
+    autoencoder, config: AutoencoderConfig, images: np.ndarray, batch_size: int = 1024
+) -> list[list[float]] | None:
+    """The catalog mean of each part ("multiscale" embeddings centre on it), or None."""
+    if config.embedding == "code":
+        return None
+    parts = encoder_parts(autoencoder, config)
+    sums: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        out = parts(np.asarray(images[start : start + batch_size], np.uint8), training=False)
+        batch = [np.asarray(o, np.float64).sum(axis=0) for o in out]
+        sums = batch if not sums else [a + b for a, b in zip(sums, batch, strict=True)]
+    return [[round(float(v), 6) for v in s / len(images)] for s in sums]
 
 
 # Rows: luminance, red-green, yellow-blue; each row spans a range of 1.
@@ -172,6 +217,7 @@ class AutoencoderRecord:
     history: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     created: str = ""
+    centre: list[list[float]] | None = None  # per-part catalog means ("multiscale")
 
     @property
     def autoencoder_config(self) -> AutoencoderConfig:
@@ -234,7 +280,7 @@ def train(
     if state["epoch"]:
         model = keras.saving.load_model(ckpt_path)
     else:
-        model, _ = build(config)
+        model = build(config)
         model.compile(keras.optimizers.Adam(config.learning_rate), loss=loss)
     best_path = directory / "best.weights.h5"
     started = time.perf_counter()
@@ -268,6 +314,8 @@ def train(
         if state["wait"] >= PATIENCE:
             break
     model.load_weights(best_path)
+    trained = time.perf_counter() - started
+    centre = part_means(model, config, images)
     model_file = save_model_file(model, directory, "autoencoder")
     record = AutoencoderRecord(
         config=config.to_record(),
@@ -278,8 +326,12 @@ def train(
         epochs=state["epoch"],
         best_val_loss=float(state["best_val_loss"]),
         history=state["history"],
-        seconds={"train": round(time.perf_counter() - started, 1)},
+        seconds={
+            "train": round(trained, 1),
+            "centre": round(time.perf_counter() - started - trained, 1),
+        },
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        centre=centre,
     )
     write_json_atomic(directory / RECORD_FILE, asdict(record))
     for leftover in (ckpt_path, state_path, best_path):
@@ -302,11 +354,14 @@ class AutoencoderEmbedder:
         _loss_fn(self.config.loss, self.config.colour_space)  # registered: the file loads
         model = keras.saving.load_model(Path(directory) / record.model_file, compile=False)
         self.autoencoder = model
-        bottleneck = model.get_layer(f"enc_pool{len(self.config.filters) - 1}").output
-        self.encoder = keras.Model(model.input, keras.layers.Flatten()(bottleneck))
+        self.encoder = encoder_parts(model, self.config)
+        if self.config.embedding != "code" and record.centre is None:
+            raise ValueError(f"{directory / RECORD_FILE} has no part means: retrain the model")
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.encoder(np.asarray(images, np.uint8), training=False), np.float32)
+        parts = self.encoder(np.asarray(images, np.uint8), training=False)
+        parts = parts if isinstance(parts, list | tuple) else [parts]  # one output: unwrapped
+        return join_parts([np.asarray(p) for p in parts], self.record.centre)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         out = np.asarray(self.autoencoder(np.asarray(images, np.uint8), training=False))

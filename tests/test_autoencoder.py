@@ -4,6 +4,7 @@ stage (never mixing two models' vectors), queries on it, the reconstruction shee
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from embedder.autoencoder import (
     CHECKPOINT_FILE,
     AutoencoderEmbedder,
     build,
+    encoder_parts,
     read_record,
     train,
 )
@@ -36,9 +38,10 @@ def _images(n: int = 48) -> np.ndarray:
 @pytest.mark.parametrize("arch", ["paper", "default"])
 def test_architectures_have_the_stated_shapes(arch):
     config = ARCHS[arch]
-    autoencoder, encoder = build(config)
+    autoencoder = build(config)
     assert autoencoder.output_shape[1:] == (config.input_height, config.input_width, 3)
-    assert encoder.output_shape[1:] == (config.dim,)
+    parts = encoder_parts(autoencoder, config)
+    assert sum(int(out.shape[1]) for out in parts.outputs) == config.dim
     if arch == "paper":  # the paper: 60x60x3 in, 8x8x8 = 512 floats
         assert (config.input_height, config.input_width, config.dim) == (60, 60, 512)
 
@@ -58,6 +61,33 @@ def test_training_is_deterministic_and_saved_with_its_record(tmp_path):
     assert a.shape == (4, SMALL.dim)
     recon = AutoencoderEmbedder(tmp_path / "a").reconstruct(images[:2])
     assert recon.shape == (2, 80, 60, 3) and recon.dtype == np.uint8
+
+
+def test_multiscale_embedding_is_the_first_stage_and_the_code_centred(tmp_path):
+    images = _images()
+    config = replace(SMALL, embedding="multiscale")
+    record = train(images, config, tmp_path, trained_on={"n": 48}, epochs=1, seed=2)
+    model = AutoencoderEmbedder(tmp_path)
+    stage0 = np.asarray(
+        __import__("keras").Model(
+            model.autoencoder.input, model.autoencoder.get_layer("enc_pool0").output
+        )(images)
+    )  # 40 x 30 x 8 maps; the code grid is 10 x 8: 4 x 4 blocks, the outer columns 3 wide
+    first, code = (np.asarray(p) for p in model.encoder(images))
+    assert first.shape[1] + code.shape[1] == config.dim == 10 * 8 * (8 + 4)
+    pooled = first.reshape(-1, 10, 8, 8)
+    blocks = stage0[:, :, 3:27].reshape(-1, 10, 4, 6, 4, 8).mean(axis=(2, 4))
+    np.testing.assert_allclose(pooled[:, :, 1:7], blocks, atol=1e-5)
+    edge = stage0[:, :, :3].reshape(-1, 10, 4, 3, 8).mean(axis=(2, 3))
+    np.testing.assert_allclose(pooled[:, :, 0], edge, atol=1e-5)
+
+    np.testing.assert_allclose(record.centre[0], first.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(record.centre[1], code.mean(axis=0), atol=1e-5)
+    vectors = model.embed(images)
+    centred = first - first.mean(axis=0)
+    expected = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    np.testing.assert_allclose(vectors[:, : first.shape[1]], expected, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors[:, first.shape[1] :], axis=1), 1, atol=1e-5)
 
 
 def test_killed_training_resumes_and_keeps_the_old_model(tmp_path):
