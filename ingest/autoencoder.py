@@ -47,9 +47,12 @@ def short_id(model_id: str) -> str:
     return model_id.split(":")[-1][:16]
 
 
+NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
+
+
 def collection_images(
     store: VectorStore, collection: str, ids: Sequence[int] | None = None
-) -> tuple[list[int], list[Path | None]]:
+) -> tuple[list[int], list[Path]]:
     """Point ids and their image files (from the payload and the recorded catalog root)."""
     root = store.get_metadata(collection).get("catalog")
     if not root:
@@ -58,7 +61,7 @@ def collection_images(
     for p in store.iter_points(collection, ids):
         rel = (p.payload or {}).get("image")
         out_ids.append(p.id)
-        paths.append(Path(root) / rel if rel else None)
+        paths.append(Path(root) / rel if rel else NO_IMAGE)
     return out_ids, paths
 
 
@@ -67,7 +70,7 @@ def decode_for(
 ):
     """uint8 images at the autoencoder's input size; (images, good indexes, bad (index, why))."""
     return load_images(
-        [p if p is not None else Path("<no image path>") for p in paths],
+        list(paths),
         config.input_height,
         config.input_width,
         config.fit,

@@ -11,6 +11,7 @@ import numpy as np
 
 # A conjunction of equality conditions on payload fields: [("gender", "Men"), ("year", 2012)].
 Where = Sequence[tuple[str, Any]]
+VectorSelection = bool | Sequence[str]  # all named vectors, none, or these
 
 # Payload fields indexed for filtering, by type.
 KEYWORD_INDEX = "keyword"
@@ -56,14 +57,14 @@ class StoredPoint:
     vectors: dict[str, np.ndarray] | None
 
 
-def stored_points(wanted: list[int], records, with_vectors: bool) -> list[StoredPoint]:
+def stored_points(wanted: list[int], records, with_vectors: VectorSelection) -> list[StoredPoint]:
     """Records of either Qdrant API (id, payload, vector dict) -> StoredPoints in `wanted` order."""
     by_id = {int(r.id): r for r in records}
     return [
         StoredPoint(
             i,
             by_id[i].payload,
-            {k: np.asarray(v, dtype=np.float32) for k, v in by_id[i].vector.items()}
+            {k: np.asarray(v, dtype=np.float32) for k, v in (by_id[i].vector or {}).items()}
             if with_vectors
             else None,
         )
@@ -77,6 +78,17 @@ class Hit:
     id: int
     score: float
     payload: dict | None
+
+
+def payload_groups(payloads: dict[int, dict]) -> list[tuple[dict, list[int]]]:
+    """{id: payload} -> [(payload, ids)]: one store operation per distinct payload."""
+    import json
+
+    groups: dict[str, tuple[dict, list[int]]] = {}
+    for pid, payload in payloads.items():
+        key = json.dumps(payload, sort_keys=True, default=str)
+        groups.setdefault(key, (payload, []))[1].append(int(pid))
+    return list(groups.values())
 
 
 def row_conditions(
@@ -130,9 +142,10 @@ class VectorStore(ABC):
 
     @abstractmethod
     def retrieve(
-        self, name: str, ids: Iterable[int], with_vectors: bool = False
+        self, name: str, ids: Iterable[int], with_vectors: VectorSelection = False
     ) -> list[StoredPoint]:
-        """Points by id, in the order asked; unknown ids are left out."""
+        """Points by id, in the order asked; unknown ids are left out. `with_vectors`: all
+        named vectors (True), none (False) or the listed names."""
 
     @abstractmethod
     def set_payloads(self, name: str, payloads: dict[int, dict]) -> None:
@@ -182,7 +195,7 @@ class VectorStore(ABC):
         self,
         name: str,
         ids: Iterable[int] | None = None,
-        with_vectors: bool = False,
+        with_vectors: VectorSelection = False,
         page: int = 2000,
     ) -> Iterator[StoredPoint]:
         """Points by id (default: all, in id order), fetched a page at a time."""

@@ -20,8 +20,10 @@ from qdrant.base import (
     StoredPoint,
     StoreError,
     StoreLocked,
+    VectorSelection,
     VectorStore,
     Where,
+    payload_groups,
     row_conditions,
     stored_points,
     unit_rows,
@@ -176,15 +178,19 @@ class EdgeStore(VectorStore):
             )
         )
 
-    def retrieve(self, name, ids: Iterable[int], with_vectors: bool = False) -> list[StoredPoint]:
+    def retrieve(
+        self, name, ids: Iterable[int], with_vectors: VectorSelection = False
+    ) -> list[StoredPoint]:
         wanted = [int(i) for i in ids]
-        records = self._shard(name).retrieve(wanted, True, with_vectors)
+        records = self._shard(name).retrieve(
+            wanted, True, list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors
+        )
         return stored_points(wanted, records, with_vectors)
 
     def set_payloads(self, name: str, payloads: dict[int, dict]) -> None:
         shard = self._shard(name)
-        for pid, payload in payloads.items():
-            shard.update(qe.UpdateOperation.set_payload([int(pid)], payload))
+        for payload, ids in payload_groups(payloads):
+            shard.update(qe.UpdateOperation.set_payload(ids, payload))
         shard.flush()
 
     def add_vector(self, name: str, vector: str, dim: int) -> None:

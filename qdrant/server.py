@@ -19,8 +19,10 @@ from qdrant.base import (
     PointData,
     StoredPoint,
     StoreError,
+    VectorSelection,
     VectorStore,
     Where,
+    payload_groups,
     row_conditions,
     stored_points,
     unit_rows,
@@ -129,10 +131,15 @@ class ServerStore(VectorStore):
             wait=True,
         )
 
-    def retrieve(self, name, ids: Iterable[int], with_vectors: bool = False) -> list[StoredPoint]:
+    def retrieve(
+        self, name, ids: Iterable[int], with_vectors: VectorSelection = False
+    ) -> list[StoredPoint]:
         wanted = [int(i) for i in ids]
         records = self.client.retrieve(
-            self._check(name), wanted, with_payload=True, with_vectors=with_vectors
+            self._check(name),
+            wanted,
+            with_payload=True,
+            with_vectors=list(with_vectors) if not isinstance(with_vectors, bool) else with_vectors,
         )
         return stored_points(wanted, records, with_vectors)
 
@@ -142,8 +149,8 @@ class ServerStore(VectorStore):
         self.client.batch_update_points(
             self._check(name),
             [
-                qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=p, points=[int(i)]))
-                for i, p in payloads.items()
+                qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=p, points=ids))
+                for p, ids in payload_groups(payloads)
             ],
             wait=True,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -141,6 +142,13 @@ def ingest(
     mixed_precision: Annotated[
         bool, typer.Option(help="float16 compute (pays on a GPU only).")
     ] = False,
+    colour: Annotated[
+        bool,
+        typer.Option(
+            help="Store the colour vector too: a histogram of the product's pixels, which the "
+            "default search blends with the shape vector.",
+        ),
+    ] = True,
     autoencoder: Annotated[
         bool,
         typer.Option(
@@ -175,6 +183,7 @@ def ingest(
     """
     from classifier.schemes import check_kind
     from embedder.autoencoder import VECTOR_NAME, get_config
+    from embedder.colour import COLOUR_DIM, COLOUR_VECTOR
     from embedder.spec import DEFAULT_INPUT_SIZE, make_spec, parse_input_size
     from ingest.catalog import read_catalog
     from ingest.pipeline import ingest_catalog
@@ -215,22 +224,62 @@ def ingest(
                 on_plan=on_plan,
                 on_progress=on_progress,
                 make_embedder=make_embedder,
-                extra_vectors={VECTOR_NAME: ae_config.dim} if autoencoder else None,
+                extra_vectors={
+                    **({COLOUR_VECTOR: COLOUR_DIM} if colour else {}),
+                    **({VECTOR_NAME: ae_config.dim} if autoencoder else {}),
+                },
             )
-        ae = tags = None
+        colours = ae = tags = None
+        if colour and report.points_in_collection:
+            colours = _ensure_colour(store, name)
         if autoencoder and report.points_in_collection:
             data = data_dir or default_data_dir()
             ae = _run_autoencoder(store, name, data, autoencoder_arch, None, False, 0)
         if classifier and report.points_in_collection:
             tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
     if as_json:
-        print(json.dumps({**report.to_json(), "autoencoder": ae, "classifier": tags}, indent=2))
+        print(
+            json.dumps(
+                {**report.to_json(), "colour": colours, "autoencoder": ae, "classifier": tags},
+                indent=2,
+            )
+        )
         return
     _print_ingest_report(report, store)
+    if colours:
+        out.print(_describe_colour(colours), highlight=False)
     if ae:
         out.print(_describe_autoencoder(ae), highlight=False)
     if tags:
         out.print(_describe_tags(tags), highlight=False)
+
+
+def _ensure_colour(store, name) -> dict:
+    from ingest.colour import ensure_colour
+    from qdrant.base import StoreError
+
+    with _progress() as bar:
+        task = bar.add_task("colour", total=None, rate="")
+        try:
+            report = ensure_colour(
+                store,
+                name,
+                on_plan=lambda n: bar.update(task, total=n),
+                on_progress=lambda k: bar.advance(task, k),
+            )
+        except StoreError as exc:  # a server collection made without the vector
+            return {"action": "skipped", "reason": str(exc)}
+    for bad in report["bad_images"]:
+        err.print(f"  colour: id {bad['id']}: {bad['reason']}", highlight=False)
+    return {"action": "described" if report["described"] else "up_to_date", **report}
+
+
+def _describe_colour(colours: dict) -> str:
+    if colours["action"] == "skipped":
+        return f"No colour vectors: {colours['reason']}"
+    if colours["action"] == "up_to_date":
+        return "Every product has its colour vector."
+    return f"Colour vectors for {colours['described']:,} products ({colours['seconds']:.1f} s)."
 
 
 def _ensure_tags(store, name, spec, data_dir, kind, min_class_size) -> dict:
@@ -326,6 +375,31 @@ def query(
             "(needs the classifier).",
         ),
     ] = False,
+    plain: Annotated[
+        bool,
+        typer.Option(
+            "--plain", help="Plain cosine on the vector: no re-rank by colour and predicted type."
+        ),
+    ] = False,
+    colour_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Weight of colour similarity in the re-rank of the vector's nearest products "
+            "[default: 0.3 when the collection has colour vectors].",
+        ),
+    ] = None,
+    type_boost: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Score bonus of hits with the query's predicted articleType [default: 0.1 when "
+            "the products carry predicted tags].",
+        ),
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option(min=1, help="How many nearest products the re-rank chooses from.")
+    ] = 50,
     show: Annotated[
         Path | None, typer.Option(help="Write a contact sheet PNG: the query, then the hits.")
     ] = None,
@@ -336,10 +410,17 @@ def query(
     qdrant_api_key: QdrantApiKey = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the catalog products most similar to a photo (or to a product, with --id)."""
+    """Find the catalog products most similar to a photo (or to a product, with --id).
+
+    By default the vector's nearest products are re-ranked: colour similarity and the
+    classifier's predicted articleType add to the score (see the README's search quality
+    table); --plain turns that off.
+    """
+    from classifier.tagger import ClassifierMissing
     from embedder.images import open_image
     from searchctl.config import connect, pick_collection
-    from searchctl.query import Searcher, parse_where, search_by_id
+    from searchctl.evaluate import default_blend
+    from searchctl.query import Blend, Searcher, parse_where, search_by_id
 
     with user_errors():
         if (image is None) == (product_id is None):
@@ -349,13 +430,37 @@ def query(
             open_image(image)  # a clear error before the model is loaded
         with connect(data_dir, qdrant_url, qdrant_api_key) as store:
             name = pick_collection(store, collection)
-            if image is not None:
-                searcher = Searcher(
-                    store, name, weights, compiled=False, data_dir=data_dir, with_tags=same_type
+            blend = None if plain else default_blend(store, name)
+            if not plain and (colour_weight is not None or type_boost is not None):
+                base = blend or Blend(0.0, 0.0)
+                blend = Blend(
+                    base.colour_weight if colour_weight is None else colour_weight,
+                    base.type_boost if type_boost is None else type_boost,
                 )
-                result = searcher.search_image(image, top, vector, conditions, same_type)
+            if blend is not None:
+                blend = replace(blend, candidates=candidates)
+            if image is not None:
+                wants_tags = same_type or bool(blend and blend.type_boost)
+                try:
+                    searcher = Searcher(
+                        store,
+                        name,
+                        weights,
+                        compiled=False,
+                        data_dir=data_dir,
+                        with_tags=wants_tags,
+                    )
+                except ClassifierMissing:
+                    if same_type or type_boost:
+                        raise
+                    err.print("[yellow]No classifier here: no re-rank by predicted type.[/]")
+                    blend = replace(blend, type_boost=0.0)
+                    searcher = Searcher(store, name, weights, compiled=False, data_dir=data_dir)
+                result = searcher.search_image(image, top, vector, conditions, same_type, blend)
             else:
-                result = search_by_id(store, name, product_id, top, vector, conditions, same_type)
+                result = search_by_id(
+                    store, name, product_id, top, vector, conditions, same_type, blend
+                )
             catalog_root = store.get_metadata(name).get("catalog")
     if show:
         _write_query_sheet(result, image, catalog_root, show)
@@ -371,7 +476,11 @@ HIT_COLUMNS = ("gender", "masterCategory", "subCategory", "articleType", "baseCo
 
 
 def _print_hits(result) -> None:
-    table = Table(title=f"{result.query}  (vector: {result.vector})", title_justify="left")
+    how = f"vector: {result.vector}"
+    if result.blend:
+        b = result.blend
+        how += f", re-ranked: colour x{b.colour_weight:g}, type +{b.type_boost:g}"
+    table = Table(title=f"{result.query}  ({how})", title_justify="left")
     for col in ("rank", "id", "score", *HIT_COLUMNS):
         table.add_column(
             col, justify="right" if col in ("rank", "id", "score") else "left", no_wrap=True
@@ -475,7 +584,7 @@ def eval_(
     with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
         name = pick_collection(store, collection)
         modes = select_modes(available_modes(store, name), mode)
-        vectors = list(dict.fromkeys(m.vector for m in modes))
+        vectors = list(dict.fromkeys(v for m in modes for v in m.vectors))
         all_ids = sorted(store.ids(name))
         if not all_ids:
             raise ValueError(f"collection {name!r} is empty: run `searchctl ingest` first")
@@ -494,7 +603,7 @@ def eval_(
                     chosen = set(sample_ids([p.id for p in external.products], sample, seed))
                     external.products = [p for p in external.products if p.id in chosen]
                 task = bar.add_task("embed", total=len(external.with_image), rate="")
-                needs_tags = any(m.same_field for m in modes)
+                needs_tags = any(m.same_field or (m.blend and m.blend.type_boost) for m in modes)
                 searcher = Searcher(store, name, weights, data_dir=data_dir, with_tags=needs_tags)
                 query_set, skipped = photo_queries(
                     external,

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qdrant.base import VectorStore
+from embedder.colour import COLOUR_VECTOR
+from qdrant.base import Hit, VectorStore
+from searchctl.query import SAME_TYPE_FIELD, Blend, blended_scores
 
 EVAL_FIELDS = (
     "gender",
@@ -35,11 +37,18 @@ RECALL_CHECK_QUERIES = 500
 @dataclass(frozen=True)
 class SearchMode:
     """One way the tool searches: a named vector, optionally keeping only hits whose
-    `same_field` equals the query's (e.g. the predicted articleType: --same-type)."""
+    `same_field` equals the query's (e.g. the predicted articleType: --same-type), optionally
+    re-ranked by colour and predicted type (`blend`: the default search of `searchctl query`)."""
 
     name: str
     vector: str
     same_field: str | None = None
+    blend: Blend | None = None
+
+    @property
+    def vectors(self) -> tuple[str, ...]:
+        """The named vectors a query needs in this mode."""
+        return (self.vector, COLOUR_VECTOR) if self.blend else (self.vector,)
 
     def row_where(self, queries: QuerySet) -> list | None:
         if self.same_field is None:
@@ -133,16 +142,35 @@ def _rounded(d: dict) -> dict:
 
 
 # -- what to evaluate ----------------------------------------------------------------------------
-def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
-    """Every search mode the collection supports: plain search on each named vector, and
-    --same-type on each when the products carry predicted tags."""
-    from searchctl.query import SAME_TYPE_FIELD
+def default_blend(store: VectorStore, collection: str) -> Blend | None:
+    """The re-rank `searchctl query` applies by default here: colour when the collection has
+    colour vectors, type when its products carry predicted tags; None when neither."""
+    has_colour = COLOUR_VECTOR in store.vector_sizes(collection)
+    some = store.retrieve(collection, sorted(store.ids(collection))[:1])
+    has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
+    if not (has_colour or has_tags):
+        return None
+    base = Blend()
+    return Blend(
+        base.colour_weight if has_colour else 0.0,
+        base.type_boost if has_tags else 0.0,
+        base.candidates,
+    )
 
+
+def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
+    """Every search mode the collection supports: plain search on each named vector,
+    --same-type on each when the products carry predicted tags, and the default blend on each
+    shape vector."""
     vectors = list(store.vector_sizes(collection))
     modes = [SearchMode(v, v) for v in vectors]
     some = store.retrieve(collection, sorted(store.ids(collection))[:1])
     if some and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None:
         modes += [SearchMode(f"{v}+same-type", v, SAME_TYPE_FIELD) for v in vectors]
+    blend = default_blend(store, collection)
+    if blend is not None:
+        shapes = [v for v in vectors if v != COLOUR_VECTOR]
+        modes += [SearchMode(f"{v}+blend", v, blend=blend) for v in shapes]
     return modes
 
 
@@ -191,7 +219,7 @@ def stored_queries(
 
 
 # -- searching -----------------------------------------------------------------------------------
-def search_ids(
+def search_hits(
     store: VectorStore,
     collection: str,
     vector: str,
@@ -201,12 +229,12 @@ def search_ids(
     workers: int = 2,
     on_progress: Callable[[int], None] | None = None,
     row_where: list | None = None,
-) -> list[list[int]]:
-    """Hit ids for every query row, in batches over `workers` threads (the store releases the
-    GIL while it searches)."""
+) -> list[list[Hit]]:
+    """Hits (id, score) for every query row, in batches over `workers` threads (the store
+    releases the GIL while it searches)."""
     starts = range(0, len(queries), SEARCH_CHUNK)
 
-    def run(start: int) -> list[list[int]]:
+    def run(start: int) -> list[list[Hit]]:
         chunk = queries[start : start + SEARCH_CHUNK]
         wheres = row_where[start : start + SEARCH_CHUNK] if row_where is not None else None
         found = store.search_batch(
@@ -214,10 +242,51 @@ def search_ids(
         )
         if on_progress:
             on_progress(len(chunk))
-        return [[h.id for h in hits] for hits in found]
+        return found
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return [ids for part in pool.map(run, starts) for ids in part]
+        return [hits for part in pool.map(run, starts) for hits in part]
+
+
+def collection_vectors(store: VectorStore, collection: str, vector: str) -> dict[int, np.ndarray]:
+    """id -> one named vector of every point that has it."""
+    return {
+        p.id: p.vectors[vector]
+        for p in store.iter_points(collection, with_vectors=[vector])
+        if p.vectors and vector in p.vectors
+    }
+
+
+def blend_ids(
+    hits: list[list[Hit]],
+    queries: QuerySet,
+    blend: Blend,
+    colour_of: dict[int, np.ndarray],
+    labels_of: dict[int, dict],
+) -> list[list[int]]:
+    """Re-rank each query's candidates as `searchctl query` does (Blend), all of them kept."""
+    out = []
+    query_colours = queries.vectors.get(COLOUR_VECTOR)
+    for q, candidates in enumerate(hits):
+        if not candidates:
+            out.append([])
+            continue
+        colour = np.zeros(len(candidates))
+        if query_colours is not None and blend.colour_weight:
+            unit = query_colours[q] / max(float(np.linalg.norm(query_colours[q])), 1e-12)
+            colour = np.array(
+                [float(colour_of[h.id] @ unit) if h.id in colour_of else 0.0 for h in candidates]
+            )
+        want = queries.labels[q].get(SAME_TYPE_FIELD)
+        same = np.array(
+            [want is not None and labels_of.get(h.id, {}).get(SAME_TYPE_FIELD) == want
+             for h in candidates],
+            dtype=float,
+        )  # fmt: skip
+        shape = np.array([h.score for h in candidates])
+        order = np.argsort(-blended_scores(shape, colour, same, blend), kind="stable")
+        out.append([candidates[i].id for i in order])
+    return out
 
 
 def top_k(hits: list[list[int]], query_ids: Sequence[int], k: int, leave_one_out: bool):
@@ -236,9 +305,14 @@ def hnsw_recall(
 ) -> float:
     """Mean overlap of HNSW top-k with exact top-k, on the first queries of the set."""
     sample = queries[:RECALL_CHECK_QUERIES]
-    approx = search_ids(store, collection, vector, sample, k, exact=False, workers=workers)
-    exact = search_ids(store, collection, vector, sample, k, exact=True, workers=workers)
-    return float(np.mean([len(set(a) & set(e)) / max(1, len(e)) for a, e in zip(approx, exact)]))
+    runs = [
+        [
+            {h.id for h in hits}
+            for hits in search_hits(store, collection, vector, sample, k, e, workers)
+        ]
+        for e in (False, True)
+    ]
+    return float(np.mean([len(a & e) / max(1, len(e)) for a, e in zip(*runs)]))
 
 
 # -- scoring -------------------------------------------------------------------------------------
@@ -328,22 +402,29 @@ def evaluate(
     if labels_of is None:
         labels_of = collection_labels(store, collection, sorted(collection_ids))
     report.seconds["labels"] = time.perf_counter() - started
-    limit = k + 1 if queries.leave_one_out else k
+    extra = 1 if queries.leave_one_out else 0
+    colour_of = None
     for mode in modes:
         if on_mode:
             on_mode(mode, len(queries.ids))
         t0 = time.perf_counter()
-        raw = search_ids(
+        found = search_hits(
             store,
             collection,
             mode.vector,
             queries.vectors[mode.vector],
-            limit,
+            max(k, mode.blend.candidates) + extra if mode.blend else k + extra,
             exact,
             workers,
             on_progress,
             mode.row_where(queries),
         )
+        if mode.blend:
+            if colour_of is None:
+                colour_of = collection_vectors(store, collection, COLOUR_VECTOR)
+            raw = blend_ids(found, queries, mode.blend, colour_of, labels_of)
+        else:
+            raw = [[h.id for h in hits] for hits in found]
         hits = top_k(raw, queries.ids, k, queries.leave_one_out)
         report.results.append(score_mode(mode, queries, hits, labels_of, collection_ids))
         report.seconds[f"search {mode.name}"] = time.perf_counter() - t0

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embedder.colour import COLOUR_VECTOR, colour_descriptors
+from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import load_image
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.pipeline import collection_record
@@ -17,6 +19,67 @@ AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 
 
+@dataclass(frozen=True)
+class Blend:
+    """The default search: the shape vector's `candidates` nearest products, re-ranked by
+    shape cosine + colour_weight x colour cosine + type_boost x [same predicted articleType].
+
+    The defaults were chosen with `searchctl eval` on the shared catalog (README, "Search
+    quality"): a re-rank of the shape vector's neighbours, so colour decides between products
+    of like shape and never pulls in a sock for its colour."""
+
+    colour_weight: float = 0.3
+    type_boost: float = 0.1
+    candidates: int = 50
+
+    def to_json(self) -> dict:
+        return {
+            "colour_weight": self.colour_weight,
+            "type_boost": self.type_boost,
+            "candidates": self.candidates,
+        }
+
+
+def blended_scores(
+    shape: np.ndarray, colour: np.ndarray, same_type: np.ndarray, blend: Blend
+) -> np.ndarray:
+    """The re-rank score of candidates (arrays of equal shape; `same_type` 0/1)."""
+    return shape + blend.colour_weight * colour + blend.type_boost * same_type
+
+
+def blend_hits(
+    store: VectorStore,
+    collection: str,
+    hits: list[Hit],
+    query_colour: np.ndarray | None,
+    query_type: str | None,
+    blend: Blend,
+    top: int,
+) -> list[Hit]:
+    """The best `top` of the shape search's `hits` (with payloads) by blended score."""
+    if not hits:
+        return []
+    colour = np.zeros(len(hits))
+    if query_colour is not None and blend.colour_weight:
+        ids = [h.id for h in hits]
+        stored = {
+            p.id: p.vectors.get(COLOUR_VECTOR)
+            for p in store.retrieve(collection, ids, with_vectors=[COLOUR_VECTOR])
+        }
+        q = unit_rows(query_colour)[0]
+        colour = np.array([float(stored[i] @ q) if stored.get(i) is not None else 0.0 for i in ids])
+    same = np.array(
+        [
+            query_type is not None and (h.payload or {}).get(SAME_TYPE_FIELD) == query_type
+            for h in hits
+        ],
+        dtype=float,
+    )
+    scores = blended_scores(np.array([h.score for h in hits]), colour, same, blend)
+    order = np.argsort(-scores, kind="stable")[:top]
+    return [Hit(hits[i].id, float(scores[i]), hits[i].payload) for i in order]
+
+
 @dataclass
 class SearchResult:
     query: str
@@ -25,11 +88,13 @@ class SearchResult:
     query_payload: dict | None = None  # the product queried with --id
     predicted: dict | None = None  # the query photo's predicted tags (--same-type)
     where: list | None = None
+    blend: Blend | None = None  # the re-rank applied to the vector's hits, if any
 
     def to_json(self) -> dict:
         return {
             "query": self.query,
             "vector": self.vector,
+            "blend": self.blend.to_json() if self.blend else None,
             "predicted": self.predicted,
             "where": [list(w) for w in self.where or []],
             "hits": [{"id": h.id, "score": h.score, "payload": h.payload} for h in self.hits],
@@ -134,6 +199,8 @@ class Searcher:
         if vector == AUTOENCODER:
             c = self.autoencoder.config
             return c.input_height, c.input_width, c.fit
+        if vector == COLOUR_VECTOR:
+            return *COLOUR_INPUT, "letterbox"
         return self.spec.input_height, self.spec.input_width, "letterbox"
 
     def load(self, image, vector: str) -> np.ndarray:
@@ -151,6 +218,8 @@ class Searcher:
         """uint8 batch at input_size(vector) -> that named vector."""
         if vector == AUTOENCODER:
             return self.autoencoder.embed(pixels)
+        if vector == COLOUR_VECTOR:
+            return colour_descriptors(pixels)
         return self.embed_pixels(pixels)[0]
 
     def predict_tags(self, features: np.ndarray) -> list[dict]:
@@ -170,7 +239,10 @@ class Searcher:
         vector: str | None = None,
         where: Where | None = None,
         same_type: bool = False,
+        blend: Blend | None = None,
     ) -> SearchResult:
+        """Search by photo. `blend` re-ranks the vector's nearest products by colour and
+        predicted type (see Blend; the type part needs `with_tags`)."""
         vector = check_vector(self.store, self.collection, vector, self.spec)
         where, predicted = list(where or []), None
         if vector == self.spec.vector_name:
@@ -187,8 +259,20 @@ class Searcher:
             if predicted is None:
                 raise ValueError("--same-type needs the classifier (Searcher(with_tags=True))")
             where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
-        hits = self.store.search(self.collection, query_vector, vector, top, where)
-        return SearchResult(str(image), vector, hits, predicted=predicted, where=where)
+        if blend is None:
+            hits = self.store.search(self.collection, query_vector, vector, top, where)
+            return SearchResult(str(image), vector, hits, predicted=predicted, where=where)
+        query_colour = None
+        if COLOUR_VECTOR in self.store.vector_sizes(self.collection):
+            query_colour = self.embed_image(image, COLOUR_VECTOR)
+        candidates = self.store.search(
+            self.collection, query_vector, vector, max(top, blend.candidates), where
+        )
+        query_type = predicted.get(SAME_TYPE_FIELD) if predicted else None
+        hits = blend_hits(
+            self.store, self.collection, candidates, query_colour, query_type, blend, top
+        )
+        return SearchResult(str(image), vector, hits, predicted=predicted, where=where, blend=blend)
 
 
 def check_vector(
@@ -202,10 +286,10 @@ def check_vector(
         raise ValueError(
             f"collection {collection!r} has no vector {vector!r} (it has: {', '.join(names)})"
         )
-    if spec is not None and vector not in (spec.vector_name, AUTOENCODER):
+    if spec is not None and vector not in (spec.vector_name, AUTOENCODER, COLOUR_VECTOR):
         raise ValueError(
-            f"no photo embedder for vector {vector!r}; use --vector {spec.vector_name} or "
-            f"{AUTOENCODER}"
+            f"no photo embedder for vector {vector!r}; use --vector {spec.vector_name}, "
+            f"{AUTOENCODER} or {COLOUR_VECTOR}"
         )
     return vector
 
@@ -218,6 +302,7 @@ def search_by_id(
     vector: str | None = None,
     where: Where | None = None,
     same_type: bool = False,
+    blend: Blend | None = None,
 ) -> SearchResult:
     """Search with a stored product's own vector (no model needed)."""
     vector = check_vector(store, collection, vector)
@@ -232,5 +317,18 @@ def search_by_id(
                 f"product {product_id} has no predicted articleType: run `searchctl tag`"
             )
         where.append((SAME_TYPE_FIELD, payload[SAME_TYPE_FIELD]))
-    hits = store.search(collection, found[0].vectors[vector], vector, top, where)
-    return SearchResult(f"id:{product_id}", vector, hits, payload, where=where)
+    query = found[0].vectors[vector]
+    if blend is None:
+        hits = store.search(collection, query, vector, top, where)
+        return SearchResult(f"id:{product_id}", vector, hits, payload, where=where)
+    candidates = store.search(collection, query, vector, max(top, blend.candidates), where)
+    hits = blend_hits(
+        store,
+        collection,
+        candidates,
+        found[0].vectors.get(COLOUR_VECTOR),
+        payload.get(SAME_TYPE_FIELD),
+        blend,
+        top,
+    )
+    return SearchResult(f"id:{product_id}", vector, hits, payload, where=where, blend=blend)

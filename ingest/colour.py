@@ -1,0 +1,60 @@
+"""The `colour` named vector of a collection: a colour histogram of every product photo.
+
+No model to train: every point that lacks the vector (payload field `colour_v` not at the
+current version) gets it, so an interrupted run, a new product or a collection ingested before
+this stage existed are all finished by the next `ingest`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
+from embedder.images import load_images
+from ingest.autoencoder import collection_images
+from qdrant.base import VectorStore
+
+VERSION_FIELD = "colour_v"  # in each point's payload
+VERSION = 1  # bump when the descriptor changes: every point is described again
+
+
+def ensure_colour(
+    store: VectorStore,
+    collection: str,
+    *,
+    batch_size: int = 1024,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Give every point of the collection its current colour vector."""
+    t0 = time.perf_counter()
+    store.add_vector(collection, COLOUR_VECTOR, COLOUR_DIM)
+    todo = [
+        p.id
+        for p in store.iter_points(collection)
+        if (p.payload or {}).get(VERSION_FIELD) != VERSION
+    ]
+    if on_plan:
+        on_plan(len(todo))
+    bad: list[tuple[int, str]] = []
+    for start in range(0, len(todo), batch_size):
+        ids, paths = collection_images(store, collection, todo[start : start + batch_size])
+        pixels, good, problems = load_images(paths, *INPUT_SIZE, fit="letterbox")
+        bad += [(ids[i], why) for i, why in problems]
+        if good:
+            done = [ids[i] for i in good]
+            vectors = colour_descriptors(pixels)
+            store.update_vectors(
+                collection, {pid: {COLOUR_VECTOR: v} for pid, v in zip(done, vectors)}
+            )
+            store.set_payloads(collection, {pid: {VERSION_FIELD: VERSION} for pid in done})
+        if on_progress:
+            on_progress(len(ids))
+    if todo:
+        store.optimize(collection)
+    return {
+        "described": len(todo) - len(bad),
+        "bad_images": [{"id": i, "reason": r} for i, r in bad],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
