@@ -150,10 +150,9 @@ def test_eval_has_a_same_type_mode(tagged):
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)["results"]
     assert set(results) == {
-        "mobilenet_v2",
-        "mobilenet_v2+same-type",
-        "autoencoder",
-        "autoencoder+same-type",
+        f"{vector}{mode}"
+        for vector in ("mobilenet_v2", "autoencoder", "colour")
+        for mode in ("", "+same-type", "" if vector == "colour" else "+blend")
     }
     plain, same = results["mobilenet_v2"], results["mobilenet_v2+same-type"]
     assert same["agreement"]["articleType"] >= plain["agreement"]["articleType"]

@@ -46,7 +46,7 @@ def test_ingest_reports_bad_items_and_stores_the_rest(tiny_catalog, tiny_weights
     info = _json(runner.invoke(app, ["info", "--json"]))
     (coll,) = info["collections"]
     assert coll["name"] == "catalog0" and coll["points"] == GOOD
-    assert coll["vectors"] == {"mobilenet_v2": 1280}
+    assert coll["vectors"] == {"mobilenet_v2": 1280, "colour": 112}
     assert coll["embedder"]["input_height"] == 32 and coll["embedder"]["preprocessing"] == "tf"
 
 
@@ -97,11 +97,17 @@ def ingested(tiny_catalog, tiny_weights, data_dir):
 def test_query_by_photo_finds_the_product_first(ingested, tmp_path):
     photo = tmp_path / "photo.png"
     product_image(7).resize((120, 160)).save(photo)  # same product, another size and format
-    res = _json(runner.invoke(app, ["query", str(photo), "--top", "3", "--json"]))
-    assert res["vector"] == "mobilenet_v2" and len(res["hits"]) == 3
+    res = _json(runner.invoke(app, ["query", str(photo), "--top", "3", "--plain", "--json"]))
+    assert res["vector"] == "mobilenet_v2" and len(res["hits"]) == 3 and res["blend"] is None
     assert res["hits"][0]["id"] == 7 and res["hits"][0]["score"] >= 0.99, res["hits"]
     assert res["hits"][0]["payload"]["articleType"] == "Watches"
     scores = [h["score"] for h in res["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    # The default re-ranks by colour too: black watches first, scores still in order.
+    blended = _json(runner.invoke(app, ["query", str(photo), "--top", "3", "--json"]))
+    assert blended["blend"]["colour_weight"] == 0.3
+    assert all(h["payload"]["articleType"] == "Watches" for h in blended["hits"])
+    scores = [h["score"] for h in blended["hits"]]
     assert scores == sorted(scores, reverse=True)
 
 
@@ -124,7 +130,7 @@ def test_query_table_filter_and_contact_sheet(ingested, tmp_path):
 
 
 def test_query_by_id_uses_the_stored_vector(ingested):
-    res = _json(runner.invoke(app, ["query", "--id", "12", "--json", "--top", "2"]))
+    res = _json(runner.invoke(app, ["query", "--id", "12", "--plain", "--json", "--top", "2"]))
     assert res["query"] == "id:12" and res["hits"][0]["id"] == 12
     assert res["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
 
@@ -138,7 +144,7 @@ def test_query_by_id_uses_the_stored_vector(ingested):
         (["query"], "either an IMAGE or --id"),
         (["query", "--id", "99999"], "not in collection"),
         (["query", "--id", "1", "--where", "gender"], "FIELD=VALUE"),
-        (["query", "--id", "1", "--vector", "colour"], "has no vector 'colour'"),
+        (["query", "--id", "1", "--vector", "texture"], "has no vector 'texture'"),
         (["query", "--id", "1", "--collection", "other"], "no collection 'other'"),
     ],
 )

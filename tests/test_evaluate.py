@@ -195,6 +195,6 @@ def test_eval_external_photos_find_their_product(tiny_catalog, tiny_weights, dat
 
 def test_eval_unknown_mode_is_a_clear_error(tiny_catalog, tiny_weights, data_dir):
     _ingest(tiny_catalog, tiny_weights)
-    result = runner.invoke(app, ["eval", "--mode", "colour"])
+    result = runner.invoke(app, ["eval", "--mode", "texture"])
     assert result.exit_code == 2
-    assert "no search mode 'colour'" in result.stderr and "mobilenet_v2" in result.stderr
+    assert "no search mode 'texture'" in result.stderr and "mobilenet_v2" in result.stderr

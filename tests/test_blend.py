@@ -1,0 +1,149 @@
+"""The colour vector and the blended default search: the descriptor on hand-made photos, the
+re-rank against a numpy twin on both stores, eval and query agreeing, the ingest stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import ingest_args
+from qdrant_client import QdrantClient
+from typer.testing import CliRunner
+
+from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
+from embedder.images import load_image
+from qdrant import PointData
+from qdrant.edge import EdgeStore
+from qdrant.server import ServerStore
+from searchctl.cli import app
+from searchctl.evaluate import SearchMode, evaluate, stored_queries
+from searchctl.query import SAME_TYPE_FIELD, Blend, search_by_id
+
+runner = CliRunner()
+
+
+def _photo(colour, top=20, left=15, height=40, width=30) -> np.ndarray:
+    img = np.full((80, 60, 3), 255, np.uint8)
+    img[top : top + height, left : left + width] = colour
+    return img
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_colour_descriptor_sees_the_product_not_the_background():
+    red, red_moved, navy, black = colour_descriptors(
+        np.stack(
+            [
+                _photo((200, 20, 30)),
+                _photo((200, 20, 30), top=30, left=20, height=30, width=25),
+                _photo((20, 30, 110)),
+                _photo((10, 10, 10)),
+            ]
+        )
+    )
+    assert red.shape == (COLOUR_DIM,)
+    assert _cos(red, red_moved) == pytest.approx(1.0)  # where and how big do not matter
+    assert _cos(red, navy) == pytest.approx(0.0)
+    assert _cos(navy, black) == pytest.approx(0.0)
+    assert np.sum(red**2) == pytest.approx(1.0)  # square roots of fractions: unit length
+    blank = colour_descriptors(np.full((1, 80, 60, 3), 255, np.uint8))[0]
+    assert not blank.any()  # all background: no colour to match on
+
+
+# -- the re-rank ---------------------------------------------------------------------------------
+TYPES = ["Shirts", "Tops", "Heels"]
+
+
+def _points(n: int = 60, seed: int = 11) -> list[PointData]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 8)) * 2
+    points = []
+    for i in range(n):
+        shape = centres[i % 3] + rng.normal(size=8)
+        payload = {
+            "articleType": TYPES[i % 3],
+            "baseColour": ["Red", "Blue"][i % 2],
+            # The classifier's guess: wrong for every fifth product.
+            SAME_TYPE_FIELD: TYPES[(i + (i % 5 == 0)) % 3],
+        }
+        points.append(PointData(i + 1, {"shape": shape, COLOUR_VECTOR: rng.random(6)}, payload))
+    return points
+
+
+@pytest.fixture(params=["edge", "memory"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path) if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    s.create_collection("c", {"shape": 8, COLOUR_VECTOR: 6}, {}, {})
+    s.upsert("c", _points())
+    yield s
+    s.close()
+
+
+def _numpy_blend(points, query: int, blend: Blend, top: int) -> list[tuple[int, float]]:
+    """An independent computation: exact shape neighbours, then the blended score."""
+
+    def unit(name):
+        m = np.stack([p.vectors[name] for p in points])
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    shape, colour = unit("shape"), unit(COLOUR_VECTOR)
+    q = [p.id for p in points].index(query)
+    cos = shape @ shape[q]
+    cand = np.argsort(-cos, kind="stable")[: blend.candidates]
+    want = points[q].payload[SAME_TYPE_FIELD]
+    same = np.array([points[c].payload[SAME_TYPE_FIELD] == want for c in cand], float)
+    score = cos[cand] + blend.colour_weight * (colour[cand] @ colour[q]) + blend.type_boost * same
+    order = np.argsort(-score, kind="stable")[:top]
+    return [(points[cand[i]].id, float(score[i])) for i in order]
+
+
+def test_blended_search_matches_numpy_on_both_stores(store):
+    points = _points()
+    blend = Blend(colour_weight=0.5, type_boost=0.2, candidates=20)
+    for query in (1, 7, 30, 55):
+        result = search_by_id(store, "c", query, top=5, vector="shape", blend=blend)
+        expected = _numpy_blend(points, query, blend, 5)
+        assert [h.id for h in result.hits] == [i for i, _ in expected]
+        assert [h.score for h in result.hits] == pytest.approx([s for _, s in expected], abs=1e-5)
+        plain = search_by_id(store, "c", query, top=5, vector="shape")
+        assert [h.id for h in result.hits] != [h.id for h in plain.hits] or query == 1
+
+
+def test_eval_blend_mode_scores_what_query_returns(store):
+    blend = Blend(colour_weight=0.5, type_boost=0.2, candidates=20)
+    ids = sorted(store.ids("c"))
+    queries = stored_queries(store, "c", ids, ["shape", COLOUR_VECTOR])
+    mode = SearchMode("shape+blend", "shape", blend=blend)
+    report = evaluate(store, "c", queries, [mode], k=5, exact=True)
+    hits = report.results[0].hits
+    for row, query in enumerate(queries.ids):
+        # Leave-one-out: the query's own point is dropped, so eval searches one more.
+        result = search_by_id(store, "c", query, 6, "shape", blend=Blend(0.5, 0.2, 21))
+        assert hits[row] == [h.id for h in result.hits if h.id != query][:5], query
+
+
+# -- the ingest stage and the command ------------------------------------------------------------
+def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights, data_dir):
+    args = ingest_args(tiny_catalog, tiny_weights, "--no-autoencoder", "--no-classifier", "--json")
+    first = json.loads(runner.invoke(app, args).stdout)
+    assert first["colour"]["action"] == "described" and first["colour"]["described"] == 24
+    again = json.loads(runner.invoke(app, args).stdout)
+    assert again["colour"]["action"] == "up_to_date"
+
+    store = EdgeStore(data_dir)
+    point = store.retrieve(first["collection"], [5], with_vectors=[COLOUR_VECTOR])[0]
+    own = colour_descriptors(load_image(tiny_catalog / "images" / "5.jpg", *INPUT_SIZE)[None])[0]
+    np.testing.assert_allclose(point.vectors[COLOUR_VECTOR], own / np.linalg.norm(own), atol=1e-6)
+    store.close()
+
+    blended = json.loads(runner.invoke(app, ["query", "--id", "5", "--json"]).stdout)
+    assert blended["blend"] == {"colour_weight": 0.3, "type_boost": 0.0, "candidates": 50}
+    assert blended["hits"][0]["id"] == 5
+    plain = json.loads(runner.invoke(app, ["query", "--id", "5", "--plain", "--json"]).stdout)
+    assert plain["blend"] is None
+    photo = runner.invoke(app, ["query", str(tiny_catalog / "images" / "6.jpg")])
+    assert photo.exit_code == 0, photo.output
+    assert "re-ranked: colour x0.3" in photo.stdout
