@@ -11,9 +11,10 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
+STUDIO_BACKGROUND = 225  # a border this light in every channel: a studio shot, left as is
 
 
 class BadImage(Exception):
@@ -94,6 +95,44 @@ def load_image(
 ) -> np.ndarray:
     """Decode `source` and fit it to height x width (see fit_image). Raises BadImage."""
     return fit_image(open_image(source), height, width, fit)
+
+
+def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
+    """A shopper's photo made to look like a catalog shot: when its background (the median
+    colour of its border) is not near-white, pixels like the background become white and the
+    photo is cropped to the product (plus a margin). Studio photos come back unchanged.
+
+    Catalog photos are products on white, filling the frame; a phone shot on a table or a
+    wall is not, and shape and colour vectors then match the background."""
+    smooth = np.asarray(img.filter(ImageFilter.MedianFilter(5)), dtype=np.int16)
+    border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
+    background = np.median(border, axis=0)
+    if background.min() >= STUDIO_BACKGROUND:
+        return img
+    spread = np.abs(border - background).max(axis=-1)  # how textured the background is
+    tolerance = max(30.0, float(spread.mean() + 3 * spread.std()))
+    foreground = np.abs(smooth - background).max(axis=-1) > tolerance
+    if not foreground.any():
+        return img
+    pixels = np.asarray(img).copy()
+    pixels[~foreground] = 255
+    ys, xs = np.nonzero(foreground)
+    pad = int(margin * max(ys.max() - ys.min(), xs.max() - xs.min()))
+    box = (
+        max(0, xs.min() - pad),
+        max(0, ys.min() - pad),
+        min(img.width, xs.max() + 1 + pad),
+        min(img.height, ys.max() + 1 + pad),
+    )
+    return Image.fromarray(pixels).crop(box)
+
+
+def load_query_photo(
+    source: str | Path | bytes, height: int, width: int, fit: str = "letterbox", cutout: bool = True
+) -> np.ndarray:
+    """A query photo fitted like catalog images; `cutout` applies to_studio first."""
+    img = open_image(source)
+    return fit_image(to_studio(img) if cutout else img, height, width, fit)
 
 
 def load_images(

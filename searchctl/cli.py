@@ -400,6 +400,13 @@ def query(
     candidates: Annotated[
         int, typer.Option(min=1, help="How many nearest products the re-rank chooses from.")
     ] = 50,
+    cutout: Annotated[
+        bool,
+        typer.Option(
+            help="Make a photo that is not a studio shot look like one before embedding it: "
+            "its background becomes white and it is cropped to the product.",
+        ),
+    ] = True,
     show: Annotated[
         Path | None, typer.Option(help="Write a contact sheet PNG: the query, then the hits.")
     ] = None,
@@ -455,7 +462,9 @@ def query(
                         raise
                     err.print("[yellow]No classifier here: no re-rank by predicted type.[/]")
                     blend = replace(blend, type_boost=0.0)
-                    searcher = Searcher(store, name, weights, compiled=False, data_dir=data_dir)
+                    searcher = Searcher(
+                        store, name, weights, compiled=False, data_dir=data_dir, cutout=cutout
+                    )
                 result = searcher.search_image(image, top, vector, conditions, same_type, blend)
             else:
                 result = search_by_id(
@@ -557,6 +566,13 @@ def eval_(
         typer.Option(help="Write report.md, a bar chart and best/worst contact sheets here."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per model call.")] = 64,
+    cutout: Annotated[
+        bool,
+        typer.Option(
+            help="With --queries: cut the background out of photos that are not studio shots "
+            "(as `searchctl query` does).",
+        ),
+    ] = True,
     weights: WeightsOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
@@ -604,7 +620,9 @@ def eval_(
                     external.products = [p for p in external.products if p.id in chosen]
                 task = bar.add_task("embed", total=len(external.with_image), rate="")
                 needs_tags = any(m.same_field or (m.blend and m.blend.type_boost) for m in modes)
-                searcher = Searcher(store, name, weights, data_dir=data_dir, with_tags=needs_tags)
+                searcher = Searcher(
+                    store, name, weights, data_dir=data_dir, with_tags=needs_tags, cutout=cutout
+                )
                 query_set, skipped = photo_queries(
                     external,
                     searcher,

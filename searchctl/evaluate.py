@@ -451,7 +451,7 @@ def photo_queries(
 
     Returns the queries and the (id, reason) of photos that could not be used.
     """
-    from embedder.images import BadImage, load_image
+    from embedder.images import BadImage, load_query_photo
     from searchctl.query import check_vector
 
     for v in vectors:
@@ -467,7 +467,10 @@ def photo_queries(
         batch = []
         for product in products[start : start + batch_size]:
             try:
-                decoded = {size: load_image(product.image, *size) for size in pixels}
+                decoded = {
+                    size: load_query_photo(product.image, *size, cutout=searcher.cutout)
+                    for size in pixels
+                }
             except BadImage as exc:
                 skipped.append((product.id, str(exc)))
                 continue

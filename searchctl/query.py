@@ -9,7 +9,7 @@ import numpy as np
 
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
-from embedder.images import load_image
+from embedder.images import load_query_photo
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.pipeline import collection_record
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
@@ -155,13 +155,16 @@ class Searcher:
         compiled: bool = True,
         data_dir: Path | None = None,
         with_tags: bool = False,
+        cutout: bool = True,
     ):
         """`compiled=False` for a single query (no graph tracing, ~1 s less to the answer).
         `data_dir` holds the collection's trained models (autoencoder, classifier);
-        `with_tags` loads the classifier to predict the query photo's tags."""
+        `with_tags` loads the classifier to predict the query photo's tags; `cutout` makes
+        photos that are not studio shots look like one (embedder.images.to_studio)."""
         from searchctl.config import default_data_dir
 
         self.store, self.collection, self.compiled = store, collection, compiled
+        self.cutout = cutout
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
         self.tagger = None
@@ -204,7 +207,8 @@ class Searcher:
         return self.spec.input_height, self.spec.input_width, "letterbox"
 
     def load(self, image, vector: str) -> np.ndarray:
-        return load_image(image, *self.input_size(vector))
+        """A query photo at the vector's input size (background cut out, see to_studio)."""
+        return load_query_photo(image, *self.input_size(vector), cutout=self.cutout)
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 batch at the backbone's size -> (backbone vectors, classifier input or None)."""

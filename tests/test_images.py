@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.images import BadImage, letterbox, load_image, open_image
+from embedder.images import BadImage, letterbox, load_image, open_image, to_studio
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -75,3 +75,21 @@ def test_bad_images_raise_bad_image_naming_the_problem(tmp_path):
             load_image(tmp_path / name, 32, 32)
     with pytest.raises(BadImage, match="empty data"):
         load_image(b"", 32, 32)
+
+
+def test_to_studio_cuts_a_coloured_background_and_leaves_studio_shots_alone():
+    rng = np.random.default_rng(0)
+    table = np.clip(rng.normal((90, 140, 70), 12, size=(300, 400, 3)), 0, 255).astype(np.uint8)
+    table[100:220, 150:230] = (200, 30, 40)  # the product: a red block off-centre
+    cut = np.asarray(to_studio(Image.fromarray(table)))
+    # Cropped to the product plus a 5 % margin (5 px: 5 % of 119, rounded down), the table
+    # turned white.
+    assert cut.shape == (130, 90, 3)
+    red = (cut == (200, 30, 40)).all(axis=-1)
+    assert red[5:-5, 5:-5].mean() > 0.99  # all of it but corners the 5x5 median rounds off
+    assert (cut[:3] == 255).all() and (cut[:, :3] == 255).all()
+
+    studio = np.full((80, 60, 3), 250, np.uint8)
+    studio[20:60, 15:45] = (20, 30, 110)
+    same = to_studio(Image.fromarray(studio))
+    assert np.array_equal(np.asarray(same), studio)
