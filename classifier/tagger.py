@@ -98,7 +98,14 @@ class Tagger:
         return predict_probs(self.model, features, self.record.schemes)
 
 
+PREDICT_BATCH = 512
+
+
 def predict_probs(model, features: np.ndarray, schemes) -> list[np.ndarray]:
     """One probability matrix per scheme, in the order of `schemes`."""
-    out = model.predict(np.asarray(features, np.float32), batch_size=512, verbose=0)
+    features = np.asarray(features, np.float32)
+    if len(features) <= PREDICT_BATCH:  # a query: a direct call skips predict()'s ~50 ms setup
+        out = model(features, training=False)
+    else:
+        out = model.predict(features, batch_size=PREDICT_BATCH, verbose=0)
     return [np.asarray(out[sc.scheme]) for sc in schemes]
