@@ -18,7 +18,7 @@ import numpy as np
 
 from embedder.colour import COLOUR_VECTOR
 from qdrant.base import Hit, VectorStore
-from searchctl.query import SAME_TYPE_FIELD, Blend, blended_scores
+from searchctl.query import SAME_TYPE_FIELD, Blend, rerank
 
 EVAL_FIELDS = (
     "gender",
@@ -265,28 +265,22 @@ def blend_ids(
     labels_of: dict[int, dict],
 ) -> list[list[int]]:
     """Re-rank each query's candidates as `searchctl query` does (Blend), all of them kept."""
-    out = []
+    type_of = {pid: labels.get(SAME_TYPE_FIELD) for pid, labels in labels_of.items()}
     query_colours = queries.vectors.get(COLOUR_VECTOR)
-    for q, candidates in enumerate(hits):
-        if not candidates:
-            out.append([])
-            continue
-        colour = np.zeros(len(candidates))
-        if query_colours is not None and blend.colour_weight:
-            unit = query_colours[q] / max(float(np.linalg.norm(query_colours[q])), 1e-12)
-            colour = np.array(
-                [float(colour_of[h.id] @ unit) if h.id in colour_of else 0.0 for h in candidates]
+    return [
+        [
+            h.id
+            for h in rerank(
+                candidates,
+                query_colours[q] if query_colours is not None else None,
+                queries.labels[q].get(SAME_TYPE_FIELD),
+                colour_of,
+                type_of,
+                blend,
             )
-        want = queries.labels[q].get(SAME_TYPE_FIELD)
-        same = np.array(
-            [want is not None and labels_of.get(h.id, {}).get(SAME_TYPE_FIELD) == want
-             for h in candidates],
-            dtype=float,
-        )  # fmt: skip
-        shape = np.array([h.score for h in candidates])
-        order = np.argsort(-blended_scores(shape, colour, same, blend), kind="stable")
-        out.append([candidates[i].id for i in order])
-    return out
+        ]
+        for q, candidates in enumerate(hits)
+    ]
 
 
 def top_k(hits: list[list[int]], query_ids: Sequence[int], k: int, leave_one_out: bool):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +48,27 @@ def blended_scores(
     return shape + blend.colour_weight * colour + blend.type_boost * same_type
 
 
+def rerank(
+    hits: list[Hit],
+    query_colour: np.ndarray | None,
+    query_type: str | None,
+    colour_of: Mapping[int, np.ndarray],
+    type_of: Mapping[int, str | None],
+    blend: Blend,
+) -> list[Hit]:
+    """The shape search's `hits` in blended order, scored (`colour_of`: unit colour vectors)."""
+    colour = np.zeros(len(hits))
+    if query_colour is not None and blend.colour_weight:
+        q = unit_rows(query_colour)[0]
+        colour = np.array([float(colour_of[h.id] @ q) if h.id in colour_of else 0.0 for h in hits])
+    same = np.array(
+        [query_type is not None and type_of.get(h.id) == query_type for h in hits], dtype=float
+    )
+    scores = blended_scores(np.array([h.score for h in hits]), colour, same, blend)
+    order = np.argsort(-scores, kind="stable")
+    return [Hit(hits[i].id, float(scores[i]), hits[i].payload) for i in order]
+
+
 def blend_hits(
     store: VectorStore,
     collection: str,
@@ -56,28 +78,15 @@ def blend_hits(
     blend: Blend,
     top: int,
 ) -> list[Hit]:
-    """The best `top` of the shape search's `hits` (with payloads) by blended score."""
-    if not hits:
-        return []
-    colour = np.zeros(len(hits))
-    if query_colour is not None and blend.colour_weight:
+    """The best `top` of the shape search's `hits` (with payloads), their colour vectors
+    fetched from the store."""
+    colour_of = {}
+    if hits and query_colour is not None and blend.colour_weight:
         ids = [h.id for h in hits]
-        stored = {
-            p.id: p.vectors.get(COLOUR_VECTOR)
-            for p in store.retrieve(collection, ids, with_vectors=[COLOUR_VECTOR])
-        }
-        q = unit_rows(query_colour)[0]
-        colour = np.array([float(stored[i] @ q) if stored.get(i) is not None else 0.0 for i in ids])
-    same = np.array(
-        [
-            query_type is not None and (h.payload or {}).get(SAME_TYPE_FIELD) == query_type
-            for h in hits
-        ],
-        dtype=float,
-    )
-    scores = blended_scores(np.array([h.score for h in hits]), colour, same, blend)
-    order = np.argsort(-scores, kind="stable")[:top]
-    return [Hit(hits[i].id, float(scores[i]), hits[i].payload) for i in order]
+        found = store.retrieve(collection, ids, with_vectors=[COLOUR_VECTOR])
+        colour_of = {p.id: p.vectors[COLOUR_VECTOR] for p in found if COLOUR_VECTOR in p.vectors}
+    type_of = {h.id: (h.payload or {}).get(SAME_TYPE_FIELD) for h in hits}
+    return rerank(hits, query_colour, query_type, colour_of, type_of, blend)[:top]
 
 
 @dataclass
