@@ -25,8 +25,7 @@ from _common import DATASET
 
 from ingest.catalog import read_catalog
 from qdrant.edge import EdgeStore
-from searchctl.evaluate import default_blend
-from searchctl.query import Searcher
+from searchctl.query import Searcher, default_blend
 
 
 def main() -> None:

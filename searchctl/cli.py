@@ -424,10 +424,10 @@ def query(
     table); --plain turns that off.
     """
     from classifier.tagger import ClassifierMissing
+    from embedder.colour import COLOUR_VECTOR
     from embedder.images import open_image
     from searchctl.config import connect, pick_collection
-    from searchctl.evaluate import default_blend
-    from searchctl.query import Blend, Searcher, parse_where, search_by_id
+    from searchctl.query import Blend, Searcher, default_blend, parse_where, search_by_id
 
     with user_errors():
         if (image is None) == (product_id is None):
@@ -438,6 +438,11 @@ def query(
         with connect(data_dir, qdrant_url, qdrant_api_key) as store:
             name = pick_collection(store, collection)
             blend = None if plain else default_blend(store, name)
+            if colour_weight and COLOUR_VECTOR not in store.vector_sizes(name):
+                raise ValueError(
+                    f"collection {name!r} has no colour vectors for --colour-weight: run "
+                    "`searchctl ingest` on its catalog to add them"
+                )
             if not plain and (colour_weight is not None or type_boost is not None):
                 base = blend or Blend(0.0, 0.0)
                 blend = Blend(

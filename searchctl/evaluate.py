@@ -18,7 +18,7 @@ import numpy as np
 
 from embedder.colour import COLOUR_VECTOR
 from qdrant.base import Hit, VectorStore
-from searchctl.query import SAME_TYPE_FIELD, Blend, rerank
+from searchctl.query import SAME_TYPE_FIELD, Blend, default_blend, rerank
 
 EVAL_FIELDS = (
     "gender",
@@ -142,22 +142,6 @@ def _rounded(d: dict) -> dict:
 
 
 # -- what to evaluate ----------------------------------------------------------------------------
-def default_blend(store: VectorStore, collection: str) -> Blend | None:
-    """The re-rank `searchctl query` applies by default here: colour when the collection has
-    colour vectors, type when its products carry predicted tags; None when neither."""
-    has_colour = COLOUR_VECTOR in store.vector_sizes(collection)
-    some = store.retrieve(collection, sorted(store.ids(collection))[:1])
-    has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
-    if not (has_colour or has_tags):
-        return None
-    base = Blend()
-    return Blend(
-        base.colour_weight if has_colour else 0.0,
-        base.type_boost if has_tags else 0.0,
-        base.candidates,
-    )
-
-
 def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
     """Every search mode the collection supports: plain search on each named vector,
     --same-type on each when the products carry predicted tags, and the default blend on each

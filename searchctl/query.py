@@ -41,6 +41,22 @@ class Blend:
         }
 
 
+def default_blend(store: VectorStore, collection: str) -> Blend | None:
+    """The re-rank `searchctl query` applies by default here: colour when the collection has
+    colour vectors, type when its products carry predicted tags; None when neither."""
+    has_colour = COLOUR_VECTOR in store.vector_sizes(collection)
+    some = store.retrieve(collection, sorted(store.ids(collection))[:1])
+    has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
+    if not (has_colour or has_tags):
+        return None
+    base = Blend()
+    return Blend(
+        base.colour_weight if has_colour else 0.0,
+        base.type_boost if has_tags else 0.0,
+        base.candidates,
+    )
+
+
 def blended_scores(
     shape: np.ndarray, colour: np.ndarray, same_type: np.ndarray, blend: Blend
 ) -> np.ndarray:

@@ -147,3 +147,17 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
     photo = runner.invoke(app, ["query", str(tiny_catalog / "images" / "6.jpg")])
     assert photo.exit_code == 0, photo.output
     assert "re-ranked: colour x0.3" in photo.stdout
+
+
+def test_colour_weight_without_colour_vectors_is_a_clear_error(
+    tiny_catalog, tiny_weights, data_dir
+):
+    args = ingest_args(
+        tiny_catalog, tiny_weights, "--no-colour", "--no-autoencoder", "--no-classifier"
+    )
+    assert runner.invoke(app, args).exit_code == 0
+    plain = json.loads(runner.invoke(app, ["query", "--id", "5", "--json"]).stdout)
+    assert plain["blend"] is None  # nothing to re-rank by: plain cosine
+    result = runner.invoke(app, ["query", "--id", "5", "--colour-weight", "0.5"])
+    assert result.exit_code == 2, result.output
+    assert "no colour vectors" in result.stderr and "searchctl ingest" in result.stderr
