@@ -128,16 +128,18 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     return Image.fromarray(pixels).crop(box)
 
 
-def load_query_photo(
-    source: str | Path | bytes, height: int, width: int, fit: str = "letterbox", cutout: bool = True
-) -> np.ndarray:
-    """A query photo fitted like catalog images; `cutout` applies to_studio first, on the
-    photo shrunk to CUTOUT_SIDE (a 12-megapixel phone photo took 11 s at full size)."""
-    img = open_image(source)
+def prepare_query_photo(
+    source: str | Path | bytes | Image.Image, cutout: bool = True
+) -> Image.Image:
+    """A query photo decoded once for every vector it is fitted to. With `cutout`, shrunk to
+    CUTOUT_SIDE (a 12-megapixel phone photo took 11 s at full size) and made a studio shot
+    (to_studio). Preparing a prepared photo changes nothing."""
+    img = source if isinstance(source, Image.Image) else open_image(source)
     if not cutout:
-        return fit_image(img, height, width, fit)
+        return img
+    img = img.copy()
     img.thumbnail((CUTOUT_SIDE, CUTOUT_SIDE), Image.Resampling.BOX)
-    return fit_image(to_studio(img), height, width, fit)
+    return to_studio(img)
 
 
 def load_images(

@@ -10,7 +10,7 @@ import numpy as np
 
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
-from embedder.images import load_query_photo
+from embedder.images import fit_image, prepare_query_photo
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.pipeline import collection_record
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
@@ -233,7 +233,7 @@ class Searcher:
 
     def load(self, image, vector: str) -> np.ndarray:
         """A query photo at the vector's input size (background cut out, see to_studio)."""
-        return load_query_photo(image, *self.input_size(vector), cutout=self.cutout)
+        return fit_image(prepare_query_photo(image, self.cutout), *self.input_size(vector))
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 batch at the backbone's size -> (backbone vectors, classifier input or None)."""
@@ -273,6 +273,7 @@ class Searcher:
         """Search by photo. `blend` re-ranks the vector's nearest products by colour and
         predicted type (see Blend; the type part needs `with_tags`)."""
         vector = check_vector(self.store, self.collection, vector, self.spec)
+        source, image = image, prepare_query_photo(image, self.cutout)  # once for all vectors
         where, predicted = list(where or []), None
         if vector == self.spec.vector_name:
             vectors, features = self.embed_pixels(self.load(image, vector)[None])
@@ -290,7 +291,7 @@ class Searcher:
             where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
         if blend is None:
             hits = self.store.search(self.collection, query_vector, vector, top, where)
-            return SearchResult(str(image), vector, hits, predicted=predicted, where=where)
+            return SearchResult(str(source), vector, hits, predicted=predicted, where=where)
         query_colour = None
         if COLOUR_VECTOR in self.store.vector_sizes(self.collection):
             query_colour = self.embed_image(image, COLOUR_VECTOR)
@@ -301,7 +302,9 @@ class Searcher:
         hits = blend_hits(
             self.store, self.collection, candidates, query_colour, query_type, blend, top
         )
-        return SearchResult(str(image), vector, hits, predicted=predicted, where=where, blend=blend)
+        return SearchResult(
+            str(source), vector, hits, predicted=predicted, where=where, blend=blend
+        )
 
 
 def check_vector(
