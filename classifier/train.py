@@ -35,6 +35,7 @@ from classifier.tagger import (
 from embedder.files import write_json_atomic
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
+from ingest.stored import catalog_root, collection_cutout
 from qdrant.base import KEYWORD_INDEX, VectorStore
 
 DEFAULT_KIND = "vectors"
@@ -68,9 +69,10 @@ def collection_payloads(
 
 def image_features(
     spec: EmbedderSpec,
-    catalog_root: Path,
+    root: Path,
     ids: list[int],
     payloads: list[dict],
+    cutout: bool,
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
 ) -> Features:
@@ -85,12 +87,8 @@ def image_features(
         if not rel:
             return pid, payload, None, "no image path in the payload"
         try:
-            return (
-                pid,
-                payload,
-                load_image(Path(catalog_root) / rel, spec.input_height, spec.input_width),
-                None,
-            )
+            size = spec.input_height, spec.input_width
+            return pid, payload, load_image(root / rel, *size, cutout=cutout), None
         except BadImage as exc:
             return pid, payload, None, str(exc)
 
@@ -129,10 +127,8 @@ def collection_features(
             on_progress(len(got_ids))
         return Features(got_ids, payloads, matrix)
     got_ids, payloads, _ = collection_payloads(store, collection, ids)
-    root = store.get_metadata(collection).get("catalog")
-    if not root:
-        raise ValueError(f"collection {collection!r} does not record its catalog directory")
-    return image_features(spec, Path(root), got_ids, payloads, on_progress=on_progress)
+    root, cutout = catalog_root(store, collection), collection_cutout(store, collection)
+    return image_features(spec, root, got_ids, payloads, cutout, on_progress=on_progress)
 
 
 @dataclass
@@ -240,7 +236,7 @@ def train_classifier(
         test_ids=[feats.ids[i] for i in test],
         trained_on={
             "collection": collection,
-            "catalog": store.get_metadata(collection).get("catalog"),
+            "catalog": str(catalog_root(store, collection)),
             "products": len(feats.ids),
         },
         metrics=metrics,

@@ -92,10 +92,15 @@ def fit_image(img: Image.Image, height: int, width: int, fit: str = "letterbox")
 
 
 def load_image(
-    source: str | Path | bytes, height: int, width: int, fit: str = "letterbox"
+    source: str | Path | bytes,
+    height: int,
+    width: int,
+    fit: str = "letterbox",
+    cutout: bool = False,
 ) -> np.ndarray:
-    """Decode `source` and fit it to height x width (see fit_image). Raises BadImage."""
-    return fit_image(open_image(source), height, width, fit)
+    """Decode `source` (cut out, see prepare_photo) and fit it to height x width (see
+    fit_image). Raises BadImage."""
+    return fit_image(prepare_photo(source, cutout), height, width, fit)
 
 
 def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
@@ -128,12 +133,11 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     return Image.fromarray(pixels).crop(box)
 
 
-def prepare_query_photo(
-    source: str | Path | bytes | Image.Image, cutout: bool = True
-) -> Image.Image:
-    """A query photo decoded once for every vector it is fitted to. With `cutout`, shrunk to
+def prepare_photo(source: str | Path | bytes | Image.Image, cutout: bool = True) -> Image.Image:
+    """A photo decoded once for every vector it is fitted to. With `cutout`, shrunk to
     CUTOUT_SIDE (a 12-megapixel phone photo took 11 s at full size) and made a studio shot
-    (to_studio). Preparing a prepared photo changes nothing."""
+    (to_studio). Query photos and, in a collection that records `cutout`, catalog photos go
+    through the same steps. Preparing a prepared photo changes nothing."""
     img = source if isinstance(source, Image.Image) else open_image(source)
     if not cutout:
         return img
@@ -150,6 +154,7 @@ def load_images(
     workers: int = 2,
     on_progress=None,
     chunk: int = 512,
+    cutout: bool = False,
 ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """Decode many images in threads: (uint8 N x H x W x 3 of the good ones, their indexes in
     `sources`, (index, reason) of the bad ones)."""
@@ -160,7 +165,7 @@ def load_images(
 
     def one(i: int):
         try:
-            out[i] = load_image(sources[i], height, width, fit)
+            out[i] = load_image(sources[i], height, width, fit, cutout)
             return i, None
         except BadImage as exc:
             return i, str(exc)

@@ -25,6 +25,7 @@ from embedder.autoencoder import (
     read_record,
 )
 from embedder.images import load_images
+from ingest.stored import catalog_root, collection_cutout, collection_images
 from qdrant.base import StoreError, VectorStore
 
 RECORD_KEY = "autoencoder"  # in the collection metadata
@@ -47,26 +48,11 @@ def short_id(model_id: str) -> str:
     return model_id.split(":")[-1][:16]
 
 
-NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
-
-
-def collection_images(
-    store: VectorStore, collection: str, ids: Sequence[int] | None = None
-) -> tuple[list[int], list[Path]]:
-    """Point ids and their image files (from the payload and the recorded catalog root)."""
-    root = store.get_metadata(collection).get("catalog")
-    if not root:
-        raise StoreError(f"collection {collection!r} does not record its catalog directory")
-    out_ids, paths = [], []
-    for p in store.iter_points(collection, ids):
-        rel = (p.payload or {}).get("image")
-        out_ids.append(p.id)
-        paths.append(Path(root) / rel if rel else NO_IMAGE)
-    return out_ids, paths
-
-
 def decode_for(
-    config: AutoencoderConfig, paths: Sequence, on_progress: Callable[[int], None] | None = None
+    config: AutoencoderConfig,
+    paths: Sequence,
+    cutout: bool,
+    on_progress: Callable[[int], None] | None = None,
 ):
     """uint8 images at the autoencoder's input size; (images, good indexes, bad (index, why))."""
     return load_images(
@@ -75,6 +61,7 @@ def decode_for(
         config.input_width,
         config.fit,
         on_progress=on_progress,
+        cutout=cutout,
     )
 
 
@@ -98,7 +85,7 @@ def train_for_collection(
     ids, paths = collection_images(store, collection)
     if on_decode:
         on_decode(len(ids))
-    images, good, _ = decode_for(config, paths, on_progress)
+    images, good, _ = decode_for(config, paths, collection_cutout(store, collection), on_progress)
     if len(good) < MIN_TRAIN_IMAGES:
         raise ValueError(
             f"too few images to train an autoencoder: {len(good)} (at least {MIN_TRAIN_IMAGES})"
@@ -106,7 +93,7 @@ def train_for_collection(
     good_ids = [ids[i] for i in good]
     trained_on = {
         "collection": collection,
-        "catalog": store.get_metadata(collection).get("catalog"),
+        "catalog": str(catalog_root(store, collection)),
         "images": len(good_ids),
     }
     record = train(
@@ -160,7 +147,9 @@ def embed_collection(
             ids, pixels = chunk, decoded[1][[index[pid] for pid in chunk]]
         else:
             chunk_ids, paths = collection_images(store, collection, chunk)
-            pixels, good, problems = decode_for(model.config, paths)
+            pixels, good, problems = decode_for(
+                model.config, paths, collection_cutout(store, collection)
+            )
             ids = [chunk_ids[i] for i in good]
             bad += [(chunk_ids[i], why) for i, why in problems]
         if ids:
@@ -270,7 +259,7 @@ def reconstruction_sheet(
     rng = np.random.default_rng(seed)
     picked = sorted(int(i) for i in rng.choice(all_ids, size=min(n, len(all_ids)), replace=False))
     ids, paths = collection_images(store, collection, picked)
-    images, good, _ = decode_for(model.config, paths)
+    images, good, _ = decode_for(model.config, paths, collection_cutout(store, collection))
     recon = model.reconstruct(images)
     top = [Tile(images[i], [f"id {ids[g]}", "original"]) for i, g in enumerate(good)]
     bottom = [Tile(recon[i], [f"id {ids[g]}", "reconstruction"]) for i, g in enumerate(good)]

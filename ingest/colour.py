@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
 from embedder.images import load_images
-from ingest.autoencoder import collection_images
+from ingest.stored import collection_cutout, collection_images
 from qdrant.base import VectorStore
 
 VERSION_FIELD = "colour_v"  # in each point's payload
@@ -38,9 +38,10 @@ def ensure_colour(
     if on_plan:
         on_plan(len(todo))
     bad: list[tuple[int, str]] = []
+    cutout = collection_cutout(store, collection)
     for start in range(0, len(todo), batch_size):
         ids, paths = collection_images(store, collection, todo[start : start + batch_size])
-        pixels, good, problems = load_images(paths, *INPUT_SIZE, fit="letterbox")
+        pixels, good, problems = load_images(paths, *INPUT_SIZE, fit="letterbox", cutout=cutout)
         bad += [(ids[i], why) for i, why in problems]
         if good:
             done = [ids[i] for i in good]

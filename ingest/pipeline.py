@@ -22,6 +22,7 @@ import numpy as np
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, Catalog, Product
+from ingest.stored import CATALOG_KEY, CUTOUT_KEY, collection_cutout
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, PointData, VectorStore
 
 RECORD_KEY = "embedder"
@@ -98,15 +99,37 @@ def create_collection(
     spec: EmbedderSpec,
     catalog_root: Path,
     extra_vectors: dict[str, int] | None = None,
+    cutout: bool = True,
 ) -> None:
     """A collection for `spec`'s vectors (and `extra_vectors` {name: dim}, filled in later),
-    with the embedder record and label indexes."""
+    with the embedder record, the catalog directory, whether photos are cut out, and label
+    indexes."""
     store.create_collection(
         collection,
         {spec.vector_name: spec.dim, **(extra_vectors or {})},
-        {RECORD_KEY: spec.to_record(), "catalog": str(catalog_root.resolve())},
+        {
+            RECORD_KEY: spec.to_record(),
+            CATALOG_KEY: str(catalog_root.resolve()),
+            CUTOUT_KEY: cutout,
+        },
         PAYLOAD_INDEXES,
     )
+
+
+def resolve_cutout(store: VectorStore, collection: str, asked: bool | None) -> bool:
+    """A new collection cuts out its photos unless asked not to; an existing one keeps what
+    it recorded, so that all its vectors see the same pixels."""
+    if not store.has_collection(collection):
+        return True if asked is None else asked
+    recorded = collection_cutout(store, collection)
+    if asked is not None and asked != recorded:
+        raise EmbedderMismatch(
+            f"collection {collection!r} was built with its photos "
+            f"{'cut out' if recorded else 'as they are'}; this run asks for "
+            f"{'--cutout' if asked else '--no-cutout'}. Leave the option out, or ingest into "
+            "another --collection."
+        )
+    return recorded
 
 
 def product_payload(product: Product, catalog_root: Path) -> dict:
@@ -125,11 +148,12 @@ class _Batch:
     bad: list[tuple[int, str]]
 
 
-def _decode(products: list[Product], spec: EmbedderSpec) -> _Batch:
+def _decode(products: list[Product], spec: EmbedderSpec, cutout: bool) -> _Batch:
     arrays, good, bad = [], [], []
     for product in products:
         try:
-            arrays.append(load_image(product.image, spec.input_height, spec.input_width))
+            size = spec.input_height, spec.input_width
+            arrays.append(load_image(product.image, *size, cutout=cutout))
             good.append(product)
         except BadImage as exc:
             bad.append((product.id, str(exc)))
@@ -191,11 +215,13 @@ def ingest_catalog(
     on_progress: Callable[[int], None] | None = None,
     make_embedder: Callable[[EmbedderSpec], object] | None = None,
     extra_vectors: dict[str, int] | None = None,
+    cutout: bool | None = None,
 ) -> IngestReport:
     """Store every product of `catalog` that the collection lacks; returns what happened.
 
     `make_embedder(spec)` (default: embedder.model.Embedder) is called only when there is work.
     `extra_vectors` {name: dim}: named vectors a new collection gets for later stages.
+    `cutout`: whether photos are made studio shots first (see resolve_cutout).
     `on_plan(n)` is called with the number of products to embed, `on_progress(k)` after each batch.
     """
     wall = time.perf_counter()
@@ -203,6 +229,7 @@ def ingest_catalog(
     exists = store.has_collection(collection)
     if exists:
         check_embedder(store, collection, spec)
+    cutout = resolve_cutout(store, collection, cutout)
     stored_ids = store.ids(collection) if exists else set()
     todo = [p for p in selected if p.id not in stored_ids]
     report = IngestReport(
@@ -221,7 +248,7 @@ def ingest_catalog(
             from embedder.model import Embedder as make_embedder
         embedder = make_embedder(spec)
     if not exists:
-        create_collection(store, collection, spec, catalog.root, extra_vectors)
+        create_collection(store, collection, spec, catalog.root, extra_vectors, cutout)
     if on_plan:
         on_plan(len(todo))
     if todo:
@@ -229,6 +256,7 @@ def ingest_catalog(
             todo,
             catalog.root,
             spec,
+            cutout,
             embedder,
             store,
             collection,
@@ -247,7 +275,17 @@ def ingest_catalog(
 
 
 def _run_pipeline(
-    todo, root, spec, embedder, store, collection, report, batch_size, decode_workers, on_progress
+    todo,
+    root,
+    spec,
+    cutout,
+    embedder,
+    store,
+    collection,
+    report,
+    batch_size,
+    decode_workers,
+    on_progress,
 ) -> None:
     start = time.perf_counter()
     embed_seconds = 0.0
@@ -255,12 +293,14 @@ def _run_pipeline(
     writer = _Writer(store, collection)
     try:
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="searchctl-decode") as pool:
-            pending = deque(pool.submit(_decode, b, spec) for b in _take(batches, PREFETCH_BATCHES))
+            pending = deque(
+                pool.submit(_decode, b, spec, cutout) for b in _take(batches, PREFETCH_BATCHES)
+            )
             while pending:
                 batch = pending.popleft().result()
                 nxt = next(batches, None)
                 if nxt is not None:
-                    pending.append(pool.submit(_decode, nxt, spec))
+                    pending.append(pool.submit(_decode, nxt, spec, cutout))
                 report.bad_images.extend(batch.bad)
                 if batch.good:
                     t0 = time.perf_counter()

@@ -142,6 +142,16 @@ def ingest(
     mixed_precision: Annotated[
         bool, typer.Option(help="float16 compute (pays on a GPU only).")
     ] = False,
+    cutout: Annotated[
+        bool | None,
+        typer.Option(
+            "--cutout/--no-cutout",
+            help="Make photos with a non-white background studio shots (background whitened, "
+            "cropped to the product) before embedding, as query photos are. Recorded with the "
+            "collection [default: on for a new collection, else what it recorded].",
+            show_default=False,
+        ),
+    ] = None,
     colour: Annotated[
         bool,
         typer.Option(
@@ -224,6 +234,7 @@ def ingest(
                 on_plan=on_plan,
                 on_progress=on_progress,
                 make_embedder=make_embedder,
+                cutout=cutout,
                 extra_vectors={
                     **({COLOUR_VECTOR: COLOUR_DIM} if colour else {}),
                     **({VECTOR_NAME: ae_config.dim} if autoencoder else {}),
@@ -1103,7 +1114,8 @@ def info(
             f"  vectors: {', '.join(f'{k} ({v} dims, cosine)' for k, v in c['vectors'].items())}"
         )
         if c.get("catalog"):
-            out.print(f"  catalog: {c['catalog']}", highlight=False)
+            cut = "cut out" if c.get("cutout") else "as they are"
+            out.print(f"  catalog: {c['catalog']} (photos embedded {cut})", highlight=False)
         emb = c.get("embedder")
         if emb:
             out.print(

@@ -429,7 +429,7 @@ def photo_queries(
 
     Returns the queries and the (id, reason) of photos that could not be used.
     """
-    from embedder.images import BadImage, fit_image, prepare_query_photo
+    from embedder.images import BadImage, fit_image, prepare_photo
     from searchctl.query import check_vector
 
     for v in vectors:
@@ -445,7 +445,7 @@ def photo_queries(
         batch = []
         for product in products[start : start + batch_size]:
             try:
-                photo = prepare_query_photo(product.image, searcher.cutout)
+                photo = prepare_photo(product.image, searcher.cutout)
                 decoded = {size: fit_image(photo, *size) for size in pixels}
             except BadImage as exc:
                 skipped.append((product.id, str(exc)))

@@ -10,7 +10,7 @@ import numpy as np
 
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
-from embedder.images import fit_image, prepare_query_photo
+from embedder.images import fit_image, prepare_photo
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.pipeline import collection_record
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
@@ -233,7 +233,7 @@ class Searcher:
 
     def load(self, image, vector: str) -> np.ndarray:
         """A query photo at the vector's input size (background cut out, see to_studio)."""
-        return fit_image(prepare_query_photo(image, self.cutout), *self.input_size(vector))
+        return fit_image(prepare_photo(image, self.cutout), *self.input_size(vector))
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 batch at the backbone's size -> (backbone vectors, classifier input or None)."""
@@ -273,7 +273,7 @@ class Searcher:
         """Search by photo. `blend` re-ranks the vector's nearest products by colour and
         predicted type (see Blend; the type part needs `with_tags`)."""
         vector = check_vector(self.store, self.collection, vector, self.spec)
-        source, image = image, prepare_query_photo(image, self.cutout)  # once for all vectors
+        source, image = image, prepare_photo(image, self.cutout)  # once for all vectors
         where, predicted = list(where or []), None
         if vector == self.spec.vector_name:
             vectors, features = self.embed_pixels(self.load(image, vector)[None])

@@ -212,3 +212,37 @@ def test_weights_file_replaced_in_place_is_refused_at_query(
     result = runner.invoke(app, ["query", str(tiny_catalog / "images" / "1.jpg")])
     assert result.exit_code == 2
     assert "is not the weights file collection 'catalog0' was built with" in result.stderr
+
+
+def _on_a_table(i: int) -> Image.Image:
+    """A catalog photo whose product sits on a green table instead of studio white."""
+    pixels = np.asarray(product_image(i)).copy()
+    pixels[(pixels > 230).all(axis=-1)] = (70, 120, 60)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("cutout", [True, False])
+def test_catalog_photos_are_cut_out_like_query_photos(
+    tiny_catalog, tiny_weights, data_dir, tmp_path, cutout
+):
+    """A catalog photo on a coloured background is stored as the query path sees it, so the
+    same photo sent as a query finds itself with cosine 1; the choice is recorded and kept."""
+    from shutil import copytree
+
+    catalog = copytree(tiny_catalog, tmp_path / "catalog")
+    _on_a_table(5).save(catalog / "images" / "5.jpg", quality=95)
+    flag = "--cutout" if cutout else "--no-cutout"
+    report = _json(_ingest(catalog, tiny_weights, "--no-classifier", flag))
+
+    assert report["stored"] == GOOD
+    photo = catalog / "images" / "5.jpg"
+    hits = _json(runner.invoke(app, ["query", str(photo), "--plain", "--json"]))["hits"]
+    assert hits[0]["id"] == 5
+    assert (hits[0]["score"] > 0.9999) == cutout  # query photos are always cut out
+
+    info = runner.invoke(app, ["info"])
+    assert ("photos embedded cut out" in info.stdout) == cutout
+    other = "--no-cutout" if cutout else "--cutout"
+    refused = _ingest(catalog, tiny_weights, "--no-classifier", other)
+    assert refused.exit_code != 0 and "was built with its photos" in refused.output
+    assert _json(_ingest(catalog, tiny_weights, "--no-classifier"))["stored"] == 0

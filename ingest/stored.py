@@ -1,0 +1,41 @@
+"""What a collection records about its catalog photos: where they are and how they are
+prepared. Every stage that reads the photos of stored products (colour, autoencoder,
+classifier) goes through here, so all of a collection's vectors see the same pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from qdrant.base import StoreError, VectorStore
+
+CATALOG_KEY = "catalog"  # collection metadata: the catalog directory
+CUTOUT_KEY = "cutout"  # collection metadata: catalog photos made studio shots before embedding
+NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
+
+
+def catalog_root(store: VectorStore, collection: str) -> Path:
+    root = store.get_metadata(collection).get(CATALOG_KEY)
+    if not root:
+        raise StoreError(f"collection {collection!r} does not record its catalog directory")
+    return Path(root)
+
+
+def collection_cutout(store: VectorStore, collection: str) -> bool:
+    """Whether the collection's photos were cut out (embedder.images.to_studio) before
+    embedding. Collections made before the record existed were not."""
+    return bool(store.get_metadata(collection).get(CUTOUT_KEY, False))
+
+
+def collection_images(
+    store: VectorStore, collection: str, ids: Sequence[int] | None = None
+) -> tuple[list[int], list[Path]]:
+    """Point ids and their image files (from the payload and the recorded catalog root)."""
+    root = catalog_root(store, collection)
+    out_ids, paths = [], []
+    for p in store.iter_points(collection, ids):
+        rel = (p.payload or {}).get("image")
+        out_ids.append(p.id)
+        paths.append(root / rel if rel else NO_IMAGE)
+    return out_ids, paths
