@@ -16,6 +16,8 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 WHITE = (255, 255, 255)
 STUDIO_BACKGROUND = 225  # a border this light in every channel: a studio shot, left as is
 CUTOUT_SIDE = 640  # photos are shrunk to this (longest side) before the cut-out
+DETECT_SIDE = 80  # the cut-out decides and masks at this size (longest side): see to_studio
+MIN_PRODUCT_AREA = 0.02  # a cut-out keeping less of the photo has found no product
 
 
 class BadImage(Exception):
@@ -109,8 +111,15 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     photo is cropped to the product (plus a margin). Studio photos come back unchanged.
 
     Catalog photos are products on white, filling the frame; a phone shot on a table or a
-    wall is not, and shape and colour vectors then match the background."""
-    smooth = np.asarray(img.filter(ImageFilter.MedianFilter(5)), dtype=np.int16)
+    wall is not, and shape and colour vectors then match the background. The decision and the
+    mask are made on the photo shrunk to DETECT_SIDE, the catalog's own scale, so that the
+    same picture at any size is cut the same way (at full size a 225x300 copy of a catalog
+    photo was cut where the 60x80 original was not, and the other way round)."""
+    small = img
+    if max(img.size) > DETECT_SIDE:
+        small = img.copy()
+        small.thumbnail((DETECT_SIDE, DETECT_SIDE), Image.Resampling.BOX)
+    smooth = np.asarray(small.filter(ImageFilter.MedianFilter(5)), dtype=np.int16)
     border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
     background = np.median(border, axis=0)
     if background.min() >= STUDIO_BACKGROUND:
@@ -118,8 +127,15 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     spread = np.abs(border - background).max(axis=-1)  # how textured the background is
     tolerance = max(30.0, float(spread.mean() + 3 * spread.std()))
     foreground = np.abs(smooth - background).max(axis=-1) > tolerance
-    if not foreground.any():
+    if foreground.mean() < MIN_PRODUCT_AREA:  # specks in a busy background: no product found
         return img
+    if small is not img:
+        mask = Image.fromarray(foreground.astype(np.uint8) * 255).resize(
+            img.size, Image.Resampling.BILINEAR
+        )
+        foreground = np.asarray(mask) >= 128
+        if not foreground.any():
+            return img
     pixels = np.asarray(img).copy()
     pixels[~foreground] = 255
     ys, xs = np.nonzero(foreground)
