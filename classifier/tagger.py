@@ -36,7 +36,6 @@ def tagger_dir(data_dir: Path, collection: str) -> Path:
 class TaggerRecord:
     kind: str
     embedder: dict  # the collection's embedder record: features must come from the same one
-    cut_layer: str | None
     input_shape: list[int]
     schemes: list[SchemeClasses]
     min_class_size: int
@@ -57,7 +56,12 @@ class TaggerRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> TaggerRecord:
-        data = dict(data)
+        if data.get("kind") == "finetune" and "cut_layer" in data:
+            raise ClassifierMissing(
+                "the classifier was fine-tuned by an older searchctl (top blocks on feature "
+                "maps, no longer supported): retrain it with `searchctl train classifier`"
+            )
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["schemes"] = [SchemeClasses.from_record(r) for r in data["schemes"]]
         return cls(**data)
 
@@ -89,10 +93,10 @@ class Tagger:
             raise ClassifierMissing(
                 f"no classifier in {directory}: run `searchctl train classifier` first"
             )
-        import keras
+        from classifier.model import load_tagger_model
 
         self.record = record
-        self.model = keras.saving.load_model(Path(directory) / record.model_file, compile=False)
+        self.model = load_tagger_model(Path(directory) / record.model_file)
 
     def predict(self, features: np.ndarray) -> list[np.ndarray]:
         return predict_probs(self.model, features, self.record.schemes)
@@ -102,8 +106,11 @@ PREDICT_BATCH = 512
 
 
 def predict_probs(model, features: np.ndarray, schemes) -> list[np.ndarray]:
-    """One probability matrix per scheme, in the order of `schemes`."""
-    features = np.asarray(features, np.float32)
+    """One probability matrix per scheme, in the order of `schemes`. `features`: vectors
+    (float) or photos (uint8, kept so: 44k photos as float32 would take 2.5 GB)."""
+    features = np.asarray(features)
+    if features.dtype != np.uint8:
+        features = features.astype(np.float32, copy=False)
     if len(features) <= PREDICT_BATCH:  # a query: a direct call skips predict()'s ~50 ms setup
         out = model(features, training=False)
     else:

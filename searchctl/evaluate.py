@@ -32,6 +32,7 @@ EVAL_FIELDS = (
 MACRO_FIELD = "articleType"
 SEARCH_CHUNK = 256  # queries per store call
 RECALL_CHECK_QUERIES = 500
+TAGGER_INPUT = "(classifier photo)"  # a key of the decode sizes beside the vector names
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,9 @@ def photo_queries(
         check_vector(searcher.store, searcher.collection, v, searcher.spec)
     backbone = searcher.spec.vector_name
     sizes = {v: searcher.input_size(v) for v in dict.fromkeys([*vectors, backbone])}
+    tagger_size = searcher.tagger_input_size() if searcher.tags_from_photo else None
+    if tagger_size:
+        sizes[TAGGER_INPUT] = tagger_size
     ids, labels, images, skipped = [], [], [], []
     rows: dict[str, list[np.ndarray]] = {v: [] for v in vectors}
     products = [p for p in catalog.products if p.image is not None]
@@ -456,16 +460,18 @@ def photo_queries(
         if batch:
             stacked = {size: np.stack(arrs) for size, arrs in pixels.items()}
             tags = [{} for _ in batch]
+            features = stacked[tagger_size] if tagger_size else None
             for v in vectors:
                 if v == backbone:
-                    vecs, features = searcher.embed_pixels(stacked[sizes[v]])
-                    if searcher.tagger is not None:
-                        tags = searcher.predict_tags(features)
+                    vecs, from_vectors = searcher.embed_pixels(stacked[sizes[v]])
+                    features = features if tagger_size else from_vectors
                 else:
                     vecs = searcher.embed_batch(stacked[sizes[v]], v)
                 rows[v].append(vecs)
-            if searcher.tagger is not None and backbone not in vectors:
-                tags = searcher.predict_tags(searcher.embed_pixels(stacked[sizes[backbone]])[1])
+            if searcher.tagger is not None:
+                if features is None:
+                    features = searcher.embed_pixels(stacked[sizes[backbone]])[1]
+                tags = searcher.predict_tags(features)
             ids += [p.id for p in batch]
             labels += [{**p.payload, **t} for p, t in zip(batch, tags)]
             images += [p.image for p in batch]

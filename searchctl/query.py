@@ -205,12 +205,20 @@ class Searcher:
     @property
     def backbone(self):
         if self._backbone is None:
-            if self.tagger is not None and self.tagger.record.kind == "finetune":
-                from classifier.model import TrunkEmbedder as make
-            else:
-                from embedder.model import Embedder as make
-            self._backbone = make(self.spec, compiled=self.compiled)
+            from embedder.model import Embedder
+
+            self._backbone = Embedder(self.spec, compiled=self.compiled)
         return self._backbone
+
+    @property
+    def tags_from_photo(self) -> bool:
+        """The classifier reads the photo itself (`finetune`), not the backbone vector."""
+        return self.tagger is not None and self.tagger.record.kind == "finetune"
+
+    def tagger_input_size(self) -> tuple[int, int, str]:
+        """(height, width, fit) of the photos a `finetune` classifier reads."""
+        height, width, _ = self.tagger.record.input_shape
+        return height, width, "letterbox"
 
     @property
     def autoencoder(self):
@@ -236,12 +244,12 @@ class Searcher:
         return fit_image(prepare_photo(image, self.cutout), *self.input_size(vector))
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 batch at the backbone's size -> (backbone vectors, classifier input or None)."""
+        """uint8 batch at the backbone's size -> (backbone vectors, input of a `vectors`
+        classifier or None)."""
         out = self.backbone.embed(pixels)
-        if isinstance(out, tuple):  # TrunkEmbedder: vectors and trunk feature maps
-            return out
         # A vectors-kind classifier was trained on stored vectors, which are unit length.
-        return out, unit_rows(out) if self.tagger is not None else None
+        tags_from_vectors = self.tagger is not None and not self.tags_from_photo
+        return out, unit_rows(out) if tags_from_vectors else None
 
     def embed_batch(self, pixels: np.ndarray, vector: str) -> np.ndarray:
         """uint8 batch at input_size(vector) -> that named vector."""
@@ -281,9 +289,11 @@ class Searcher:
         else:
             query_vector = self.embed_image(image, vector)
             features = None
+        if self.tags_from_photo:
+            features = fit_image(image, *self.tagger_input_size())[None]
+        elif self.tagger is not None and features is None:
+            features = self.embed_pixels(self.load(image, self.spec.vector_name)[None])[1]
         if self.tagger is not None:
-            if features is None:
-                features = self.embed_pixels(self.load(image, self.spec.vector_name)[None])[1]
             predicted = self.predict_tags(features)[0]
         if same_type:
             if predicted is None:
