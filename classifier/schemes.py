@@ -16,6 +16,8 @@ KINDS = ("finetune", "vectors")  # see classifier/model.py
 DEFAULT_MIN_CLASS_SIZE = 500
 PRED_PREFIX = "pred_"
 IGNORE = -1  # label index of a product whose class is left out of a scheme's training
+# The named vector a `finetune` classifier adds: its backbone's features, tuned to the catalog.
+TUNED_VECTOR = "tuned"
 
 
 def scheme_label(scheme: str, payload: dict) -> str | None:

@@ -97,9 +97,23 @@ class Tagger:
 
         self.record = record
         self.model = load_tagger_model(Path(directory) / record.model_file)
+        self._features = None
 
     def predict(self, features: np.ndarray) -> list[np.ndarray]:
         return predict_probs(self.model, features, self.record.schemes)
+
+    def embed(self, photos: np.ndarray) -> np.ndarray:
+        """A `finetune` tagger's backbone features of uint8 photos (the `tuned` vector)."""
+        if self.record.kind != "finetune":
+            raise ValueError(f"a {self.record.kind} classifier has no tuned vector")
+        if self._features is None:
+            import keras
+
+            self._features = keras.Model(self.model.input, self.model.get_layer("dropout").input)
+        photos = np.asarray(photos, np.uint8)
+        if len(photos) <= PREDICT_BATCH:  # a query: a direct call skips predict()'s setup
+            return np.asarray(self._features(photos, training=False), np.float32)
+        return self._features.predict(photos, batch_size=PREDICT_BATCH, verbose=0)
 
 
 PREDICT_BATCH = 512

@@ -246,15 +246,13 @@ def ingest(
         if autoencoder and report.points_in_collection:
             data = data_dir or default_data_dir()
             ae = _run_autoencoder(store, name, data, autoencoder_arch, None, False, 0)
+        tuned = None
         if classifier and report.points_in_collection:
             tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
+            tuned = _ensure_tuned(store, name, data_dir)
     if as_json:
-        print(
-            json.dumps(
-                {**report.to_json(), "colour": colours, "autoencoder": ae, "classifier": tags},
-                indent=2,
-            )
-        )
+        parts = {"colour": colours, "autoencoder": ae, "classifier": tags, "tuned": tuned}
+        print(json.dumps({**report.to_json(), **parts}, indent=2))
         return
     _print_ingest_report(report, store)
     if colours:
@@ -263,6 +261,40 @@ def ingest(
         out.print(_describe_autoencoder(ae), highlight=False)
     if tags:
         out.print(_describe_tags(tags), highlight=False)
+    if tuned and tuned["action"] != "skipped":
+        out.print(_describe_tuned(tuned), highlight=False)
+
+
+def _ensure_tuned(store, name, data_dir) -> dict:
+    """The tuned vector of a finetune classifier (ingest/tuned.py), with a progress bar."""
+    from ingest.tuned import ensure_tuned
+    from qdrant.base import StoreError
+    from searchctl.config import default_data_dir
+
+    with _progress() as bar:
+        task = bar.add_task("tuned vector", total=None, rate="")
+        try:
+            report = ensure_tuned(
+                store,
+                name,
+                data_dir or default_data_dir(),
+                on_plan=lambda n: bar.update(task, total=n),
+                on_progress=lambda k: bar.advance(task, k),
+            )
+        except StoreError as exc:  # a server collection made without the vector
+            return {"action": "skipped", "reason": str(exc)}
+    for bad in report.get("bad_images", []):
+        err.print(f"  tuned: id {bad['id']}: {bad['reason']}", highlight=False)
+    return report
+
+
+def _describe_tuned(tuned: dict) -> str:
+    if tuned["action"] == "up_to_date":
+        return "Every product has its tuned vector."
+    return (
+        f"Tuned vectors (the finetune classifier's features) for {tuned['embedded']:,} "
+        f"products ({tuned['seconds']:.1f} s); the default search uses them."
+    )
 
 
 def _ensure_colour(store, name) -> dict:
@@ -370,7 +402,11 @@ def query(
         int | None, typer.Option("--id", help="Search with a catalog product's stored vector.")
     ] = None,
     vector: Annotated[
-        str | None, typer.Option(help="Named vector to search [default: the backbone's].")
+        str | None,
+        typer.Option(
+            help="Named vector to search [default: tuned, when a finetune classifier made it, "
+            "else the backbone's]."
+        ),
     ] = None,
     where: Annotated[
         list[str] | None,
@@ -448,7 +484,7 @@ def query(
             open_image(image)  # a clear error before the model is loaded
         with connect(data_dir, qdrant_url, qdrant_api_key) as store:
             name = pick_collection(store, collection)
-            blend = None if plain else default_blend(store, name)
+            blend = None if plain else default_blend(store, name, vector)
             if colour_weight and COLOUR_VECTOR not in store.vector_sizes(name):
                 raise ValueError(
                     f"collection {name!r} has no colour vectors for --colour-weight: run "
@@ -472,6 +508,7 @@ def query(
                         compiled=False,
                         data_dir=data_dir,
                         with_tags=wants_tags,
+                        cutout=cutout,
                     )
                 except ClassifierMissing:
                     if same_type or type_boost:
@@ -573,6 +610,13 @@ def eval_(
             "the collection's embedder; adds recall of the same product id.",
         ),
     ] = None,
+    held_out: Annotated[
+        bool,
+        typer.Option(
+            help="Query with the classifier's held-out test products only: the honest figure "
+            "for the tuned vector and the predicted tags, which were trained on the others.",
+        ),
+    ] = False,
     exact: Annotated[
         bool, typer.Option(help="Exact search (full scan) instead of the HNSW index.")
     ] = False,
@@ -623,9 +667,12 @@ def eval_(
         labels_of = collection_labels(store, name, all_ids)
         skipped = []
         with _progress() as bar:
+            if held_out and queries is not None:
+                raise ValueError("--held-out picks queries from the collection, not --queries")
             if queries is None:
-                query_set = stored_queries(store, name, sample_ids(all_ids, sample, seed), vectors)
-                source = "the collection"
+                ids = _held_out_ids(name, all_ids, data_dir) if held_out else all_ids
+                query_set = stored_queries(store, name, sample_ids(ids, sample, seed), vectors)
+                source = "the classifier's held-out products" if held_out else "the collection"
             else:
                 from ingest.catalog import read_catalog
                 from searchctl.query import Searcher
@@ -685,6 +732,16 @@ def eval_(
 
 
 MIN_CLASS_QUERIES = 20
+
+
+def _held_out_ids(name: str, all_ids: list[int], data_dir: Path | None) -> list[int]:
+    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+    from searchctl.config import default_data_dir
+
+    record = read_record(tagger_dir(data_dir or default_data_dir(), name))
+    if record is None:
+        raise ClassifierMissing(f"--held-out: {name!r} has no classifier to have held products out")
+    return sorted(set(record.test_ids) & set(all_ids))
 
 
 def _print_eval(report) -> None:
@@ -802,11 +859,13 @@ def train_classifier_cmd(
                 on_progress=lambda k: bar.advance(task, k),
                 on_epoch=on_epoch,
             )
+        tuned = _ensure_tuned(store, name, data_dir)
     record = report.record
     if as_json:
         data = record.to_json()
         data.pop("test_ids")
         data["tagged"] = report.tagged
+        data["tuned"] = tuned
         data["figures"] = [str(f) for f in report.figures]
         data["skipped"] = [{"id": i, "reason": r} for i, r in report.skipped]
         print(json.dumps(data, indent=2))
@@ -838,6 +897,8 @@ def train_classifier_cmd(
     for pid, reason in report.skipped:
         err.print(f"  id {pid} skipped: {reason}", highlight=False)
     out.print("Figures: " + ", ".join(str(f) for f in report.figures), highlight=False)
+    if tuned["action"] != "skipped":
+        out.print(_describe_tuned(tuned), highlight=False)
 
 
 @train_app.command("autoencoder")
@@ -960,12 +1021,14 @@ def tag(
                 on_features=lambda n: bar.update(task, total=n),
                 on_progress=lambda k: bar.advance(task, k),
             )
+        tuned = _ensure_tuned(store, name, data_dir)
     if as_json:
         print(
             json.dumps(
                 {
                     "collection": name,
                     "tagged": report.tagged,
+                    "tuned": tuned,
                     "skipped": [{"id": i, "reason": r} for i, r in report.skipped],
                     "seconds": round(report.seconds, 1),
                 },
@@ -974,6 +1037,8 @@ def tag(
         )
         return
     out.print(f"Tagged {report.tagged:,} products of '{name}' in {report.seconds:.1f} s.")
+    if tuned["action"] != "skipped":
+        out.print(_describe_tuned(tuned), highlight=False)
     for pid, reason in report.skipped:
         err.print(f"  id {pid} not tagged: {reason}", highlight=False)
 

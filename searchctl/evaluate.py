@@ -152,10 +152,10 @@ def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
     some = store.retrieve(collection, sorted(store.ids(collection))[:1])
     if some and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None:
         modes += [SearchMode(f"{v}+same-type", v, SAME_TYPE_FIELD) for v in vectors]
-    blend = default_blend(store, collection)
-    if blend is not None:
-        shapes = [v for v in vectors if v != COLOUR_VECTOR]
-        modes += [SearchMode(f"{v}+blend", v, blend=blend) for v in shapes]
+    for v in vectors:
+        blend = default_blend(store, collection, v) if v != COLOUR_VECTOR else None
+        if blend is not None:
+            modes.append(SearchMode(f"{v}+blend", v, blend=blend))
     return modes
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.schemes import TUNED_VECTOR
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import fit_image, prepare_photo
@@ -41,12 +42,27 @@ class Blend:
         }
 
 
-def default_blend(store: VectorStore, collection: str) -> Blend | None:
-    """The re-rank `searchctl query` applies by default here: colour when the collection has
-    colour vectors, type when its products carry predicted tags; None when neither."""
+def default_vector(store: VectorStore, collection: str, spec: EmbedderSpec | None = None) -> str:
+    """The vector searched when none is asked for: the classifier-tuned vector once every
+    point has it (README, "Search quality"), else the backbone's."""
+    from ingest.tuned import tuned_ready
+
+    if tuned_ready(store, collection):
+        return TUNED_VECTOR
+    spec = spec or collection_record(store, collection)
+    return spec.vector_name if spec else next(iter(store.vector_sizes(collection)))
+
+
+def default_blend(store: VectorStore, collection: str, vector: str | None = None) -> Blend | None:
+    """The re-rank `searchctl query` applies by default to `vector` (default: the default
+    vector) here: colour when the collection has colour vectors, type when its products carry
+    predicted tags and the vector is not the tuned one (which already ranks by type: the
+    boost cost it a point); None when neither."""
+    vector = vector or default_vector(store, collection)
     has_colour = COLOUR_VECTOR in store.vector_sizes(collection)
     some = store.retrieve(collection, sorted(store.ids(collection))[:1])
     has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
+    has_tags = has_tags and vector != TUNED_VECTOR
     if not (has_colour or has_tags):
         return None
     base = Blend()
@@ -201,6 +217,7 @@ class Searcher:
             check_tagger(self.tagger.record, self.spec, collection)
         self._backbone = None
         self._autoencoder = None
+        self._finetuned = None
 
     @property
     def backbone(self):
@@ -230,8 +247,22 @@ class Searcher:
             self._autoencoder = AutoencoderEmbedder(autoencoder_dir(self.data_dir, self.collection))
         return self._autoencoder
 
+    @property
+    def finetuned(self):
+        """The `finetune` classifier that makes the tuned vector (loaded on first use)."""
+        if self.tagger is not None:
+            return self.tagger
+        if self._finetuned is None:
+            from classifier.tagger import Tagger, tagger_dir
+
+            self._finetuned = Tagger(tagger_dir(self.data_dir, self.collection))
+        return self._finetuned
+
     def input_size(self, vector: str) -> tuple[int, int, str]:
         """(height, width, fit) that photos are decoded to for `vector`."""
+        if vector == TUNED_VECTOR:
+            height, width, _ = self.finetuned.record.input_shape
+            return height, width, "letterbox"
         if vector == AUTOENCODER:
             c = self.autoencoder.config
             return c.input_height, c.input_width, c.fit
@@ -257,6 +288,8 @@ class Searcher:
             return self.autoencoder.embed(pixels)
         if vector == COLOUR_VECTOR:
             return colour_descriptors(pixels)
+        if vector == TUNED_VECTOR:
+            return self.finetuned.embed(pixels)
         return self.embed_pixels(pixels)[0]
 
     def predict_tags(self, features: np.ndarray) -> list[dict]:
@@ -322,16 +355,16 @@ def check_vector(
 ) -> str:
     names = store.vector_sizes(collection)
     if vector is None:
-        spec = spec or collection_record(store, collection)
-        return spec.vector_name if spec else next(iter(names))
+        return default_vector(store, collection, spec)
     if vector not in names:
         raise ValueError(
             f"collection {collection!r} has no vector {vector!r} (it has: {', '.join(names)})"
         )
-    if spec is not None and vector not in (spec.vector_name, AUTOENCODER, COLOUR_VECTOR):
+    embedders = (AUTOENCODER, COLOUR_VECTOR, TUNED_VECTOR)
+    if spec is not None and vector not in (spec.vector_name, *embedders):
         raise ValueError(
             f"no photo embedder for vector {vector!r}; use --vector {spec.vector_name}, "
-            f"{AUTOENCODER} or {COLOUR_VECTOR}"
+            f"{', '.join(embedders)}"
         )
     return vector
 

@@ -199,25 +199,42 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     tags = json.loads(first.stdout)["classifier"]
     assert tags["action"] == "trained" and tags["tagged"] == 60
     assert set(tags["accuracy"]) == {"gender_master", "subCategory", "articleType"}
+    assert json.loads(first.stdout)["tuned"]["embedded"] == 60
 
     second = json.loads(runner.invoke(app, args).stdout)
     assert second["stored"] == N - 60
     assert second["classifier"]["action"] == "tagged"
     assert second["classifier"]["tagged"] == N - 60
+    assert second["tuned"]["embedded"] == N - 60  # the new products only
     payloads = _payloads(tmp_path / "data")
     assert all(p.get("pred_articleType") for p in payloads.values())
 
-    # The query path computes the same features as training did: same photo, same tags.
+    # The query path computes the same features as training did: same photo, same tags, and
+    # (the default search vector now) the same tuned vector as the one stored.
     photo = catalog / "images" / "70.jpg"
     result = runner.invoke(app, ["query", str(photo), "--same-type", "--json"])
     assert result.exit_code == 0, result.output
-    predicted = json.loads(result.stdout)["predicted"]
+    found = json.loads(result.stdout)
+    predicted = found["predicted"]
     for scheme in ("gender_master", "subCategory", "articleType"):
         assert predicted[f"pred_{scheme}"] == payloads[70][f"pred_{scheme}"]
         conf = predicted[f"pred_{scheme}_conf"]
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
+    assert found["vector"] == "tuned" and found["blend"]["type_boost"] == 0.0
+    everything = ["query", str(photo), "--plain", "--top", str(N), "--json"]
+    scores = {
+        h["id"]: h["score"] for h in json.loads(runner.invoke(app, everything).stdout)["hits"]
+    }
+    assert scores[70] > 0.9999  # products of a kind look alike here: 70 may tie with others
 
     third = json.loads(runner.invoke(app, args).stdout)
     assert third["classifier"] == {"action": "up_to_date", "tagged": 0}
+    assert third["tuned"] == {"action": "up_to_date", "embedded": 0}
+
+    # --held-out queries are exactly the classifier's test products, on every vector.
+    record = read_record(tagger_dir(tmp_path / "data", "shop"))
+    held = json.loads(runner.invoke(app, ["eval", "--held-out", "--json"]).stdout)
+    assert held["queries"] == len(record.test_ids) > 0
+    assert {"tuned", "tuned+blend", "mobilenet_v2+blend"} <= set(held["results"])
     bad_kind = runner.invoke(app, [*args[:-1], "--classifier-kind", "svm"])
     assert bad_kind.exit_code == 2 and "unknown classifier kind 'svm'" in bad_kind.stderr
