@@ -2,8 +2,9 @@
 
 - `searchctl query` as a whole process (TensorFlow import and model build included);
 - the library call when warm (Searcher.search_image: decode, embed, search), p50/p95, for
-  every search mode the collection has: plain cosine, the default blend (re-rank by colour
-  and predicted type: the classifier runs on the photo too), --same-type, the autoencoder;
+  every search mode the collection has: plain cosine on each photo vector (backbone, tuned,
+  autoencoder), its blend (re-rank by colour, and by predicted type where the default does:
+  the classifier runs on the photo too), --same-type;
 - for every query: is the product itself rank 1 with score >= 0.99?
 - recall@5 of the HNSW index against exact search on the same query vectors.
 
@@ -25,7 +26,7 @@ from _common import DATASET
 
 from ingest.catalog import read_catalog
 from qdrant.edge import EdgeStore
-from searchctl.query import Searcher, default_blend
+from searchctl.query import Searcher, default_blend, default_vector
 
 
 def main() -> None:
@@ -55,17 +56,21 @@ def main() -> None:
 
     with EdgeStore(args.data_dir) as store:
         searcher = Searcher(store, args.collection, data_dir=args.data_dir)
-        blend = default_blend(store, args.collection)
-        vectors_here = store.vector_sizes(args.collection)
         tagged = Searcher(store, args.collection, data_dir=args.data_dir, with_tags=True)
-        modes = {"plain": (searcher, {})}
-        if blend is not None:
-            modes["blend (default)"] = (tagged if blend.type_boost else searcher, {"blend": blend})
-            modes["same-type"] = (tagged, {"same_type": True})
-        if "autoencoder" in vectors_here:
-            modes["autoencoder"] = (searcher, {"vector": "autoencoder"})
+        vectors_here = store.vector_sizes(args.collection)
+        default = default_vector(store, args.collection)
+        modes = {}
+        for vector in (searcher.spec.vector_name, "tuned", "autoencoder"):
+            if vector not in vectors_here:
+                continue
+            modes[vector] = (searcher, {"vector": vector})
+            blend = default_blend(store, args.collection, vector)
             if blend is not None:
-                modes["autoencoder+blend"] = (tagged, {"vector": "autoencoder", "blend": blend})
+                name = f"{vector}+blend" + (" (the default)" if vector == default else "")
+                modes[name] = (tagged if blend.type_boost else searcher,
+                               {"vector": vector, "blend": blend})  # fmt: skip
+            if blend is not None and blend.type_boost:
+                modes[f"{vector}+same-type"] = (tagged, {"vector": vector, "same_type": True})
         for name, (s, kwargs) in modes.items():
             s.search_image(sample[0].image, **kwargs)  # warm up
             ms = []
@@ -78,9 +83,10 @@ def main() -> None:
                   f"p50 {p50:.1f} ms, p95 {p95:.1f} ms", flush=True)  # fmt: skip
 
         latencies, self_first, self_tied, vectors = [], 0, 0, []
+        using = searcher.spec.vector_name
         for product in sample:
             t0 = time.perf_counter()
-            result = searcher.search_image(product.image, top=5)
+            result = searcher.search_image(product.image, top=5, vector=using)
             latencies.append((time.perf_counter() - t0) * 1000)
             top = result.hits[0]
             self_first += top.id == product.id and top.score >= 0.99
@@ -95,7 +101,6 @@ def main() -> None:
             f"product itself at rank 1 with score >= 0.99: {self_first}/{len(sample)}; "
             f"tied for rank 1 (a duplicate photo under another id): {self_tied - self_first}"
         )
-        using = searcher.spec.vector_name
         approx = store.search_batch(args.collection, np.stack(vectors), using, 5)
         exact = store.search_batch(args.collection, np.stack(vectors), using, 5, exact=True)
         recall = np.mean(

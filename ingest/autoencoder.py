@@ -25,7 +25,7 @@ from embedder.autoencoder import (
     read_record,
 )
 from embedder.images import load_images
-from ingest.stored import catalog_root, collection_cutout, collection_images
+from ingest.stored import catalog_root, collection_cutout, collection_images, write_vectors
 from qdrant.base import StoreError, VectorStore
 
 RECORD_KEY = "autoencoder"  # in the collection metadata
@@ -154,10 +154,7 @@ def embed_collection(
             bad += [(chunk_ids[i], why) for i, why in problems]
         if ids:
             vectors = model.embed(pixels)
-            store.update_vectors(
-                collection, {pid: {VECTOR_NAME: v} for pid, v in zip(ids, vectors)}
-            )
-            store.set_payloads(collection, {pid: {MODEL_FIELD: current} for pid in ids})
+            write_vectors(store, collection, VECTOR_NAME, ids, vectors, {MODEL_FIELD: current})
         if on_progress:
             on_progress(len(chunk))
     # A point whose image fails now is only a problem if it still holds an older model's

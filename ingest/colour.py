@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
 from embedder.images import load_images
-from ingest.stored import collection_cutout, collection_images
+from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
 
 VERSION_FIELD = "colour_v"  # in each point's payload
@@ -46,10 +46,7 @@ def ensure_colour(
         if good:
             done = [ids[i] for i in good]
             vectors = colour_descriptors(pixels)
-            store.update_vectors(
-                collection, {pid: {COLOUR_VECTOR: v} for pid, v in zip(done, vectors)}
-            )
-            store.set_payloads(collection, {pid: {VERSION_FIELD: VERSION} for pid in done})
+            write_vectors(store, collection, COLOUR_VECTOR, done, vectors, {VERSION_FIELD: VERSION})
         if on_progress:
             on_progress(len(ids))
     if todo:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from qdrant.base import StoreError, VectorStore
 
 CATALOG_KEY = "catalog"  # collection metadata: the catalog directory
@@ -39,3 +41,17 @@ def collection_images(
         out_ids.append(p.id)
         paths.append(root / rel if rel else NO_IMAGE)
     return out_ids, paths
+
+
+def write_vectors(
+    store: VectorStore,
+    collection: str,
+    vector: str,
+    ids: Sequence[int],
+    vectors: np.ndarray,
+    made_by: dict,
+) -> None:
+    """Store one named vector of the points, then mark each with `made_by` (a payload field
+    naming the model or version): a point is marked only once its vector is written."""
+    store.update_vectors(collection, {pid: {vector: v} for pid, v in zip(ids, vectors)})
+    store.set_payloads(collection, {pid: made_by for pid in ids})

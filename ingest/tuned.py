@@ -16,7 +16,7 @@ from pathlib import Path
 from classifier.schemes import TUNED_VECTOR
 from classifier.tagger import Tagger, read_record, tagger_dir
 from embedder.images import load_images
-from ingest.stored import collection_cutout, collection_images
+from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
 
 RECORD_KEY = "tuned"  # in the collection metadata
@@ -68,10 +68,7 @@ def ensure_tuned(
         if good:
             done = [ids[i] for i in good]
             vectors = tagger.embed(photos)
-            store.update_vectors(
-                collection, {pid: {TUNED_VECTOR: v} for pid, v in zip(done, vectors)}
-            )
-            store.set_payloads(collection, {pid: {MODEL_FIELD: current} for pid in done})
+            write_vectors(store, collection, TUNED_VECTOR, done, vectors, {MODEL_FIELD: current})
         if on_progress:
             on_progress(len(ids))
     store.optimize(collection)

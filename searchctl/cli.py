@@ -265,27 +265,31 @@ def ingest(
         out.print(_describe_tuned(tuned), highlight=False)
 
 
-def _ensure_tuned(store, name, data_dir) -> dict:
-    """The tuned vector of a finetune classifier (ingest/tuned.py), with a progress bar."""
-    from ingest.tuned import ensure_tuned
+def _run_stage(label: str, stage, *args) -> dict:
+    """A stage that adds a named vector to every point, with a progress bar; a server
+    collection made without the vector skips it with the reason."""
     from qdrant.base import StoreError
-    from searchctl.config import default_data_dir
 
     with _progress() as bar:
-        task = bar.add_task("tuned vector", total=None, rate="")
+        task = bar.add_task(label, total=None, rate="")
         try:
-            report = ensure_tuned(
-                store,
-                name,
-                data_dir or default_data_dir(),
+            report = stage(
+                *args,
                 on_plan=lambda n: bar.update(task, total=n),
                 on_progress=lambda k: bar.advance(task, k),
             )
-        except StoreError as exc:  # a server collection made without the vector
+        except StoreError as exc:
             return {"action": "skipped", "reason": str(exc)}
     for bad in report.get("bad_images", []):
-        err.print(f"  tuned: id {bad['id']}: {bad['reason']}", highlight=False)
+        err.print(f"  {label}: id {bad['id']}: {bad['reason']}", highlight=False)
     return report
+
+
+def _ensure_tuned(store, name, data_dir) -> dict:
+    from ingest.tuned import ensure_tuned
+    from searchctl.config import default_data_dir
+
+    return _run_stage("tuned vector", ensure_tuned, store, name, data_dir or default_data_dir())
 
 
 def _describe_tuned(tuned: dict) -> str:
@@ -299,21 +303,10 @@ def _describe_tuned(tuned: dict) -> str:
 
 def _ensure_colour(store, name) -> dict:
     from ingest.colour import ensure_colour
-    from qdrant.base import StoreError
 
-    with _progress() as bar:
-        task = bar.add_task("colour", total=None, rate="")
-        try:
-            report = ensure_colour(
-                store,
-                name,
-                on_plan=lambda n: bar.update(task, total=n),
-                on_progress=lambda k: bar.advance(task, k),
-            )
-        except StoreError as exc:  # a server collection made without the vector
-            return {"action": "skipped", "reason": str(exc)}
-    for bad in report["bad_images"]:
-        err.print(f"  colour: id {bad['id']}: {bad['reason']}", highlight=False)
+    report = _run_stage("colour", ensure_colour, store, name)
+    if report.get("action") == "skipped":
+        return report
     return {"action": "described" if report["described"] else "up_to_date", **report}
 
 
