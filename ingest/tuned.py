@@ -1,10 +1,10 @@
 """The `tuned` named vector: a `finetune` classifier's backbone features of every product.
 
 Trained on the catalog's labels, these features put products of one type, gender and category
-closer than ImageNet features do (README, "Search quality"). Each point records which model
+closer than ImageNet features do, and find the very product in a phone-like photo less often
+(README, "Search quality"): `searchctl query --vector tuned`. Each point records which model
 made its vector (`tuned_model`), and the collection's metadata whether every point has one
-from the current model (`complete`): a retrained classifier re-embeds, and until then the
-default search keeps to the backbone vector.
+from the current model (`complete`); a retrained classifier re-embeds.
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ from qdrant.base import VectorStore
 
 RECORD_KEY = "tuned"  # in the collection metadata
 MODEL_FIELD = "tuned_model"  # in each point's payload
-
-
-def tuned_ready(store: VectorStore, collection: str) -> bool:
-    """Whether every point has its tuned vector from the current classifier."""
-    record = store.get_metadata(collection).get(RECORD_KEY) or {}
-    return bool(record.get("complete")) and TUNED_VECTOR in store.vector_sizes(collection)
 
 
 def ensure_tuned(

@@ -297,7 +297,7 @@ def _describe_tuned(tuned: dict) -> str:
         return "Every product has its tuned vector."
     return (
         f"Tuned vectors (the finetune classifier's features) for {tuned['embedded']:,} "
-        f"products ({tuned['seconds']:.1f} s); the default search uses them."
+        f"products ({tuned['seconds']:.1f} s): searchctl query --vector tuned."
     )
 
 
@@ -397,8 +397,8 @@ def query(
     vector: Annotated[
         str | None,
         typer.Option(
-            help="Named vector to search [default: tuned, when a finetune classifier made it, "
-            "else the backbone's]."
+            help="Named vector to search [default: the backbone's]; tuned (made by a finetune "
+            "classifier) matches labels better, finds the very product less often."
         ),
     ] = None,
     where: Annotated[

@@ -43,12 +43,9 @@ class Blend:
 
 
 def default_vector(store: VectorStore, collection: str, spec: EmbedderSpec | None = None) -> str:
-    """The vector searched when none is asked for: the classifier-tuned vector once every
-    point has it (README, "Search quality"), else the backbone's."""
-    from ingest.tuned import tuned_ready
-
-    if tuned_ready(store, collection):
-        return TUNED_VECTOR
+    """The vector searched when none is asked for: the backbone's. The `tuned` vector matches
+    labels better (README, "Search quality") but found the very product in phone-like photos
+    far less often (0.394 of 500 against 0.596), and that is what a shopper's photo is."""
     spec = spec or collection_record(store, collection)
     return spec.vector_name if spec else next(iter(store.vector_sizes(collection)))
 

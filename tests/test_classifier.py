@@ -210,7 +210,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert all(p.get("pred_articleType") for p in payloads.values())
 
     # The query path computes the same features as training did: same photo, same tags, and
-    # (the default search vector now) the same tuned vector as the one stored.
+    # the same tuned vector as the one stored.
     photo = catalog / "images" / "70.jpg"
     result = runner.invoke(app, ["query", str(photo), "--same-type", "--json"])
     assert result.exit_code == 0, result.output
@@ -220,8 +220,12 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert predicted[f"pred_{scheme}"] == payloads[70][f"pred_{scheme}"]
         conf = predicted[f"pred_{scheme}_conf"]
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
-    assert found["vector"] == "tuned" and found["blend"]["type_boost"] == 0.0
-    everything = ["query", str(photo), "--plain", "--top", str(N), "--json"]
+    assert found["vector"] == "mobilenet_v2" and found["blend"]["type_boost"] == 0.1
+    tuned = json.loads(
+        runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
+    )
+    assert tuned["vector"] == "tuned" and tuned["blend"]["type_boost"] == 0.0
+    everything = ["query", str(photo), "--vector", "tuned", "--plain", "--top", str(N), "--json"]
     scores = {
         h["id"]: h["score"] for h in json.loads(runner.invoke(app, everything).stdout)["hits"]
     }
