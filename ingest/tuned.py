@@ -3,8 +3,8 @@
 Trained on the catalog's labels, these features put products of one type, gender and category
 closer than ImageNet features do, and find the very product in a phone-like photo less often
 (README, "Search quality"): `searchctl query --vector tuned`. Each point records which model
-made its vector (`tuned_model`), and the collection's metadata whether every point has one
-from the current model (`complete`); a retrained classifier re-embeds.
+made its vector (`tuned_model`): a retrained finetune classifier re-embeds every point, and an
+interrupted run is finished by the next one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from embedder.images import load_images
 from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
 
-RECORD_KEY = "tuned"  # in the collection metadata
 MODEL_FIELD = "tuned_model"  # in each point's payload
 
 
@@ -48,9 +47,6 @@ def ensure_tuned(
         on_plan(len(todo))
     if not todo:
         return {"action": "up_to_date", "embedded": 0}
-    metadata = store.get_metadata(collection)
-    metadata[RECORD_KEY] = {"model_file": current, "complete": False}
-    store.set_metadata(collection, metadata)
     tagger = Tagger(directory)
     height, width, _ = record.input_shape
     cutout = collection_cutout(store, collection)
@@ -66,8 +62,6 @@ def ensure_tuned(
         if on_progress:
             on_progress(len(ids))
     store.optimize(collection)
-    metadata[RECORD_KEY] = {"model_file": current, "complete": not bad}
-    store.set_metadata(collection, metadata)
     return {
         "action": "embedded",
         "embedded": len(todo) - len(bad),
