@@ -4,8 +4,8 @@
   minute for 44k products, no images read.
 - `finetune` (the accurate path): the whole backbone, from its pretrained weights, trained
   on the catalog photos at their own small size (decoded to 80x60, resized to 128x96 inside
-  the network), with flips, shifts and zooms; about 40 minutes for 44k products on a 2-core
-  CPU, and 2-3 points more accurate than `vectors` on every scheme here (README).
+  the network), with flips, shifts and zooms; about 35 minutes for 44k products on a 2-core
+  CPU, and 1-3 points more accurate than `vectors` on every scheme here (README).
 """
 
 from __future__ import annotations

@@ -98,11 +98,12 @@ class Tagger:
         self.record = record
         self.model = load_tagger_model(Path(directory) / record.model_file)
         self._features = None
+        self._graphs: dict = {}
 
     def predict(self, features: np.ndarray) -> list[np.ndarray]:
         features = np.asarray(features)
         if features.dtype == np.uint8 and len(features) <= PHOTO_BATCH:  # query photos
-            out = self._graph("_predict_graph", self.model)(features)
+            out = self._graph("predict", self.model)(features)
             return [np.asarray(out[sc.scheme]) for sc in self.record.schemes]
         return predict_probs(self.model, features, self.record.schemes)
 
@@ -116,23 +117,20 @@ class Tagger:
             self._features = keras.Model(self.model.input, self.model.get_layer("dropout").input)
         photos = np.asarray(photos, np.uint8)
         if len(photos) <= PHOTO_BATCH:  # a query: a traced graph, not predict()'s setup
-            return np.asarray(self._graph("_embed_graph", self._features)(photos), np.float32)
+            return np.asarray(self._graph("embed", self._features)(photos), np.float32)
         return self._features.predict(photos, batch_size=PHOTO_BATCH, verbose=0)
 
     def _graph(self, name: str, model):
         """`model` as a traced TensorFlow function of uint8 photos, made once: an eager call of
         the whole network took about 100 ms a photo on the CPU."""
-        if getattr(self, name, None) is None:
+        if name not in self._graphs:
             import tensorflow as tf
 
-            shape = [None, *self.record.input_shape]
-            signature = [tf.TensorSpec(shape, tf.uint8)]
-            setattr(
-                self,
-                name,
-                tf.function(lambda x: model(x, training=False), input_signature=signature),
+            signature = [tf.TensorSpec([None, *self.record.input_shape], tf.uint8)]
+            self._graphs[name] = tf.function(
+                lambda x: model(x, training=False), input_signature=signature
             )
-        return getattr(self, name)
+        return self._graphs[name]
 
 
 PREDICT_BATCH = 512  # stored vectors per model call

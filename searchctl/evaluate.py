@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.schemes import TUNED_VECTOR
 from embedder.colour import COLOUR_VECTOR
 from qdrant.base import Hit, VectorStore
 from searchctl.query import SAME_TYPE_FIELD, Blend, default_blend, rerank
@@ -437,7 +438,7 @@ def photo_queries(
         check_vector(searcher.store, searcher.collection, v, searcher.spec)
     backbone = searcher.spec.vector_name
     sizes = {v: searcher.input_size(v) for v in dict.fromkeys([*vectors, backbone])}
-    tagger_size = searcher.tagger_input_size() if searcher.tags_from_photo else None
+    tagger_size = searcher.input_size(TUNED_VECTOR) if searcher.tags_from_photo else None
     if tagger_size:
         sizes[TAGGER_INPUT] = tagger_size
     ids, labels, images, skipped = [], [], [], []

@@ -229,11 +229,6 @@ class Searcher:
         """The classifier reads the photo itself (`finetune`), not the backbone vector."""
         return self.tagger is not None and self.tagger.record.kind == "finetune"
 
-    def tagger_input_size(self) -> tuple[int, int, str]:
-        """(height, width, fit) of the photos a `finetune` classifier reads."""
-        height, width, _ = self.tagger.record.input_shape
-        return height, width, "letterbox"
-
     @property
     def autoencoder(self):
         if self._autoencoder is None:
@@ -256,7 +251,8 @@ class Searcher:
         return self._finetuned
 
     def input_size(self, vector: str) -> tuple[int, int, str]:
-        """(height, width, fit) that photos are decoded to for `vector`."""
+        """(height, width, fit) that photos are decoded to for `vector` (TUNED_VECTOR: also
+        the photo a `finetune` classifier reads for its tags)."""
         if vector == TUNED_VECTOR:
             height, width, _ = self.finetuned.record.input_shape
             return height, width, "letterbox"
@@ -320,7 +316,7 @@ class Searcher:
             query_vector = self.embed_image(image, vector)
             features = None
         if self.tags_from_photo:
-            features = fit_image(image, *self.tagger_input_size())[None]
+            features = fit_image(image, *self.input_size(TUNED_VECTOR))[None]
         elif self.tagger is not None and features is None:
             features = self.embed_pixels(self.load(image, self.spec.vector_name)[None])[1]
         if self.tagger is not None:
