@@ -67,9 +67,9 @@ def main() -> None:
             blend = default_blend(store, args.collection, vector)
             if blend is not None:
                 name = f"{vector}+blend" + (" (the default)" if vector == default else "")
-                modes[name] = (tagged if blend.type_boost else searcher,
+                modes[name] = (tagged if blend.tag_weight else searcher,
                                {"vector": vector, "blend": blend})  # fmt: skip
-            if blend is not None and blend.type_boost:
+            if blend is not None and blend.tag_weight:
                 modes[f"{vector}+same-type"] = (tagged, {"vector": vector, "same_type": True})
         for name, (s, kwargs) in modes.items():
             s.search_image(sample[0].image, **kwargs)  # warm up

@@ -429,12 +429,13 @@ def query(
             "[default: 0.3 when the collection has colour vectors].",
         ),
     ] = None,
-    type_boost: Annotated[
+    tag_weight: Annotated[
         float | None,
         typer.Option(
             min=0.0,
-            help="Score bonus of hits with the query's predicted articleType [default: 0.1 when "
-            "the products carry predicted tags].",
+            help="Weight of predicted-tag agreement in the re-rank: for each of gender+master, "
+            "subCategory and articleType that a hit shares with the query, the product of "
+            "their confidences [default: 0.1 when the products carry predicted tags].",
         ),
     ] = None,
     candidates: Annotated[
@@ -459,8 +460,8 @@ def query(
 ) -> None:
     """Find the catalog products most similar to a photo (or to a product, with --id).
 
-    By default the vector's nearest products are re-ranked: colour similarity and the
-    classifier's predicted articleType add to the score (see the README's search quality
+    By default the vector's nearest products are re-ranked: colour similarity and agreement
+    with the classifier's predicted tags add to the score (see the README's search quality
     table); --plain turns that off.
     """
     from classifier.tagger import ClassifierMissing
@@ -483,16 +484,16 @@ def query(
                     f"collection {name!r} has no colour vectors for --colour-weight: run "
                     "`searchctl ingest` on its catalog to add them"
                 )
-            if not plain and (colour_weight is not None or type_boost is not None):
+            if not plain and (colour_weight is not None or tag_weight is not None):
                 base = blend or Blend(0.0, 0.0)
                 blend = Blend(
                     base.colour_weight if colour_weight is None else colour_weight,
-                    base.type_boost if type_boost is None else type_boost,
+                    base.tag_weight if tag_weight is None else tag_weight,
                 )
             if blend is not None:
                 blend = replace(blend, candidates=candidates)
             if image is not None:
-                wants_tags = same_type or bool(blend and blend.type_boost)
+                wants_tags = same_type or bool(blend and blend.tag_weight)
                 try:
                     searcher = Searcher(
                         store,
@@ -504,10 +505,10 @@ def query(
                         cutout=cutout,
                     )
                 except ClassifierMissing:
-                    if same_type or type_boost:
+                    if same_type or tag_weight:
                         raise
-                    err.print("[yellow]No classifier here: no re-rank by predicted type.[/]")
-                    blend = replace(blend, type_boost=0.0)
+                    err.print("[yellow]No classifier here: no re-rank by predicted tags.[/]")
+                    blend = replace(blend, tag_weight=0.0)
                     searcher = Searcher(
                         store, name, weights, compiled=False, data_dir=data_dir, cutout=cutout
                     )
@@ -534,7 +535,7 @@ def _print_hits(result) -> None:
     how = f"vector: {result.vector}"
     if result.blend:
         b = result.blend
-        how += f", re-ranked: colour x{b.colour_weight:g}, type +{b.type_boost:g}"
+        how += f", re-ranked: colour x{b.colour_weight:g}, tags x{b.tag_weight:g}"
     table = Table(title=f"{result.query}  ({how})", title_justify="left")
     for col in ("rank", "id", "score", *HIT_COLUMNS):
         table.add_column(
@@ -675,7 +676,7 @@ def eval_(
                     chosen = set(sample_ids([p.id for p in external.products], sample, seed))
                     external.products = [p for p in external.products if p.id in chosen]
                 task = bar.add_task("embed", total=len(external.with_image), rate="")
-                needs_tags = any(m.same_field or (m.blend and m.blend.type_boost) for m in modes)
+                needs_tags = any(m.same_field or (m.blend and m.blend.tag_weight) for m in modes)
                 searcher = Searcher(
                     store, name, weights, data_dir=data_dir, with_tags=needs_tags, cutout=cutout
                 )

@@ -251,7 +251,6 @@ def blend_ids(
     labels_of: dict[int, dict],
 ) -> list[list[int]]:
     """Re-rank each query's candidates as `searchctl query` does (Blend), all of them kept."""
-    type_of = {pid: labels.get(SAME_TYPE_FIELD) for pid, labels in labels_of.items()}
     query_colours = queries.vectors.get(COLOUR_VECTOR)
     return [
         [
@@ -259,9 +258,9 @@ def blend_ids(
             for h in rerank(
                 candidates,
                 query_colours[q] if query_colours is not None else None,
-                queries.labels[q].get(SAME_TYPE_FIELD),
+                queries.labels[q],
                 colour_of,
-                type_of,
+                labels_of,
                 blend,
             )
         ]

@@ -18,7 +18,7 @@ from qdrant.edge import EdgeStore
 from qdrant.server import ServerStore
 from searchctl.cli import app
 from searchctl.evaluate import SearchMode, evaluate, stored_queries
-from searchctl.query import SAME_TYPE_FIELD, Blend, search_by_id
+from searchctl.query import Blend, search_by_id, tag_agreement
 
 runner = CliRunner()
 
@@ -55,6 +55,7 @@ def test_colour_descriptor_sees_the_product_not_the_background():
 
 # -- the re-rank ---------------------------------------------------------------------------------
 TYPES = ["Shirts", "Tops", "Heels"]
+GENDERS = ["Men Apparel", "Women Apparel", "Women Footwear", "Men Footwear"]
 
 
 def _points(n: int = 60, seed: int = 11) -> list[PointData]:
@@ -66,8 +67,11 @@ def _points(n: int = 60, seed: int = 11) -> list[PointData]:
         payload = {
             "articleType": TYPES[i % 3],
             "baseColour": ["Red", "Blue"][i % 2],
-            # The classifier's guess: wrong for every fifth product.
-            SAME_TYPE_FIELD: TYPES[(i + (i % 5 == 0)) % 3],
+            # The classifier's guesses: the type wrong for every fifth product.
+            "pred_articleType": TYPES[(i + (i % 5 == 0)) % 3],
+            "pred_articleType_conf": round(float(rng.uniform(0.3, 1.0)), 4),
+            "pred_gender_master": GENDERS[i % 4],
+            "pred_gender_master_conf": round(float(rng.uniform(0.3, 1.0)), 4),
         }
         points.append(PointData(i + 1, {"shape": shape, COLOUR_VECTOR: rng.random(6)}, payload))
     return points
@@ -93,16 +97,33 @@ def _numpy_blend(points, query: int, blend: Blend, top: int) -> list[tuple[int, 
     q = [p.id for p in points].index(query)
     cos = shape @ shape[q]
     cand = np.argsort(-cos, kind="stable")[: blend.candidates]
-    want = points[q].payload[SAME_TYPE_FIELD]
-    same = np.array([points[c].payload[SAME_TYPE_FIELD] == want for c in cand], float)
-    score = cos[cand] + blend.colour_weight * (colour[cand] @ colour[q]) + blend.type_boost * same
+    tags = np.zeros(len(cand))
+    for field in ("pred_articleType", "pred_gender_master"):
+        mine = points[q].payload
+        for row, c in enumerate(cand):
+            theirs = points[c].payload
+            if theirs[field] == mine[field]:
+                tags[row] += mine[f"{field}_conf"] * theirs[f"{field}_conf"]
+    score = cos[cand] + blend.colour_weight * (colour[cand] @ colour[q]) + blend.tag_weight * tags
     order = np.argsort(-score, kind="stable")[:top]
     return [(points[cand[i]].id, float(score[i])) for i in order]
 
 
+def test_tag_agreement_weighs_each_shared_tag_by_both_confidences():
+    query = {"pred_articleType": "Tops", "pred_articleType_conf": 0.5,
+             "pred_gender_master": "Women Apparel", "pred_gender_master_conf": 0.8}  # fmt: skip
+    same_type = {"pred_articleType": "Tops", "pred_articleType_conf": 0.9,
+                 "pred_gender_master": "Men Apparel", "pred_gender_master_conf": 1.0}  # fmt: skip
+    assert tag_agreement(query, same_type) == pytest.approx(0.45)
+    both = {**same_type, "pred_gender_master": "Women Apparel"}
+    assert tag_agreement(query, both) == pytest.approx(0.45 + 0.8)
+    assert tag_agreement(query, {"articleType": "Tops"}) == 0.0  # not tagged: no agreement
+    assert tag_agreement(None, both) == 0.0
+
+
 def test_blended_search_matches_numpy_on_both_stores(store):
     points = _points()
-    blend = Blend(colour_weight=0.5, type_boost=0.2, candidates=20)
+    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20)
     for query in (1, 7, 30, 55):
         result = search_by_id(store, "c", query, top=5, vector="shape", blend=blend)
         expected = _numpy_blend(points, query, blend, 5)
@@ -113,7 +134,7 @@ def test_blended_search_matches_numpy_on_both_stores(store):
 
 
 def test_eval_blend_mode_scores_what_query_returns(store):
-    blend = Blend(colour_weight=0.5, type_boost=0.2, candidates=20)
+    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20)
     ids = sorted(store.ids("c"))
     queries = stored_queries(store, "c", ids, ["shape", COLOUR_VECTOR])
     mode = SearchMode("shape+blend", "shape", blend=blend)
@@ -121,7 +142,7 @@ def test_eval_blend_mode_scores_what_query_returns(store):
     hits = report.results[0].hits
     for row, query in enumerate(queries.ids):
         # Leave-one-out: the query's own point is dropped, so eval searches one more.
-        result = search_by_id(store, "c", query, 6, "shape", blend=Blend(0.5, 0.2, 21))
+        result = search_by_id(store, "c", query, 6, "shape", blend=Blend(0.5, 0.4, 21))
         assert hits[row] == [h.id for h in result.hits if h.id != query][:5], query
 
 
@@ -140,7 +161,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
     store.close()
 
     blended = json.loads(runner.invoke(app, ["query", "--id", "5", "--json"]).stdout)
-    assert blended["blend"] == {"colour_weight": 0.3, "type_boost": 0.0, "candidates": 50}
+    assert blended["blend"] == {"colour_weight": 0.3, "tag_weight": 0.0, "candidates": 50}
     assert blended["hits"][0]["id"] == 5
     plain = json.loads(runner.invoke(app, ["query", "--id", "5", "--plain", "--json"]).stdout)
     assert plain["blend"] is None

@@ -220,11 +220,11 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert predicted[f"pred_{scheme}"] == payloads[70][f"pred_{scheme}"]
         conf = predicted[f"pred_{scheme}_conf"]
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
-    assert found["vector"] == "mobilenet_v2" and found["blend"]["type_boost"] == 0.1
+    assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.1
     tuned = json.loads(
         runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
     )
-    assert tuned["vector"] == "tuned" and tuned["blend"]["type_boost"] == 0.0
+    assert tuned["vector"] == "tuned" and tuned["blend"]["tag_weight"] == 0.0
     everything = ["query", str(photo), "--vector", "tuned", "--plain", "--top", str(N), "--json"]
     scores = {
         h["id"]: h["score"] for h in json.loads(runner.invoke(app, everything).stdout)["hits"]
