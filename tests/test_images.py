@@ -119,3 +119,16 @@ def test_to_studio_leaves_a_busy_background_without_a_product_alone():
     wall[40:44, 30:34] = 0  # a dark speck that a 5x5 median keeps is not a product
     photo = Image.fromarray(wall)
     assert to_studio(photo) is photo
+
+
+def test_to_studio_keeps_the_inside_of_a_product_the_colour_of_the_background():
+    rng = np.random.default_rng(2)
+    wall = np.clip(rng.normal((90, 140, 70), 6, size=(300, 400, 3)), 0, 255).astype(np.uint8)
+    wall[60:240, 120:280] = (20, 20, 20)  # a black sweatshirt...
+    wall[120:180, 170:230] = (90, 140, 70)  # ...with a print the colour of the wall
+    cut = np.asarray(to_studio(Image.fromarray(wall)))
+    # The sweatshirt plus its 5 % margin (8 px), give or take the 80-px mask's rounding.
+    np.testing.assert_allclose(cut.shape[:2], (196, 176), atol=4)
+    inside = cut[8 + 70 : 8 + 110, 8 + 60 : 8 + 100]  # the middle of the print
+    assert not (inside == 255).all(axis=-1).any()  # kept, not whitened as background
+    assert (cut[:3] == 255).all()  # the wall around it is
