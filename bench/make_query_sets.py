@@ -25,6 +25,7 @@ import numpy as np
 from _common import DATASET
 from PIL import Image, ImageFilter
 
+from embedder.images import fill_holes
 from ingest.catalog import read_catalog
 
 
@@ -43,9 +44,11 @@ def phone(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     scale = rng.uniform(4.5, 7.0)  # the 60x80 photo becomes 270-420 px wide
     size = (int(60 * scale), int(80 * scale))
     # Cut the product out of its white studio background (what is not near-white, grown by a
-    # pixel), so it lies on the new background like a product photographed there.
+    # pixel), so it lies on the new background like a product photographed there. Near-white
+    # inside the product (a white shirt, a white sole) is product: the first sets made here
+    # let the background show through it, a see-through white no camera takes.
     near_white = (255 - np.asarray(img, np.int16)).max(axis=-1) <= 18
-    mask = Image.fromarray(np.where(near_white, 0, 255).astype(np.uint8)).filter(
+    mask = Image.fromarray(np.where(fill_holes(~near_white), 255, 0).astype(np.uint8)).filter(
         ImageFilter.MaxFilter(3)
     )
     angle = rng.uniform(-15, 15)
