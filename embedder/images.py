@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 WHITE = (255, 255, 255)
 STUDIO_BACKGROUND = 225  # a border this light in every channel: a studio shot, left as is
@@ -109,10 +109,9 @@ def fill_holes(foreground: np.ndarray) -> np.ndarray:
     """The mask with every region the border cannot reach filled: background is what touches
     the photo's edge, so a black logo on a black-backed product, or a shirt the colour of the
     wall, keeps its inside (whitened holes lost 3 points of phone-like same-product recall)."""
-    mask = Image.new("L", (foreground.shape[1] + 2, foreground.shape[0] + 2), 0)
-    mask.paste(Image.fromarray(foreground.astype(np.uint8) * 255), (1, 1))
-    ImageDraw.floodfill(mask, (0, 0), 128)  # the background, reached from the edge
-    return np.asarray(mask)[1:-1, 1:-1] != 128
+    from scipy import ndimage  # 0.4 s to import: only photos that get cut out need it
+
+    return ndimage.binary_fill_holes(foreground)
 
 
 def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from classifier.schemes import SCHEMES, TUNED_VECTOR, conf_field, pred_field
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
@@ -288,7 +289,11 @@ class Searcher:
 
     def load(self, image, vector: str) -> np.ndarray:
         """A query photo at the vector's input size (background cut out, see to_studio)."""
-        return fit_image(prepare_photo(image, self.cutout), *self.input_size(vector))
+        return self.fit(prepare_photo(image, self.cutout), vector)
+
+    def fit(self, photo: Image.Image, vector: str) -> np.ndarray:
+        """A prepared photo (prepare_photo) at the vector's input size."""
+        return fit_image(photo, *self.input_size(vector))
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 batch at the backbone's size -> (backbone vectors, input of a `vectors`
@@ -333,15 +338,15 @@ class Searcher:
         source, image = image, prepare_photo(image, self.cutout)  # once for all vectors
         where, predicted = list(where or []), None
         if vector == self.spec.vector_name:
-            vectors, features = self.embed_pixels(self.load(image, vector)[None])
+            vectors, features = self.embed_pixels(self.fit(image, vector)[None])
             query_vector = vectors[0]
         else:
-            query_vector = self.embed_image(image, vector)
+            query_vector = self.embed_batch(self.fit(image, vector)[None], vector)[0]
             features = None
         if self.tags_from_photo:
-            features = fit_image(image, *self.input_size(TUNED_VECTOR))[None]
+            features = self.fit(image, TUNED_VECTOR)[None]
         elif self.tagger is not None and features is None:
-            features = self.embed_pixels(self.load(image, self.spec.vector_name)[None])[1]
+            features = self.embed_pixels(self.fit(image, self.spec.vector_name)[None])[1]
         if self.tagger is not None:
             predicted = self.predict_tags(features)[0]
         if same_type:
@@ -353,7 +358,7 @@ class Searcher:
             return SearchResult(str(source), vector, hits, predicted=predicted, where=where)
         query_colour = None
         if COLOUR_VECTOR in self.store.vector_sizes(self.collection):
-            query_colour = self.embed_image(image, COLOUR_VECTOR)
+            query_colour = self.embed_batch(self.fit(image, COLOUR_VECTOR)[None], COLOUR_VECTOR)[0]
         candidates = self.store.search(
             self.collection, query_vector, vector, max(top, blend.candidates), where
         )
