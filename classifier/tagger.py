@@ -120,6 +120,20 @@ class Tagger:
             return np.asarray(self._graph("embed", self._features)(photos), np.float32)
         return self._features.predict(photos, batch_size=PHOTO_BATCH, verbose=0)
 
+    def predict_and_embed(self, photos: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """A `finetune` tagger's class probabilities (one matrix per scheme) and features (the
+        tuned vector) of up to PHOTO_BATCH uint8 photos, from one pass through the network."""
+        if self.record.kind != "finetune":
+            raise ValueError(f"a {self.record.kind} classifier has no tuned vector")
+        if "both" not in self._graphs:
+            import keras
+
+            outputs = {"features": self.model.get_layer("dropout").input, **self.model.output}
+            self._graph("both", keras.Model(self.model.input, outputs))
+        out = self._graphs["both"](np.asarray(photos, np.uint8))
+        probs = [np.asarray(out[sc.scheme]) for sc in self.record.schemes]
+        return probs, np.asarray(out["features"], np.float32)
+
     def _graph(self, name: str, model):
         """`model` as a traced TensorFlow function of uint8 photos, made once: an eager call of
         the whole network took about 100 ms a photo on the CPU."""

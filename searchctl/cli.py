@@ -438,6 +438,14 @@ def query(
             "their confidences [default: 0.1 when the products carry predicted tags].",
         ),
     ] = None,
+    tuned_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Weight of the tuned vector's cosine in the re-rank [default: 1.0 when the "
+            "collection has tuned vectors, from a finetune classifier].",
+        ),
+    ] = None,
     candidates: Annotated[
         int, typer.Option(min=1, help="How many nearest products the re-rank chooses from.")
     ] = 50,
@@ -464,6 +472,7 @@ def query(
     with the classifier's predicted tags add to the score (see the README's search quality
     table); --plain turns that off.
     """
+    from classifier.schemes import TUNED_VECTOR
     from classifier.tagger import ClassifierMissing
     from embedder.colour import COLOUR_VECTOR
     from embedder.images import open_image
@@ -484,12 +493,19 @@ def query(
                     f"collection {name!r} has no colour vectors for --colour-weight: run "
                     "`searchctl ingest` on its catalog to add them"
                 )
-            if not plain and (colour_weight is not None or tag_weight is not None):
-                base = blend or Blend(0.0, 0.0)
-                blend = Blend(
-                    base.colour_weight if colour_weight is None else colour_weight,
-                    base.tag_weight if tag_weight is None else tag_weight,
+            if tuned_weight and TUNED_VECTOR not in store.vector_sizes(name):
+                raise ValueError(
+                    f"collection {name!r} has no tuned vectors for --tuned-weight: they come "
+                    "with a finetune classifier (`searchctl train classifier --kind finetune`)"
                 )
+            overrides = {
+                "colour_weight": colour_weight,
+                "tag_weight": tag_weight,
+                "tuned_weight": tuned_weight,
+            }
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+            if not plain and overrides:
+                blend = replace(blend or Blend(0.0, 0.0), **overrides)
             if blend is not None:
                 blend = replace(blend, candidates=candidates)
             if image is not None:
@@ -536,6 +552,8 @@ def _print_hits(result) -> None:
     if result.blend:
         b = result.blend
         how += f", re-ranked: colour x{b.colour_weight:g}, tags x{b.tag_weight:g}"
+        if b.tuned_weight:
+            how += f", tuned x{b.tuned_weight:g}"
     table = Table(title=f"{result.query}  ({how})", title_justify="left")
     for col in ("rank", "id", "score", *HIT_COLUMNS):
         table.add_column(

@@ -50,7 +50,7 @@ class SearchMode:
     @property
     def vectors(self) -> tuple[str, ...]:
         """The named vectors a query needs in this mode."""
-        return (self.vector, COLOUR_VECTOR) if self.blend else (self.vector,)
+        return (self.vector, *self.blend.side_vectors()) if self.blend else (self.vector,)
 
     def row_where(self, queries: QuerySet) -> list | None:
         if self.same_field is None:
@@ -247,19 +247,20 @@ def blend_ids(
     hits: list[list[Hit]],
     queries: QuerySet,
     blend: Blend,
-    colour_of: dict[int, np.ndarray],
+    vectors_of: dict[str, dict[int, np.ndarray]],
     labels_of: dict[int, dict],
 ) -> list[list[int]]:
-    """Re-rank each query's candidates as `searchctl query` does (Blend), all of them kept."""
-    query_colours = queries.vectors.get(COLOUR_VECTOR)
+    """Re-rank each query's candidates as `searchctl query` does (Blend), all of them kept
+    (`vectors_of`: the blend's side vectors of the collection, name -> id -> vector)."""
+    side = [v for v in blend.side_vectors() if v in queries.vectors]
     return [
         [
             h.id
             for h in rerank(
                 candidates,
-                query_colours[q] if query_colours is not None else None,
+                {v: queries.vectors[v][q] for v in side},
                 queries.labels[q],
-                colour_of,
+                vectors_of,
                 labels_of,
                 blend,
             )
@@ -382,7 +383,7 @@ def evaluate(
         labels_of = collection_labels(store, collection, sorted(collection_ids))
     report.seconds["labels"] = time.perf_counter() - started
     extra = 1 if queries.leave_one_out else 0
-    colour_of = None
+    vectors_of: dict[str, dict[int, np.ndarray]] = {}
     for mode in modes:
         if on_mode:
             on_mode(mode, len(queries.ids))
@@ -399,9 +400,10 @@ def evaluate(
             mode.row_where(queries),
         )
         if mode.blend:
-            if colour_of is None:
-                colour_of = collection_vectors(store, collection, COLOUR_VECTOR)
-            raw = blend_ids(found, queries, mode.blend, colour_of, labels_of)
+            for v in mode.blend.side_vectors():
+                if v not in vectors_of:
+                    vectors_of[v] = collection_vectors(store, collection, v)
+            raw = blend_ids(found, queries, mode.blend, vectors_of, labels_of)
         else:
             raw = [[h.id for h in hits] for hits in found]
         hits = top_k(raw, queries.ids, k, queries.leave_one_out)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.schemes import SCHEMES, TUNED_VECTOR, conf_field, pred_field
+from classifier.schemes import SCHEMES, TUNED_VECTOR, conf_field, pred_field, tag_payload
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import fit_image, prepare_photo
@@ -20,6 +20,8 @@ from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
 INTEGER_FIELDS = ("id", "year")
 AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
+# Weight of the tuned vector's cosine in the default re-rank of a collection that has one.
+TUNED_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class Blend:
     """The default search: the shape vector's `candidates` nearest products, re-ranked by
     shape cosine + colour_weight x colour cosine + tag_weight x tag agreement (see
     tag_agreement: the classifier's predicted gender+masterCategory, subCategory and
-    articleType, weighted by both confidences).
+    articleType, weighted by both confidences) + tuned_weight x cosine of the `tuned` vector
+    (a `finetune` classifier's features; 0 where the collection has none).
 
     The defaults were chosen with `searchctl eval` on the shared catalog (README, "Search
     quality"): a re-rank of the shape vector's neighbours, so colour decides between products
@@ -38,13 +41,20 @@ class Blend:
     colour_weight: float = 0.3
     tag_weight: float = 0.1
     candidates: int = 50
+    tuned_weight: float = 0.0
 
     def to_json(self) -> dict:
         return {
             "colour_weight": self.colour_weight,
             "tag_weight": self.tag_weight,
+            "tuned_weight": self.tuned_weight,
             "candidates": self.candidates,
         }
+
+    def side_vectors(self) -> dict[str, float]:
+        """The named vectors whose cosine adds to the score, with their weights."""
+        weights = {COLOUR_VECTOR: self.colour_weight, TUNED_VECTOR: self.tuned_weight}
+        return {name: w for name, w in weights.items() if w}
 
 
 def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
@@ -77,47 +87,47 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     """The re-rank `searchctl query` applies by default to `vector` (default: the default
     vector) here: colour when the collection has colour vectors, tags when its products carry
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
-    boost cost it a point); None when neither."""
+    boost cost it a point), the tuned vector's cosine when the collection has one and it is
+    not the vector searched; None when none of them."""
     vector = vector or default_vector(store, collection)
-    has_colour = COLOUR_VECTOR in store.vector_sizes(collection)
+    names = store.vector_sizes(collection)
+    has_colour = COLOUR_VECTOR in names
+    has_tuned = TUNED_VECTOR in names and vector != TUNED_VECTOR
     some = store.retrieve(collection, sorted(store.ids(collection))[:1])
     has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
     has_tags = has_tags and vector != TUNED_VECTOR
-    if not (has_colour or has_tags):
+    if not (has_colour or has_tags or has_tuned):
         return None
     base = Blend()
     return Blend(
         base.colour_weight if has_colour else 0.0,
         base.tag_weight if has_tags else 0.0,
         base.candidates,
+        TUNED_WEIGHT if has_tuned else 0.0,
     )
-
-
-def blended_scores(
-    shape: np.ndarray, colour: np.ndarray, tags: np.ndarray, blend: Blend
-) -> np.ndarray:
-    """The re-rank score of candidates (arrays of equal shape; `tags`: tag_agreement)."""
-    return shape + blend.colour_weight * colour + blend.tag_weight * tags
 
 
 def rerank(
     hits: list[Hit],
-    query_colour: np.ndarray | None,
+    query_vectors: Mapping[str, np.ndarray],
     query_tags: Mapping | None,
-    colour_of: Mapping[int, np.ndarray],
+    vectors_of: Mapping[str, Mapping[int, np.ndarray]],
     tags_of: Mapping[int, Mapping | None],
     blend: Blend,
 ) -> list[Hit]:
-    """The shape search's `hits` in blended order, scored (`colour_of`: unit colour vectors;
-    `query_tags` and `tags_of`: payload-shaped predicted tags, see tag_agreement)."""
-    colour = np.zeros(len(hits))
-    if query_colour is not None and blend.colour_weight:
-        q = unit_rows(query_colour)[0]
-        colour = np.array([float(colour_of[h.id] @ q) if h.id in colour_of else 0.0 for h in hits])
-    tags = np.zeros(len(hits))
+    """The shape search's `hits` in blended order, scored. `query_vectors` and `vectors_of`
+    (name -> id -> unit vector) hold the blend's side vectors (Blend.side_vectors);
+    `query_tags` and `tags_of` are payload-shaped predicted tags (see tag_agreement)."""
+    scores = np.array([h.score for h in hits], dtype=np.float64)
+    for name, weight in blend.side_vectors().items():
+        if query_vectors.get(name) is None:
+            continue
+        q = unit_rows(query_vectors[name])[0]
+        of = vectors_of.get(name, {})
+        scores += weight * np.array([float(of[h.id] @ q) if h.id in of else 0.0 for h in hits])
     if blend.tag_weight:
         tags = np.array([tag_agreement(query_tags, tags_of.get(h.id)) for h in hits])
-    scores = blended_scores(np.array([h.score for h in hits]), colour, tags, blend)
+        scores += blend.tag_weight * tags
     order = np.argsort(-scores, kind="stable")
     return [Hit(hits[i].id, float(scores[i]), hits[i].payload) for i in order]
 
@@ -126,20 +136,22 @@ def blend_hits(
     store: VectorStore,
     collection: str,
     hits: list[Hit],
-    query_colour: np.ndarray | None,
+    query_vectors: Mapping[str, np.ndarray],
     query_tags: Mapping | None,
     blend: Blend,
     top: int,
 ) -> list[Hit]:
-    """The best `top` of the shape search's `hits` (with payloads), their colour vectors
+    """The best `top` of the shape search's `hits` (with payloads), their side vectors
     fetched from the store."""
-    colour_of = {}
-    if hits and query_colour is not None and blend.colour_weight:
-        ids = [h.id for h in hits]
-        found = store.retrieve(collection, ids, with_vectors=[COLOUR_VECTOR])
-        colour_of = {p.id: p.vectors[COLOUR_VECTOR] for p in found if COLOUR_VECTOR in p.vectors}
+    wanted = [v for v in blend.side_vectors() if query_vectors.get(v) is not None]
+    vectors_of: dict[str, dict[int, np.ndarray]] = {v: {} for v in wanted}
+    if hits and wanted:
+        for p in store.retrieve(collection, [h.id for h in hits], with_vectors=wanted):
+            for v in wanted:
+                if v in p.vectors:
+                    vectors_of[v][p.id] = p.vectors[v]
     tags_of = {h.id: h.payload for h in hits}
-    return rerank(hits, query_colour, query_tags, colour_of, tags_of, blend)[:top]
+    return rerank(hits, query_vectors, query_tags, vectors_of, tags_of, blend)[:top]
 
 
 @dataclass
@@ -274,6 +286,19 @@ class Searcher:
             self._finetuned = Tagger(tagger_dir(self.data_dir, self.collection))
         return self._finetuned
 
+    @property
+    def has_tuned(self) -> bool:
+        """The collection's tuned vectors come from the classifier there now (a `finetune`
+        one): after retraining with `--kind vectors` they are stale and not blended."""
+        if TUNED_VECTOR not in self.store.vector_sizes(self.collection):
+            return False
+        from classifier.tagger import ClassifierMissing
+
+        try:
+            return self.finetuned.record.kind == "finetune"
+        except ClassifierMissing:
+            return False
+
     def input_size(self, vector: str) -> tuple[int, int, str]:
         """(height, width, fit) that photos are decoded to for `vector` (TUNED_VECTOR: also
         the photo a `finetune` classifier reads for its tags)."""
@@ -314,8 +339,6 @@ class Searcher:
         return self.embed_pixels(pixels)[0]
 
     def predict_tags(self, features: np.ndarray) -> list[dict]:
-        from classifier.schemes import tag_payload
-
         probs = self.tagger.predict(features)
         return [tag_payload(self.tagger.record.schemes, probs, i) for i in range(len(features))]
 
@@ -343,12 +366,24 @@ class Searcher:
         else:
             query_vector = self.embed_batch(self.fit(image, vector)[None], vector)[0]
             features = None
+        if blend is not None and blend.tuned_weight and not self.has_tuned:
+            blend = replace(blend, tuned_weight=0.0)  # stale: see has_tuned
+        query_vectors: dict[str, np.ndarray] = {}
         if self.tags_from_photo:
             features = self.fit(image, TUNED_VECTOR)[None]
+            if blend is not None and blend.tuned_weight:
+                # One pass through the fine-tuned network for the tags and the tuned vector.
+                probs, tuned = self.tagger.predict_and_embed(features)
+                predicted = tag_payload(self.tagger.record.schemes, probs, 0)
+                query_vectors[TUNED_VECTOR] = tuned[0]
         elif self.tagger is not None and features is None:
             features = self.embed_pixels(self.fit(image, self.spec.vector_name)[None])[1]
-        if self.tagger is not None:
+        if self.tagger is not None and predicted is None:
             predicted = self.predict_tags(features)[0]
+        if blend is not None and blend.tuned_weight and TUNED_VECTOR not in query_vectors:
+            query_vectors[TUNED_VECTOR] = self.embed_batch(
+                self.fit(image, TUNED_VECTOR)[None], TUNED_VECTOR
+            )[0]
         if same_type:
             if predicted is None:
                 raise ValueError("--same-type needs the classifier (Searcher(with_tags=True))")
@@ -356,14 +391,14 @@ class Searcher:
         if blend is None:
             hits = self.store.search(self.collection, query_vector, vector, top, where)
             return SearchResult(str(source), vector, hits, predicted=predicted, where=where)
-        query_colour = None
-        if COLOUR_VECTOR in self.store.vector_sizes(self.collection):
-            query_colour = self.embed_batch(self.fit(image, COLOUR_VECTOR)[None], COLOUR_VECTOR)[0]
+        if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
+            colour = self.fit(image, COLOUR_VECTOR)[None]
+            query_vectors[COLOUR_VECTOR] = self.embed_batch(colour, COLOUR_VECTOR)[0]
         candidates = self.store.search(
             self.collection, query_vector, vector, max(top, blend.candidates), where
         )
         hits = blend_hits(
-            self.store, self.collection, candidates, query_colour, predicted, blend, top
+            self.store, self.collection, candidates, query_vectors, predicted, blend, top
         )
         return SearchResult(
             str(source), vector, hits, predicted=predicted, where=where, blend=blend
@@ -421,7 +456,7 @@ def search_by_id(
         store,
         collection,
         candidates,
-        found[0].vectors.get(COLOUR_VECTOR),
+        found[0].vectors,
         payload,
         blend,
         top,

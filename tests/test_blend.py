@@ -11,6 +11,7 @@ from conftest import ingest_args
 from qdrant_client import QdrantClient
 from typer.testing import CliRunner
 
+from classifier.schemes import TUNED_VECTOR
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
 from embedder.images import load_image
 from qdrant import PointData
@@ -73,14 +74,15 @@ def _points(n: int = 60, seed: int = 11) -> list[PointData]:
             "pred_gender_master": GENDERS[i % 4],
             "pred_gender_master_conf": round(float(rng.uniform(0.3, 1.0)), 4),
         }
-        points.append(PointData(i + 1, {"shape": shape, COLOUR_VECTOR: rng.random(6)}, payload))
+        vectors = {"shape": shape, COLOUR_VECTOR: rng.random(6), TUNED_VECTOR: rng.normal(size=5)}
+        points.append(PointData(i + 1, vectors, payload))
     return points
 
 
 @pytest.fixture(params=["edge", "memory"])
 def store(request, tmp_path):
     s = EdgeStore(tmp_path) if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
-    s.create_collection("c", {"shape": 8, COLOUR_VECTOR: 6}, {}, {})
+    s.create_collection("c", {"shape": 8, COLOUR_VECTOR: 6, TUNED_VECTOR: 5}, {}, {})
     s.upsert("c", _points())
     yield s
     s.close()
@@ -93,7 +95,7 @@ def _numpy_blend(points, query: int, blend: Blend, top: int) -> list[tuple[int, 
         m = np.stack([p.vectors[name] for p in points])
         return m / np.linalg.norm(m, axis=1, keepdims=True)
 
-    shape, colour = unit("shape"), unit(COLOUR_VECTOR)
+    shape, colour, tuned = unit("shape"), unit(COLOUR_VECTOR), unit(TUNED_VECTOR)
     q = [p.id for p in points].index(query)
     cos = shape @ shape[q]
     cand = np.argsort(-cos, kind="stable")[: blend.candidates]
@@ -104,7 +106,12 @@ def _numpy_blend(points, query: int, blend: Blend, top: int) -> list[tuple[int, 
             theirs = points[c].payload
             if theirs[field] == mine[field]:
                 tags[row] += mine[f"{field}_conf"] * theirs[f"{field}_conf"]
-    score = cos[cand] + blend.colour_weight * (colour[cand] @ colour[q]) + blend.tag_weight * tags
+    score = (
+        cos[cand]
+        + blend.colour_weight * (colour[cand] @ colour[q])
+        + blend.tuned_weight * (tuned[cand] @ tuned[q])
+        + blend.tag_weight * tags
+    )
     order = np.argsort(-score, kind="stable")[:top]
     return [(points[cand[i]].id, float(score[i])) for i in order]
 
@@ -123,7 +130,7 @@ def test_tag_agreement_weighs_each_shared_tag_by_both_confidences():
 
 def test_blended_search_matches_numpy_on_both_stores(store):
     points = _points()
-    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20)
+    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20, tuned_weight=0.7)
     for query in (1, 7, 30, 55):
         result = search_by_id(store, "c", query, top=5, vector="shape", blend=blend)
         expected = _numpy_blend(points, query, blend, 5)
@@ -134,15 +141,16 @@ def test_blended_search_matches_numpy_on_both_stores(store):
 
 
 def test_eval_blend_mode_scores_what_query_returns(store):
-    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20)
+    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20, tuned_weight=0.7)
     ids = sorted(store.ids("c"))
-    queries = stored_queries(store, "c", ids, ["shape", COLOUR_VECTOR])
     mode = SearchMode("shape+blend", "shape", blend=blend)
+    assert mode.vectors == ("shape", COLOUR_VECTOR, TUNED_VECTOR)
+    queries = stored_queries(store, "c", ids, list(mode.vectors))
     report = evaluate(store, "c", queries, [mode], k=5, exact=True)
     hits = report.results[0].hits
     for row, query in enumerate(queries.ids):
         # Leave-one-out: the query's own point is dropped, so eval searches one more.
-        result = search_by_id(store, "c", query, 6, "shape", blend=Blend(0.5, 0.4, 21))
+        result = search_by_id(store, "c", query, 6, "shape", blend=Blend(0.5, 0.4, 21, 0.7))
         assert hits[row] == [h.id for h in result.hits if h.id != query][:5], query
 
 
@@ -161,7 +169,12 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
     store.close()
 
     blended = json.loads(runner.invoke(app, ["query", "--id", "5", "--json"]).stdout)
-    assert blended["blend"] == {"colour_weight": 0.3, "tag_weight": 0.0, "candidates": 50}
+    assert blended["blend"] == {
+        "colour_weight": 0.3,
+        "tag_weight": 0.0,
+        "tuned_weight": 0.0,
+        "candidates": 50,
+    }
     assert blended["hits"][0]["id"] == 5
     plain = json.loads(runner.invoke(app, ["query", "--id", "5", "--plain", "--json"]).stdout)
     assert plain["blend"] is None

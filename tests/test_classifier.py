@@ -221,6 +221,17 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         conf = predicted[f"pred_{scheme}_conf"]
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
     assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.1
+    assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
+    # One pass through the network gives the same tags and tuned vector as two.
+    from classifier.tagger import Tagger
+    from embedder.images import load_image
+
+    tagger = Tagger(tagger_dir(tmp_path / "data", "shop"))
+    pixels = load_image(photo, *tagger.record.input_shape[:2], cutout=True)[None]
+    probs, tuned = tagger.predict_and_embed(pixels)
+    for both, alone in zip(probs, tagger.predict(pixels)):
+        np.testing.assert_allclose(both, alone, atol=1e-5)
+    np.testing.assert_allclose(tuned, tagger.embed(pixels), atol=1e-4)
     tuned = json.loads(
         runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
     )
