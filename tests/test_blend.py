@@ -195,3 +195,6 @@ def test_colour_weight_without_colour_vectors_is_a_clear_error(
     result = runner.invoke(app, ["query", "--id", "5", "--colour-weight", "0.5"])
     assert result.exit_code == 2, result.output
     assert "no colour vectors" in result.stderr and "searchctl ingest" in result.stderr
+    result = runner.invoke(app, ["query", "--id", "5", "--tuned-weight", "1"])
+    assert result.exit_code == 2, result.output
+    assert "no tuned vectors" in result.stderr and "--kind finetune" in result.stderr
