@@ -20,6 +20,22 @@ from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
 
 MODEL_FIELD = "tuned_model"  # in each point's payload
+# In the collection's metadata: the model every point's tuned vector comes from, or None while
+# some are missing or the classifier there is not the one that made them (stale).
+CURRENT_KEY = "tuned_model"
+
+
+def tuned_current(store: VectorStore, collection: str) -> bool:
+    """Every point's tuned vector comes from the collection's classifier (the default search
+    blends them only then)."""
+    return bool(store.get_metadata(collection).get(CURRENT_KEY))
+
+
+def _mark(store: VectorStore, collection: str, model_file: str | None) -> None:
+    metadata = store.get_metadata(collection)
+    if metadata.get(CURRENT_KEY) != model_file:
+        metadata[CURRENT_KEY] = model_file
+        store.set_metadata(collection, metadata)
 
 
 def ensure_tuned(
@@ -37,6 +53,8 @@ def ensure_tuned(
     directory = tagger_dir(data_dir, collection)
     record = read_record(directory)
     if record is None or record.kind != "finetune":
+        if TUNED_VECTOR in store.vector_sizes(collection):
+            _mark(store, collection, None)  # made by a classifier that is gone: stale
         kind = record.kind if record else "no"
         return {"action": "skipped", "reason": f"{kind} classifier: only finetune has one"}
     current = record.model_file
@@ -46,7 +64,9 @@ def ensure_tuned(
     if on_plan:
         on_plan(len(todo))
     if not todo:
+        _mark(store, collection, current)
         return {"action": "up_to_date", "embedded": 0}
+    _mark(store, collection, None)  # until every point is done
     tagger = Tagger(directory)
     height, width, _ = record.input_shape
     cutout = collection_cutout(store, collection)
@@ -62,6 +82,8 @@ def ensure_tuned(
         if on_progress:
             on_progress(len(ids))
     store.optimize(collection)
+    if not bad:
+        _mark(store, collection, current)
     return {
         "action": "embedded",
         "embedded": len(todo) - len(bad),

@@ -88,11 +88,14 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     vector) here: colour when the collection has colour vectors, tags when its products carry
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
     boost cost it a point), the tuned vector's cosine when the collection has one and it is
-    not the vector searched; None when none of them."""
+    not the vector searched and they are current (ingest.tuned); None when none of them."""
+    from ingest.tuned import tuned_current
+
     vector = vector or default_vector(store, collection)
     names = store.vector_sizes(collection)
     has_colour = COLOUR_VECTOR in names
     has_tuned = TUNED_VECTOR in names and vector != TUNED_VECTOR
+    has_tuned = has_tuned and tuned_current(store, collection)
     some = store.retrieve(collection, sorted(store.ids(collection))[:1])
     has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
     has_tags = has_tags and vector != TUNED_VECTOR
@@ -286,19 +289,6 @@ class Searcher:
             self._finetuned = Tagger(tagger_dir(self.data_dir, self.collection))
         return self._finetuned
 
-    @property
-    def has_tuned(self) -> bool:
-        """The collection's tuned vectors come from the classifier there now (a `finetune`
-        one): after retraining with `--kind vectors` they are stale and not blended."""
-        if TUNED_VECTOR not in self.store.vector_sizes(self.collection):
-            return False
-        from classifier.tagger import ClassifierMissing
-
-        try:
-            return self.finetuned.record.kind == "finetune"
-        except ClassifierMissing:
-            return False
-
     def input_size(self, vector: str) -> tuple[int, int, str]:
         """(height, width, fit) that photos are decoded to for `vector` (TUNED_VECTOR: also
         the photo a `finetune` classifier reads for its tags)."""
@@ -366,8 +356,6 @@ class Searcher:
         else:
             query_vector = self.embed_batch(self.fit(image, vector)[None], vector)[0]
             features = None
-        if blend is not None and blend.tuned_weight and not self.has_tuned:
-            blend = replace(blend, tuned_weight=0.0)  # stale: see has_tuned
         query_vectors: dict[str, np.ndarray] = {}
         if self.tags_from_photo:
             features = self.fit(image, TUNED_VECTOR)[None]

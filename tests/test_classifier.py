@@ -253,3 +253,9 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert {"tuned", "tuned+blend", "mobilenet_v2+blend"} <= set(held["results"])
     bad_kind = runner.invoke(app, [*args[:-1], "--classifier-kind", "svm"])
     assert bad_kind.exit_code == 2 and "unknown classifier kind 'svm'" in bad_kind.stderr
+
+    # Retrained as a vectors classifier, the tuned vectors are stale: not blended any more.
+    retrain = ["train", "classifier", "--kind", "vectors", "--min-class-size", "5", "--json"]
+    assert runner.invoke(app, retrain).exit_code == 0
+    after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
+    assert after["blend"]["tuned_weight"] == 0.0 and after["blend"]["tag_weight"] == 0.1
