@@ -28,6 +28,7 @@ import numpy as np
 from _common import DATASET
 
 from ingest.catalog import read_catalog
+from ingest.tuned import tuned_current
 from qdrant.edge import EdgeStore
 from searchctl.query import Searcher, default_blend, default_vector
 
@@ -70,7 +71,9 @@ def main() -> None:
         default = default_vector(store, args.collection)
         modes = {}
         for vector in (searcher.spec.vector_name, "tuned", "autoencoder"):
-            if vector not in vectors_here:
+            if vector not in vectors_here or (
+                vector == "tuned" and not tuned_current(store, args.collection)
+            ):
                 continue
             modes[vector] = (searcher, {"vector": vector})
             blend = default_blend(store, args.collection, vector)

@@ -281,12 +281,17 @@ class Searcher:
     @property
     def finetuned(self):
         """The `finetune` classifier that makes the tuned vector (loaded on first use)."""
-        if self.tagger is not None:
-            return self.tagger
         if self._finetuned is None:
             from classifier.tagger import Tagger, tagger_dir
 
-            self._finetuned = Tagger(tagger_dir(self.data_dir, self.collection))
+            tagger = self.tagger or Tagger(tagger_dir(self.data_dir, self.collection))
+            if tagger.record.kind != "finetune":
+                raise ValueError(
+                    f"collection {self.collection!r} has a {tagger.record.kind} classifier now, "
+                    "and only a finetune one makes tuned vectors: search another vector, or "
+                    "retrain with `searchctl train classifier --kind finetune`"
+                )
+            self._finetuned = tagger
         return self._finetuned
 
     def input_size(self, vector: str) -> tuple[int, int, str]:

@@ -259,3 +259,5 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert runner.invoke(app, retrain).exit_code == 0
     after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
     assert after["blend"]["tuned_weight"] == 0.0 and after["blend"]["tag_weight"] == 0.1
+    stale = runner.invoke(app, ["query", str(photo), "--vector", "tuned"])
+    assert stale.exit_code == 2 and "only a finetune one makes tuned vectors" in stale.stderr
