@@ -2,9 +2,10 @@
 
 Trained on the catalog's labels, these features put products of one type, gender and category
 closer than ImageNet features do, and find the very product in a phone-like photo less often
-(README, "Search quality"): `searchctl query --vector tuned`. Each point records which model
-made its vector (`tuned_model`): a retrained finetune classifier re-embeds every point, and an
-interrupted run is finished by the next one.
+(README, "Search quality"): the default search adds their cosine to its re-rank of the
+backbone's neighbours, and `searchctl query --vector tuned` searches them. Each point
+records which model made its vector (`tuned_model`): a retrained finetune classifier
+re-embeds every point, and an interrupted run is finished by the next one.
 """
 
 from __future__ import annotations

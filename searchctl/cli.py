@@ -297,7 +297,7 @@ def _describe_tuned(tuned: dict) -> str:
         return "Every product has its tuned vector."
     return (
         f"Tuned vectors (the finetune classifier's features) for {tuned['embedded']:,} "
-        f"products ({tuned['seconds']:.1f} s): searchctl query --vector tuned."
+        f"products ({tuned['seconds']:.1f} s): the default search re-ranks with them."
     )
 
 
