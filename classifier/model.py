@@ -4,8 +4,10 @@
   minute for 44k products, no images read.
 - `finetune` (the accurate path): the whole backbone, from its pretrained weights, trained
   on the catalog photos at their own small size (decoded to 80x60, resized to 128x96 inside
-  the network), with flips, shifts and zooms; about 35 minutes for 44k products on a 2-core
-  CPU, and 1-3 points more accurate than `vectors` on every scheme here (README).
+  the network), with flips, shifts, zooms, tilts and colour casts (a shopper's photo is
+  tilted and tinted; its tuned vector should still find the product); about 35 minutes
+  for 44k products on a 2-core CPU, and 1-3 points more accurate than `vectors` on every
+  scheme here (README).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ PHOTO_SIZE = (80, 60)
 NETWORK_SIZE = (128, 96)
 AUGMENT_SHIFT = 0.06
 AUGMENT_ZOOM = 0.1
+AUGMENT_TILT = 15 / 360  # of a full turn: +-15 degrees
+AUGMENT_CAST = 0.15  # each channel scaled by 0.85-1.15, the cast white balance leaves
 FINETUNE_DROPOUT = 0.2
 
 
@@ -53,6 +57,37 @@ def _normalise_layer():
     return Normalise
 
 
+def _colour_cast_layer():
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="searchctl")
+    class ColourCast(keras.layers.Layer):
+        """Training only: each photo's channels scaled by their own factor in
+        [1 - strength, 1 + strength], a camera's colour cast. Near-white pixels stay white:
+        a query photo's background is whitened after its cast (embedder.images.to_studio)."""
+
+        def __init__(self, strength: float, seed: int | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.strength, self.seed = strength, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            shape = (ops.shape(x)[0], 1, 1, 3)
+            gain = keras.random.uniform(
+                shape, 1 - self.strength, 1 + self.strength, seed=self.seed_generator
+            )
+            white = ops.all(x >= 245.0, axis=-1, keepdims=True)
+            return ops.where(white, x, ops.clip(x * gain, 0.0, 255.0))
+
+        def get_config(self):
+            return {**super().get_config(), "strength": self.strength, "seed": self.seed}
+
+    return ColourCast
+
+
 def build_finetune(spec: EmbedderSpec, scheme_classes: list[SchemeClasses], seed: int = 0):
     """uint8 photos at PHOTO_SIZE -> {scheme: probabilities}, the whole backbone trainable."""
     import dataclasses
@@ -67,6 +102,7 @@ def build_finetune(spec: EmbedderSpec, scheme_classes: list[SchemeClasses], seed
     white = 255.0  # the studio background, shown where a shift or zoom uncovers the frame
     inp = keras.Input((*PHOTO_SIZE, 3), dtype="uint8", name="photos")
     x = keras.layers.Rescaling(1.0, name="to_float")(inp)
+    x = _colour_cast_layer()(AUGMENT_CAST, seed=seed, name="cast")(x)
     x = keras.layers.RandomFlip("horizontal", seed=seed, name="flip")(x)
     x = keras.layers.RandomTranslation(
         AUGMENT_SHIFT, AUGMENT_SHIFT, fill_mode="constant", fill_value=white, seed=seed,
@@ -76,6 +112,9 @@ def build_finetune(spec: EmbedderSpec, scheme_classes: list[SchemeClasses], seed
         (-AUGMENT_ZOOM, AUGMENT_ZOOM), fill_mode="constant", fill_value=white, seed=seed,
         name="zoom",
     )(x)  # fmt: skip
+    x = keras.layers.RandomRotation(
+        AUGMENT_TILT, fill_mode="constant", fill_value=white, seed=seed, name="tilt"
+    )(x)
     x = keras.layers.Resizing(*NETWORK_SIZE, name="resize")(x)
     x = _normalise_layer()(spec.preprocessing, name="normalise")(x)
     x = backbone(x)
@@ -91,6 +130,7 @@ def load_tagger_model(path):
     import keras
 
     _normalise_layer()  # registered before loading
+    _colour_cast_layer()
     return keras.saving.load_model(path, compile=False)
 
 

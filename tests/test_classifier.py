@@ -51,6 +51,22 @@ def test_split_is_seeded_stratified_and_disjoint():
     assert len(tiny.test) + len(tiny.val) + len(tiny.train) == 12
 
 
+def test_colour_cast_tints_the_product_not_the_white_background():
+    from classifier.model import AUGMENT_CAST, _colour_cast_layer
+
+    photos = np.full((16, 8, 6, 3), 255.0, np.float32)
+    photos[:, 2:6, 1:5] = [100.0, 150.0, 200.0]  # a product on the studio white
+    cast = _colour_cast_layer()(AUGMENT_CAST, seed=3)
+    assert np.array_equal(np.asarray(cast(photos, training=False)), photos)
+    out = np.asarray(cast(photos, training=True))
+    assert np.array_equal(out[:, 0], photos[:, 0])  # the background stays white
+    gains = out[:, 3, 2] / photos[:, 3, 2]  # per photo, per channel
+    assert np.all(np.abs(gains - 1) <= AUGMENT_CAST + 1e-5)
+    assert np.ptp(gains, axis=0).min() > 0.05  # photos get different casts
+    assert np.ptp(gains, axis=1).min() > 0  # and the channels of one photo differ
+    assert np.allclose(out[:, 2:6, 1:5], photos[:, 2:6, 1:5] * gains[:, None, None])
+
+
 @pytest.fixture(scope="module")
 def tagged(tmp_path_factory, tiny_weights):
     """An 80-product catalog (one mislabelled) ingested and its classifier trained."""
