@@ -19,7 +19,7 @@ import numpy as np
 from classifier.schemes import TUNED_VECTOR
 from embedder.colour import COLOUR_VECTOR
 from qdrant.base import Hit, VectorStore
-from searchctl.query import SAME_TYPE_FIELD, Blend, default_blend, rerank
+from searchctl.query import SAME_TYPE_FIELD, Blend, add_candidates, default_blend, rerank
 
 EVAL_FIELDS = (
     "gender",
@@ -403,6 +403,25 @@ def evaluate(
             for v in mode.blend.side_vectors():
                 if v not in vectors_of:
                     vectors_of[v] = collection_vectors(store, collection, v)
+            if mode.blend.tuned_search and TUNED_VECTOR in queries.vectors:
+                tuned = search_hits(
+                    store,
+                    collection,
+                    TUNED_VECTOR,
+                    queries.vectors[TUNED_VECTOR],
+                    mode.blend.tuned_search + extra,
+                    exact,
+                    workers,
+                    row_where=mode.row_where(queries),
+                )
+                if mode.vector not in vectors_of:
+                    vectors_of[mode.vector] = collection_vectors(store, collection, mode.vector)
+                found = [
+                    add_candidates(
+                        hits, more, queries.vectors[mode.vector][q], vectors_of[mode.vector]
+                    )
+                    for q, (hits, more) in enumerate(zip(found, tuned))
+                ]
             raw = blend_ids(found, queries, mode.blend, vectors_of, labels_of)
         else:
             raw = [[h.id for h in hits] for hits in found]

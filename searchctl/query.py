@@ -22,6 +22,8 @@ AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 # Weight of the tuned vector's cosine in the default re-rank of a collection that has one.
 TUNED_WEIGHT = 1.0
+# ... and how many of the tuned vector's nearest products join the shape vector's candidates.
+TUNED_CANDIDATES = 20
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,10 @@ class Blend:
     shape cosine + colour_weight x colour cosine + tag_weight x tag agreement (see
     tag_agreement: the classifier's predicted gender+masterCategory, subCategory and
     articleType, weighted by both confidences) + tuned_weight x cosine of the `tuned` vector
-    (a `finetune` classifier's features; 0 where the collection has none).
+    (a `finetune` classifier's features; 0 where the collection has none). With a tuned
+    weight, the tuned vector's `tuned_candidates` nearest products join the candidates,
+    scored by their shape cosine like the others: a tinted, tilted phone photo often has
+    its product among those and not among the shape vector's neighbours.
 
     The defaults were chosen with `searchctl eval` on the shared catalog (README, "Search
     quality"): a re-rank of the shape vector's neighbours, so colour decides between products
@@ -42,6 +47,7 @@ class Blend:
     tag_weight: float = 0.1
     candidates: int = 50
     tuned_weight: float = 0.0
+    tuned_candidates: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -49,7 +55,13 @@ class Blend:
             "tag_weight": self.tag_weight,
             "tuned_weight": self.tuned_weight,
             "candidates": self.candidates,
+            "tuned_candidates": self.tuned_search,
         }
+
+    @property
+    def tuned_search(self) -> int:
+        """How many nearest products of the tuned vector join the candidates."""
+        return self.tuned_candidates if self.tuned_weight else 0
 
     def side_vectors(self) -> dict[str, float]:
         """The named vectors whose cosine adds to the score, with their weights."""
@@ -107,7 +119,57 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
         base.tag_weight if has_tags else 0.0,
         base.candidates,
         TUNED_WEIGHT if has_tuned else 0.0,
+        TUNED_CANDIDATES if has_tuned else 0,
     )
+
+
+def add_candidates(
+    hits: list[Hit], extra: list[Hit], query: np.ndarray, vectors_of: Mapping[int, np.ndarray]
+) -> list[Hit]:
+    """The shape search's `hits` and, after them, those of `extra` (the tuned vector's
+    nearest) not among them, scored like them: the cosine of their shape vector
+    (`vectors_of`, id -> vector) with the `query`'s."""
+    seen = {h.id for h in hits}
+    new = [h for h in extra if h.id not in seen and h.id in vectors_of]
+    if not new:
+        return hits
+    q = unit_rows(query)[0]
+    return hits + [Hit(h.id, float(unit_rows(vectors_of[h.id])[0] @ q), h.payload) for h in new]
+
+
+def search_candidates(
+    store: VectorStore,
+    collection: str,
+    query: np.ndarray,
+    vector: str,
+    query_vectors: Mapping[str, np.ndarray],
+    blend: Blend,
+    limit: int,
+    where: Where | None,
+    pool=None,
+) -> list[Hit]:
+    """The shape vector's `limit` nearest products, and the tuned vector's
+    `blend.tuned_search` nearest (add_candidates); the two searches run side by side on
+    `pool` (a thread pool: the store releases the GIL while it searches)."""
+    extra = blend.tuned_search if query_vectors.get(TUNED_VECTOR) is not None else 0
+    if not extra:
+        return store.search(collection, query, vector, limit, where)
+    tuned_args = (collection, query_vectors[TUNED_VECTOR], TUNED_VECTOR, extra, where)
+    if pool is None:
+        hits = store.search(collection, query, vector, limit, where)
+        tuned = store.search(*tuned_args)
+    else:
+        pending = pool.submit(store.search, *tuned_args)
+        hits = store.search(collection, query, vector, limit, where)
+        tuned = pending.result()
+    seen = {h.id for h in hits}
+    wanted = [h.id for h in tuned if h.id not in seen]
+    vectors_of = {
+        p.id: p.vectors[vector]
+        for p in store.retrieve(collection, wanted, with_vectors=[vector])
+        if vector in p.vectors
+    }
+    return add_candidates(hits, tuned, query, vectors_of)
 
 
 def rerank(
@@ -254,6 +316,15 @@ class Searcher:
         self._backbone = None
         self._autoencoder = None
         self._finetuned = None
+        self._threads = None
+
+    def _pool(self):
+        """A thread for the tuned search, beside the shape search (search_candidates)."""
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(max_workers=1)
+        return self._threads
 
     @property
     def backbone(self):
@@ -387,9 +458,10 @@ class Searcher:
         if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
             colour = self.fit(image, COLOUR_VECTOR)[None]
             query_vectors[COLOUR_VECTOR] = self.embed_batch(colour, COLOUR_VECTOR)[0]
-        candidates = self.store.search(
-            self.collection, query_vector, vector, max(top, blend.candidates), where
-        )
+        candidates = search_candidates(
+            self.store, self.collection, query_vector, vector, query_vectors, blend,
+            max(top, blend.candidates), where, self._pool(),
+        )  # fmt: skip
         hits = blend_hits(
             self.store, self.collection, candidates, query_vectors, predicted, blend, top
         )
@@ -444,7 +516,9 @@ def search_by_id(
     if blend is None:
         hits = store.search(collection, query, vector, top, where)
         return SearchResult(f"id:{product_id}", vector, hits, payload, where=where)
-    candidates = store.search(collection, query, vector, max(top, blend.candidates), where)
+    candidates = search_candidates(
+        store, collection, query, vector, found[0].vectors, blend, max(top, blend.candidates), where
+    )
     hits = blend_hits(
         store,
         collection,

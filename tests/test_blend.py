@@ -4,6 +4,7 @@ re-rank against a numpy twin on both stores, eval and query agreeing, the ingest
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from qdrant.edge import EdgeStore
 from qdrant.server import ServerStore
 from searchctl.cli import app
 from searchctl.evaluate import SearchMode, evaluate, stored_queries
-from searchctl.query import Blend, search_by_id, tag_agreement
+from searchctl.query import Blend, search_by_id, search_candidates, tag_agreement
 
 runner = CliRunner()
 
@@ -99,6 +100,9 @@ def _numpy_blend(points, query: int, blend: Blend, top: int) -> list[tuple[int, 
     q = [p.id for p in points].index(query)
     cos = shape @ shape[q]
     cand = np.argsort(-cos, kind="stable")[: blend.candidates]
+    if blend.tuned_weight and blend.tuned_candidates:  # the tuned vector's nearest join
+        near = np.argsort(-(tuned @ tuned[q]), kind="stable")[: blend.tuned_candidates]
+        cand = np.concatenate([cand, [i for i in near if i not in cand]]).astype(int)
     tags = np.zeros(len(cand))
     for field in ("pred_articleType", "pred_gender_master"):
         mine = points[q].payload
@@ -128,9 +132,11 @@ def test_tag_agreement_weighs_each_shared_tag_by_both_confidences():
     assert tag_agreement(None, both) == 0.0
 
 
-def test_blended_search_matches_numpy_on_both_stores(store):
+@pytest.mark.parametrize("tuned_candidates", [0, 8])
+def test_blended_search_matches_numpy_on_both_stores(store, tuned_candidates):
     points = _points()
-    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20, tuned_weight=0.7)
+    blend = Blend(0.5, 0.4, candidates=10, tuned_weight=3.0, tuned_candidates=tuned_candidates)
+    joined = 0
     for query in (1, 7, 30, 55):
         result = search_by_id(store, "c", query, top=5, vector="shape", blend=blend)
         expected = _numpy_blend(points, query, blend, 5)
@@ -138,10 +144,21 @@ def test_blended_search_matches_numpy_on_both_stores(store):
         assert [h.score for h in result.hits] == pytest.approx([s for _, s in expected], abs=1e-5)
         plain = search_by_id(store, "c", query, top=5, vector="shape")
         assert [h.id for h in result.hits] != [h.id for h in plain.hits] or query == 1
+        shape_only = _numpy_blend(points, query, replace(blend, tuned_candidates=0), 5)
+        joined += [i for i, _ in expected] != [i for i, _ in shape_only]
+    assert joined == (4 if tuned_candidates else 0)  # the tuned vector's nearest made it
+    # A photo query runs the two searches side by side: the same candidates.
+    from concurrent.futures import ThreadPoolExecutor
+
+    [own] = store.retrieve("c", [7], with_vectors=True)
+    args = (store, "c", own.vectors["shape"], "shape", own.vectors, blend, 10, None)
+    with ThreadPoolExecutor(1) as pool:
+        assert search_candidates(*args, pool=pool) == search_candidates(*args)
 
 
-def test_eval_blend_mode_scores_what_query_returns(store):
-    blend = Blend(colour_weight=0.5, tag_weight=0.4, candidates=20, tuned_weight=0.7)
+@pytest.mark.parametrize("tuned_candidates", [0, 8])
+def test_eval_blend_mode_scores_what_query_returns(store, tuned_candidates):
+    blend = Blend(0.5, 0.4, candidates=20, tuned_weight=0.7, tuned_candidates=tuned_candidates)
     ids = sorted(store.ids("c"))
     mode = SearchMode("shape+blend", "shape", blend=blend)
     assert mode.vectors == ("shape", COLOUR_VECTOR, TUNED_VECTOR)
@@ -150,7 +167,8 @@ def test_eval_blend_mode_scores_what_query_returns(store):
     hits = report.results[0].hits
     for row, query in enumerate(queries.ids):
         # Leave-one-out: the query's own point is dropped, so eval searches one more.
-        result = search_by_id(store, "c", query, 6, "shape", blend=Blend(0.5, 0.4, 21, 0.7))
+        one_more = Blend(0.5, 0.4, 21, 0.7, tuned_candidates + 1 if tuned_candidates else 0)
+        result = search_by_id(store, "c", query, 6, "shape", blend=one_more)
         assert hits[row] == [h.id for h in result.hits if h.id != query][:5], query
 
 
@@ -174,6 +192,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
         "tag_weight": 0.0,
         "tuned_weight": 0.0,
         "candidates": 50,
+        "tuned_candidates": 0,
     }
     assert blended["hits"][0]["id"] == 5
     plain = json.loads(runner.invoke(app, ["query", "--id", "5", "--plain", "--json"]).stdout)

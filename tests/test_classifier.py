@@ -238,6 +238,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
     assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.1
     assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
+    assert found["blend"]["tuned_candidates"] == 20  # and searches it for candidates too
     # One pass through the network gives the same tags and tuned vector as two.
     from classifier.tagger import Tagger
     from embedder.images import load_image
@@ -275,5 +276,6 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert runner.invoke(app, retrain).exit_code == 0
     after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
     assert after["blend"]["tuned_weight"] == 0.0 and after["blend"]["tag_weight"] == 0.1
+    assert after["blend"]["tuned_candidates"] == 0
     stale = runner.invoke(app, ["query", str(photo), "--vector", "tuned"])
     assert stale.exit_code == 2 and "only a finetune one makes tuned vectors" in stale.stderr
