@@ -114,7 +114,7 @@ def fill_holes(foreground: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(foreground)
 
 
-def _AT_LEAST_HALF(value: int) -> int:
+def _at_least_half(value: int) -> int:
     return 255 if value >= 128 else 0
 
 
@@ -144,7 +144,7 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
         return img
     mask = Image.fromarray(foreground.astype(np.uint8) * 255)
     if small is not img:
-        mask = mask.resize(img.size, Image.Resampling.BILINEAR).point(_AT_LEAST_HALF)
+        mask = mask.resize(img.size, Image.Resampling.BILINEAR).point(_at_least_half)
     found = mask.getbbox()  # (left, top, right, bottom) of the product, or None
     if found is None:
         return img

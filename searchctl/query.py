@@ -162,11 +162,9 @@ def search_candidates(
         pending = pool.submit(store.search, *tuned_args)
         hits = store.search(collection, query, vector, limit, where)
         tuned = pending.result()
-    seen = {h.id for h in hits}
-    wanted = [h.id for h in tuned if h.id not in seen]
     vectors_of = {
         p.id: p.vectors[vector]
-        for p in store.retrieve(collection, wanted, with_vectors=[vector])
+        for p in store.retrieve(collection, [h.id for h in tuned], with_vectors=[vector])
         if vector in p.vectors
     }
     return add_candidates(hits, tuned, query, vectors_of)
