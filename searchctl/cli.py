@@ -443,11 +443,15 @@ def query(
         typer.Option(
             min=0.0,
             help="Weight of the tuned vector's cosine in the re-rank [default: 1.0 when the "
-            "collection has tuned vectors, from a finetune classifier].",
+            "collection has tuned vectors, from a finetune classifier]; with it, the tuned "
+            "vector's 20 nearest products join the candidates (0 turns both off).",
         ),
     ] = None,
     candidates: Annotated[
-        int, typer.Option(min=1, help="How many nearest products the re-rank chooses from.")
+        int,
+        typer.Option(
+            min=1, help="How many nearest products of the searched vector the re-rank chooses from."
+        ),
     ] = 50,
     cutout: Annotated[
         bool,
@@ -477,7 +481,14 @@ def query(
     from embedder.colour import COLOUR_VECTOR
     from embedder.images import open_image
     from searchctl.config import connect, pick_collection
-    from searchctl.query import Blend, Searcher, default_blend, parse_where, search_by_id
+    from searchctl.query import (
+        TUNED_CANDIDATES,
+        Blend,
+        Searcher,
+        default_blend,
+        parse_where,
+        search_by_id,
+    )
 
     with user_errors():
         if (image is None) == (product_id is None):
@@ -504,6 +515,8 @@ def query(
                 "tuned_weight": tuned_weight,
             }
             overrides = {k: v for k, v in overrides.items() if v is not None}
+            if tuned_weight is not None:
+                overrides["tuned_candidates"] = TUNED_CANDIDATES
             if not plain and overrides:
                 blend = replace(blend or Blend(0.0, 0.0), **overrides)
             if blend is not None:

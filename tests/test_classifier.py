@@ -277,5 +277,9 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
     assert after["blend"]["tuned_weight"] == 0.0 and after["blend"]["tag_weight"] == 0.1
     assert after["blend"]["tuned_candidates"] == 0
+    # Asked for by weight, the tuned vector blends and brings its candidates; 0 turns both off.
+    for weight, joined in (("0.5", 20), ("0", 0)):
+        by_id = runner.invoke(app, ["query", "--id", "70", "--tuned-weight", weight, "--json"])
+        assert json.loads(by_id.stdout)["blend"]["tuned_candidates"] == joined, weight
     stale = runner.invoke(app, ["query", str(photo), "--vector", "tuned"])
     assert stale.exit_code == 2 and "only a finetune one makes tuned vectors" in stale.stderr
