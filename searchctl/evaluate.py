@@ -403,13 +403,14 @@ def evaluate(
             for v in mode.blend.side_vectors():
                 if v not in vectors_of:
                     vectors_of[v] = collection_vectors(store, collection, v)
-            if mode.blend.tuned_search and TUNED_VECTOR in queries.vectors:
+            tuned_search = mode.blend.tuned_search if mode.vector != TUNED_VECTOR else 0
+            if tuned_search and TUNED_VECTOR in queries.vectors:
                 tuned = search_hits(
                     store,
                     collection,
                     TUNED_VECTOR,
                     queries.vectors[TUNED_VECTOR],
-                    mode.blend.tuned_search + extra,
+                    tuned_search + extra,
                     exact,
                     workers,
                     row_where=mode.row_where(queries),

@@ -152,7 +152,7 @@ def search_candidates(
     `blend.tuned_search` nearest (add_candidates); the two searches run side by side on
     `pool` (a thread pool: the store releases the GIL while it searches)."""
     extra = blend.tuned_search if query_vectors.get(TUNED_VECTOR) is not None else 0
-    if not extra:
+    if not extra or vector == TUNED_VECTOR:  # searching the tuned vector finds them already
         return store.search(collection, query, vector, limit, where)
     tuned_args = (collection, query_vectors[TUNED_VECTOR], TUNED_VECTOR, extra, where)
     if pool is None:
