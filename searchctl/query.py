@@ -24,6 +24,9 @@ SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predict
 TUNED_WEIGHT = 1.0
 # ... and how many of the tuned vector's nearest products join the shape vector's candidates.
 TUNED_CANDIDATES = 20
+# ... and the tag weight beside it: the tuned vector is the classifier's own features, so
+# tags at the full weight counted the classifier twice (numpy grid and eval, README).
+TUNED_TAG_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,9 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     """The re-rank `searchctl query` applies by default to `vector` (default: the default
     vector) here: colour when the collection has colour vectors, tags when its products carry
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
-    boost cost it a point), the tuned vector's cosine when the collection has one and it is
-    not the vector searched and they are current (ingest.tuned); None when none of them."""
+    boost cost it a point), at TUNED_TAG_WEIGHT beside a tuned vector; the tuned vector's
+    cosine when the collection has one and it is not the vector searched and they are
+    current (ingest.tuned); None when none of them."""
     from ingest.tuned import tuned_current
 
     vector = vector or default_vector(store, collection)
@@ -116,7 +120,7 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     base = Blend()
     return Blend(
         base.colour_weight if has_colour else 0.0,
-        base.tag_weight if has_tags else 0.0,
+        (TUNED_TAG_WEIGHT if has_tuned else base.tag_weight) if has_tags else 0.0,
         base.candidates,
         TUNED_WEIGHT if has_tuned else 0.0,
         TUNED_CANDIDATES if has_tuned else 0,

@@ -236,7 +236,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert predicted[f"pred_{scheme}"] == payloads[70][f"pred_{scheme}"]
         conf = predicted[f"pred_{scheme}_conf"]
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
-    assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.1
+    assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.05
     assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
     assert found["blend"]["tuned_candidates"] == 20  # and searches it for candidates too
     # One pass through the network gives the same tags and tuned vector as two.
