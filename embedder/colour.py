@@ -9,6 +9,8 @@ Square roots of the bin fractions make cosine a Hellinger-style similarity.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from PIL import Image
 
@@ -18,6 +20,7 @@ COLOUR_DIM = HUE_BINS * SAT_BINS * VAL_BINS + GREY_BINS  # 112
 MIN_SATURATION = 0.2  # below it a pixel counts as grey (black / grey / white)
 BACKGROUND_TOLERANCE = 12  # max channel difference from the border colour, 0-255
 CENTRE_FALLOFF = 2.0  # weight exp(-falloff * r^2), r = 1 at the middle of each edge
+NEAR_WHITE = 250  # every channel at least this: white, left as is by a white balance
 INPUT_SIZE = (80, 60)  # height, width: the catalog's own size; photos are letterboxed to it
 
 
@@ -57,3 +60,33 @@ def colour_descriptors(pixels: np.ndarray) -> np.ndarray:
     totals = out.sum(axis=1, keepdims=True)
     # A photo that is all background (a blank image) keeps a zero histogram: no colour match.
     return np.sqrt(out / np.where(totals > 0, totals, 1)).astype(np.float32)
+
+
+def _white_balance_gains(levels: tuple[float, ...]) -> np.ndarray:
+    """Every per-channel gain made of `levels`, scaled to a mean of 1 (brightness kept)."""
+    gains = np.array(list(itertools.product(levels, repeat=3)), dtype=np.float64)
+    return np.unique(np.round(gains / gains.mean(axis=1, keepdims=True), 4), axis=0)
+
+
+WHITE_BALANCE_GAINS = _white_balance_gains((0.9, 1.0, 1.1))  # 25 x 3, (1, 1, 1) among them
+
+
+def white_balance_variants(pixels: np.ndarray) -> np.ndarray:
+    """uint8 H x W x 3 -> K x H x W x 3: the photo under every WHITE_BALANCE_GAINS, its
+    near-white pixels (the whitened background of a cut-out photo) kept white."""
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    white = (pixels >= NEAR_WHITE).all(axis=-1, keepdims=True)
+    tinted = pixels[None].astype(np.float32) * WHITE_BALANCE_GAINS[:, None, None, :]
+    return np.where(white[None], pixels[None], np.clip(tinted, 0, 255).astype(np.uint8))
+
+
+def cast_tolerant_descriptors(pixels: np.ndarray) -> np.ndarray:
+    """uint8 H x W x 3 -> K x COLOUR_DIM: the colour descriptors of white_balance_variants.
+
+    A photo taken outside the studio carries its camera's white balance: measured on our
+    phone-like photos (a cast of up to 15 % per channel), the colour vector of a photo was
+    0.815 cosine from its own product's, against 0.966 without the cast. The re-rank takes
+    the best cosine over these rows (searchctl.query.rerank), so a product matches under the
+    white balance that suits it best. Only for cut-out photos: applied to catalog shots it
+    cost held-out baseColour matches 2 points."""
+    return colour_descriptors(white_balance_variants(pixels))

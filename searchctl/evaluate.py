@@ -70,6 +70,9 @@ class QuerySet:
     vectors: dict[str, np.ndarray]
     leave_one_out: bool  # the queries are points of the collection: drop each from its hits
     images: list[Path | None] = field(default_factory=list)  # for contact sheets
+    # name -> query index -> rows the re-rank takes the best cosine of, in place of the
+    # query's vector: a cut-out photo's colour under other white balances (Searcher.colour_rows)
+    variants: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -258,7 +261,7 @@ def blend_ids(
             h.id
             for h in rerank(
                 candidates,
-                {v: queries.vectors[v][q] for v in side},
+                {v: queries.variants.get(v, {}).get(q, queries.vectors[v][q]) for v in side},
                 queries.labels[q],
                 vectors_of,
                 labels_of,
@@ -452,7 +455,7 @@ def photo_queries(
 
     Returns the queries and the (id, reason) of photos that could not be used.
     """
-    from embedder.images import BadImage, fit_image, prepare_photo
+    from embedder.images import BadImage, fit_image, prepare_photo, was_cut_out
     from searchctl.query import check_vector
 
     for v in vectors:
@@ -464,11 +467,12 @@ def photo_queries(
         sizes[TAGGER_INPUT] = tagger_size
     ids, labels, images, skipped = [], [], [], []
     rows: dict[str, list[np.ndarray]] = {v: [] for v in vectors}
+    colour_variants: dict[int, np.ndarray] = {}
     products = [p for p in catalog.products if p.image is not None]
     skipped += [(p.id, "no image file") for p in catalog.products if p.image is None]
     for start in range(0, len(products), batch_size):
         pixels = {size: [] for size in set(sizes.values())}
-        batch = []
+        batch, photos = [], []
         for product in products[start : start + batch_size]:
             try:
                 photo = prepare_photo(product.image, searcher.cutout)
@@ -479,6 +483,7 @@ def photo_queries(
             for size, arr in decoded.items():
                 pixels[size].append(arr)
             batch.append(product)
+            photos.append(photo)
         if batch:
             stacked = {size: np.stack(arrs) for size, arrs in pixels.items()}
             tags = [{} for _ in batch]
@@ -494,6 +499,10 @@ def photo_queries(
                 if features is None:
                     features = searcher.embed_pixels(stacked[sizes[backbone]])[1]
                 tags = searcher.predict_tags(features)
+            if COLOUR_VECTOR in vectors:  # as a query photo's colour is (Searcher.colour_rows)
+                for j, photo in enumerate(photos):
+                    if was_cut_out(photo):
+                        colour_variants[len(ids) + j] = searcher.colour_rows(photo)
             ids += [p.id for p in batch]
             labels += [{**p.payload, **t} for p, t in zip(batch, tags)]
             images += [p.image for p in batch]
@@ -502,4 +511,5 @@ def photo_queries(
     matrices = {
         v: np.concatenate(r) if r else np.zeros((0, 1), np.float32) for v, r in rows.items()
     }
-    return QuerySet(ids, labels, matrices, False, images), skipped
+    variants = {COLOUR_VECTOR: colour_variants} if colour_variants else {}
+    return QuerySet(ids, labels, matrices, False, images, variants), skipped

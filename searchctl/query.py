@@ -10,9 +10,9 @@ import numpy as np
 from PIL import Image
 
 from classifier.schemes import SCHEMES, TUNED_VECTOR, conf_field, pred_field, tag_payload
-from embedder.colour import COLOUR_VECTOR, colour_descriptors
+from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
-from embedder.images import fit_image, prepare_photo
+from embedder.images import fit_image, prepare_photo, was_cut_out
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.pipeline import collection_record
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
@@ -183,15 +183,18 @@ def rerank(
     blend: Blend,
 ) -> list[Hit]:
     """The shape search's `hits` in blended order, scored. `query_vectors` and `vectors_of`
-    (name -> id -> unit vector) hold the blend's side vectors (Blend.side_vectors);
-    `query_tags` and `tags_of` are payload-shaped predicted tags (see tag_agreement)."""
+    (name -> id -> unit vector) hold the blend's side vectors (Blend.side_vectors); a query
+    side vector may be several rows, of which each hit's best cosine counts (a cut-out
+    photo's colour under several white balances, Searcher.colour_rows). `query_tags` and
+    `tags_of` are payload-shaped predicted tags (see tag_agreement)."""
     scores = np.array([h.score for h in hits], dtype=np.float64)
     for name, weight in blend.side_vectors().items():
         if query_vectors.get(name) is None:
             continue
-        q = unit_rows(query_vectors[name])[0]
+        q = unit_rows(query_vectors[name])
         of = vectors_of.get(name, {})
-        scores += weight * np.array([float(of[h.id] @ q) if h.id in of else 0.0 for h in hits])
+        best = [float((q @ of[h.id]).max()) if h.id in of else 0.0 for h in hits]
+        scores += weight * np.array(best)
     if blend.tag_weight:
         tags = np.array([tag_agreement(query_tags, tags_of.get(h.id)) for h in hits])
         scores += blend.tag_weight * tags
@@ -406,6 +409,15 @@ class Searcher:
             return self.finetuned.embed(pixels)
         return self.embed_pixels(pixels)[0]
 
+    def colour_rows(self, photo: Image.Image) -> np.ndarray:
+        """A prepared photo's colour vector; for a cut-out one (a photo from outside the
+        studio, with its camera's white balance), its K colour vectors under other white
+        balances, of which the re-rank takes the best (cast_tolerant_descriptors)."""
+        pixels = self.fit(photo, COLOUR_VECTOR)
+        if was_cut_out(photo):
+            return cast_tolerant_descriptors(pixels)
+        return colour_descriptors(pixels[None])[0]
+
     def predict_tags(self, features: np.ndarray) -> list[dict]:
         probs = self.tagger.predict(features)
         return [tag_payload(self.tagger.record.schemes, probs, i) for i in range(len(features))]
@@ -458,8 +470,7 @@ class Searcher:
             hits = self.store.search(self.collection, query_vector, vector, top, where)
             return SearchResult(str(source), vector, hits, predicted=predicted, where=where)
         if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
-            colour = self.fit(image, COLOUR_VECTOR)[None]
-            query_vectors[COLOUR_VECTOR] = self.embed_batch(colour, COLOUR_VECTOR)[0]
+            query_vectors[COLOUR_VECTOR] = self.colour_rows(image)
         candidates = search_candidates(
             self.store, self.collection, query_vector, vector, query_vectors, blend,
             max(top, blend.candidates), where, self._pool(),

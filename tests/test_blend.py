@@ -9,18 +9,44 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from conftest import ingest_args
+from PIL import Image
 from qdrant_client import QdrantClient
 from typer.testing import CliRunner
 
 from classifier.schemes import TUNED_VECTOR
-from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
-from embedder.images import load_image
+from embedder.colour import (
+    COLOUR_DIM,
+    COLOUR_VECTOR,
+    INPUT_SIZE,
+    WHITE_BALANCE_GAINS,
+    cast_tolerant_descriptors,
+    colour_descriptors,
+    white_balance_variants,
+)
+from embedder.images import load_image, prepare_photo, was_cut_out
+from ingest.catalog import read_catalog
 from qdrant import PointData
+from qdrant.base import Hit
 from qdrant.edge import EdgeStore
 from qdrant.server import ServerStore
 from searchctl.cli import app
-from searchctl.evaluate import SearchMode, evaluate, stored_queries
-from searchctl.query import Blend, search_by_id, search_candidates, tag_agreement
+from searchctl.evaluate import (
+    QuerySet,
+    SearchMode,
+    blend_ids,
+    evaluate,
+    photo_queries,
+    stored_queries,
+)
+from searchctl.query import (
+    Blend,
+    Searcher,
+    default_blend,
+    rerank,
+    search_by_id,
+    search_candidates,
+    tag_agreement,
+)
 
 runner = CliRunner()
 
@@ -53,6 +79,45 @@ def test_colour_descriptor_sees_the_product_not_the_background():
     assert np.sum(red**2) == pytest.approx(1.0)  # square roots of fractions: unit length
     blank = colour_descriptors(np.full((1, 80, 60, 3), 255, np.uint8))[0]
     assert not blank.any()  # all background: no colour to match on
+
+
+def test_colour_descriptor_bins_by_hand():
+    # PIL's HSV: red hue 0, green 85, blue 170 of 256; all fully saturated and bright. Bin =
+    # (hue bin of 12 x 3 saturation + saturation bin) x 3 values + value bin; greys after 108.
+    pure = np.stack([_photo(c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128)]])
+    descriptors = colour_descriptors(pure)
+    assert [np.flatnonzero(d).tolist() for d in descriptors] == [[8], [35], [71], [110]]
+    assert descriptors.max(axis=1) == pytest.approx(1.0)
+
+
+def test_one_of_the_white_balance_rows_undoes_a_cameras_cast():
+    photo = _photo((150, 90, 120))
+    variants = white_balance_variants(photo)
+    assert variants.shape == (len(WHITE_BALANCE_GAINS), 80, 60, 3) == (25, 80, 60, 3)
+    assert any(np.array_equal(v, photo) for v in variants)  # no cast is one of them
+    assert (variants[:, 0, 0] == 255).all()  # the white background stays white
+    assert len({tuple(v[40, 30]) for v in variants}) == 25  # the product is tinted 25 ways
+    catalog = colour_descriptors(photo[None])[0]
+    tinted = np.clip(photo * np.array([1.12, 0.95, 0.93]), 0, 255).astype(np.uint8)
+    tinted[(photo == 255).all(axis=-1)] = 255  # the cut-out's background is whitened after
+    assert colour_descriptors(tinted[None])[0] @ catalog == pytest.approx(0.0)  # hue bin moved
+    assert (cast_tolerant_descriptors(tinted) @ catalog).max() == pytest.approx(1.0)
+
+
+def test_rerank_takes_each_hits_best_row_of_a_query_vector():
+    e1, e2 = np.eye(2, dtype=np.float32)
+    hits = [Hit(1, 0.5, None), Hit(2, 0.5, None)]
+    colours = {COLOUR_VECTOR: {1: e1, 2: 0.6 * e1 + 0.8 * e2}}
+    blend = Blend(colour_weight=1.0, tag_weight=0.0)
+    rows = {COLOUR_VECTOR: np.stack([e2, e1])}
+    scored = rerank(hits, rows, None, colours, {}, blend)
+    assert [(h.id, h.score) for h in scored] == [(1, pytest.approx(1.5)), (2, pytest.approx(1.3))]
+    one = rerank(hits, {COLOUR_VECTOR: e2}, None, colours, {}, blend)
+    assert [(h.id, h.score) for h in one] == [(2, pytest.approx(1.3)), (1, pytest.approx(0.5))]
+    # Eval re-ranks a query with its rows too, where it has them.
+    queries = QuerySet([9, 10], [{}, {}], {COLOUR_VECTOR: np.stack([e2, e2])}, False)
+    queries.variants = {COLOUR_VECTOR: {1: np.stack([e2, e1])}}
+    assert blend_ids([hits, hits], queries, blend, colours, {}) == [[2, 1], [1, 2]]
 
 
 # -- the re-rank ---------------------------------------------------------------------------------
@@ -217,3 +282,47 @@ def test_colour_weight_without_colour_vectors_is_a_clear_error(
     result = runner.invoke(app, ["query", "--id", "5", "--tuned-weight", "1"])
     assert result.exit_code == 2, result.output
     assert "no tuned vectors" in result.stderr and "--kind finetune" in result.stderr
+
+
+def _phone_like(photo: Image.Image, cast=(1.12, 0.95, 0.93)) -> Image.Image:
+    """The catalog photo enlarged on a green table, the whole shot with a colour cast."""
+    table = np.full((320, 240, 3), (90, 140, 70), np.float32)
+    table[60:220, 50:170] = np.asarray(photo.resize((120, 160)), np.float32)
+    return Image.fromarray(np.clip(table * np.array(cast), 0, 255).astype(np.uint8))
+
+
+def test_cut_out_photos_match_colour_under_any_white_balance_in_query_and_eval(
+    tiny_catalog, tiny_weights, data_dir, tmp_path
+):
+    args = ingest_args(tiny_catalog, tiny_weights, "--no-autoencoder", "--no-classifier", "--json")
+    collection = json.loads(runner.invoke(app, args).stdout)["collection"]
+    shots = tmp_path / "shots"
+    (shots / "images").mkdir(parents=True)
+    lines = (tiny_catalog / "styles.csv").read_text().splitlines()
+    (shots / "styles.csv").write_text("\n".join(lines[:9]) + "\n")  # products 1-8
+    for i in range(1, 9):
+        photo = Image.open(tiny_catalog / "images" / f"{i}.jpg").convert("RGB")
+        _phone_like(photo).save(shots / "images" / f"{i}.jpg", quality=95)
+
+    with EdgeStore(data_dir) as store:
+        searcher = Searcher(store, collection, tiny_weights, compiled=False, data_dir=data_dir)
+        studio = prepare_photo(tiny_catalog / "images" / "5.jpg")
+        assert not was_cut_out(studio) and searcher.colour_rows(studio).shape == (COLOUR_DIM,)
+        blend = default_blend(store, collection)
+        mode = SearchMode("blend", searcher.spec.vector_name, blend=blend)
+        queries, skipped = photo_queries(read_catalog(shots), searcher, mode.vectors)
+        assert not skipped and len(queries.ids) == 8
+        cut = [row for row, i in enumerate(queries.ids) if was_cut_out(prepare_photo(
+            shots / "images" / f"{i}.jpg"))]  # fmt: skip
+        assert len(cut) >= 6  # the table is taken off most of them
+        assert sorted(queries.variants[COLOUR_VECTOR]) == cut
+        for row in cut:
+            photo = prepare_photo(shots / "images" / f"{queries.ids[row]}.jpg")
+            rows = searcher.colour_rows(photo)
+            assert rows.shape == (len(WHITE_BALANCE_GAINS), COLOUR_DIM)
+            np.testing.assert_allclose(queries.variants[COLOUR_VECTOR][row], rows)
+        # Eval ranks these photos as `searchctl query` does.
+        report = evaluate(store, collection, queries, [mode], k=5, exact=True)
+        for row, i in enumerate(queries.ids):
+            found = searcher.search_image(shots / "images" / f"{i}.jpg", top=5, blend=blend)
+            assert report.results[0].hits[row] == [h.id for h in found.hits], i

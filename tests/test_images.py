@@ -7,7 +7,14 @@ import pytest
 from conftest import SHARED_DATASET, needs_shared
 from PIL import Image
 
-from embedder.images import BadImage, letterbox, load_image, open_image, to_studio
+from embedder.images import (
+    BadImage,
+    letterbox,
+    load_image,
+    open_image,
+    to_studio,
+    was_cut_out,
+)
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -82,7 +89,9 @@ def test_to_studio_cuts_a_coloured_background_and_leaves_studio_shots_alone():
     rng = np.random.default_rng(0)
     table = np.clip(rng.normal((90, 140, 70), 12, size=(300, 400, 3)), 0, 255).astype(np.uint8)
     table[100:220, 150:230] = (200, 30, 40)  # the product: a red block off-centre
-    cut = np.asarray(to_studio(Image.fromarray(table)))
+    cut_photo = to_studio(Image.fromarray(table))
+    assert was_cut_out(cut_photo)  # a photo from outside the studio (Searcher.colour_rows)
+    cut = np.asarray(cut_photo)
     # Cropped to the product plus a 5 % margin (5 px: 5 % of 119, rounded down), the table
     # turned white.
     assert cut.shape == (130, 90, 3)
@@ -93,7 +102,7 @@ def test_to_studio_cuts_a_coloured_background_and_leaves_studio_shots_alone():
     studio = np.full((80, 60, 3), 250, np.uint8)
     studio[20:60, 15:45] = (20, 30, 110)
     same = to_studio(Image.fromarray(studio))
-    assert np.array_equal(np.asarray(same), studio)
+    assert np.array_equal(np.asarray(same), studio) and not was_cut_out(same)
 
 
 @needs_shared()
