@@ -249,6 +249,19 @@ class EdgeStore(VectorStore):
         results = shard.query_batch(qe.QueryBatchRequest(requests))
         return [[Hit(int(p.id), float(p.score), p.payload) for p in hits] for hits in results]
 
+    def score(self, name, vector, using, ids):
+        wanted = {int(i) for i in ids}
+        if not wanted:
+            return {}
+        request = qe.QueryRequest(
+            limit=len(wanted),
+            query=qe.Query.Nearest(unit_rows(vector)[0].tolist(), using=using),
+            filter=qe.Filter(must=[qe.HasIdCondition(wanted)]),
+            with_payload=False,
+            params=qe.SearchParams(exact=True),
+        )
+        return {int(p.id): float(p.score) for p in self._shard(name).query(request)}
+
     def optimize(self, name: str) -> None:
         self._shard(name).optimize()
 

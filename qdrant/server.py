@@ -214,5 +214,20 @@ class ServerStore(VectorStore):
             for r in responses
         ]
 
+    def score(self, name, vector, using, ids):
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return {}
+        response = self.client.query_points(
+            self._check(name),
+            query=unit_rows(vector)[0].tolist(),
+            using=using,
+            query_filter=qm.Filter(must=[qm.HasIdCondition(has_id=wanted)]),
+            limit=len(wanted),
+            search_params=qm.SearchParams(exact=True),
+            with_payload=False,
+        )
+        return {int(p.id): float(p.score) for p in response.points}
+
     def close(self) -> None:
         self.client.close()

@@ -19,7 +19,14 @@ import numpy as np
 from classifier.schemes import TUNED_VECTOR
 from embedder.colour import COLOUR_VECTOR
 from qdrant.base import Hit, VectorStore
-from searchctl.query import SAME_TYPE_FIELD, Blend, add_candidates, default_blend, rerank
+from searchctl.query import (
+    SAME_TYPE_FIELD,
+    Blend,
+    add_candidates,
+    best_cosines,
+    default_blend,
+    rerank,
+)
 
 EVAL_FIELDS = (
     "gender",
@@ -256,20 +263,18 @@ def blend_ids(
     """Re-rank each query's candidates as `searchctl query` does (Blend), all of them kept
     (`vectors_of`: the blend's side vectors of the collection, name -> id -> vector)."""
     side = [v for v in blend.side_vectors() if v in queries.vectors]
-    return [
-        [
-            h.id
-            for h in rerank(
-                candidates,
-                {v: queries.variants.get(v, {}).get(q, queries.vectors[v][q]) for v in side},
-                queries.labels[q],
-                vectors_of,
-                labels_of,
-                blend,
+    ranked = []
+    for q, candidates in enumerate(hits):
+        side_scores = {
+            v: best_cosines(
+                queries.variants.get(v, {}).get(q, queries.vectors[v][q]),
+                {h.id: vectors_of[v][h.id] for h in candidates if h.id in vectors_of[v]},
             )
-        ]
-        for q, candidates in enumerate(hits)
-    ]
+            for v in side
+        }
+        reranked = rerank(candidates, side_scores, queries.labels[q], labels_of, blend)
+        ranked.append([h.id for h in reranked])
+    return ranked
 
 
 def top_k(hits: list[list[int]], query_ids: Sequence[int], k: int, leave_one_out: bool):
@@ -420,10 +425,16 @@ def evaluate(
                 )
                 if mode.vector not in vectors_of:
                     vectors_of[mode.vector] = collection_vectors(store, collection, mode.vector)
+                shape_of = vectors_of[mode.vector]
                 found = [
                     add_candidates(
-                        hits, more, queries.vectors[mode.vector][q], vectors_of[mode.vector]
-                    )
+                        hits,
+                        more,
+                        best_cosines(
+                            queries.vectors[mode.vector][q],
+                            {h.id: shape_of[h.id] for h in more if h.id in shape_of},
+                        ),
+                    )  # fmt: skip
                     for q, (hits, more) in enumerate(zip(found, tuned))
                 ]
             raw = blend_ids(found, queries, mode.blend, vectors_of, labels_of)

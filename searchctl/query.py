@@ -127,18 +127,20 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     )
 
 
-def add_candidates(
-    hits: list[Hit], extra: list[Hit], query: np.ndarray, vectors_of: Mapping[int, np.ndarray]
-) -> list[Hit]:
+def best_cosines(rows: np.ndarray, stored: Mapping[int, np.ndarray]) -> dict[int, float]:
+    """id -> the best cosine of a query's `rows` (one vector, or several: a cut-out photo's
+    colour under several white balances, Searcher.colour_rows) with its stored unit vector."""
+    q = unit_rows(rows)
+    return {i: float((q @ v).max()) for i, v in stored.items()}
+
+
+def add_candidates(hits: list[Hit], extra: list[Hit], shape_scores: Mapping[int, float]):
     """The shape search's `hits` and, after them, those of `extra` (the tuned vector's
-    nearest) not among them, scored like them: the cosine of their shape vector
-    (`vectors_of`, id -> vector) with the `query`'s."""
+    nearest) not among them, scored like them: by their shape cosine (`shape_scores`, id ->
+    the query's cosine with the product's shape vector)."""
     seen = {h.id for h in hits}
-    new = [h for h in extra if h.id not in seen and h.id in vectors_of]
-    if not new:
-        return hits
-    q = unit_rows(query)[0]
-    return hits + [Hit(h.id, float(unit_rows(vectors_of[h.id])[0] @ q), h.payload) for h in new]
+    new = [h for h in extra if h.id not in seen and h.id in shape_scores]
+    return hits + [Hit(h.id, shape_scores[h.id], h.payload) for h in new]
 
 
 def search_candidates(
@@ -166,35 +168,27 @@ def search_candidates(
         pending = pool.submit(store.search, *tuned_args)
         hits = store.search(collection, query, vector, limit, where)
         tuned = pending.result()
-    vectors_of = {
-        p.id: p.vectors[vector]
-        for p in store.retrieve(collection, [h.id for h in tuned], with_vectors=[vector])
-        if vector in p.vectors
-    }
-    return add_candidates(hits, tuned, query, vectors_of)
+    seen = {h.id for h in hits}
+    new = [h.id for h in tuned if h.id not in seen]
+    return add_candidates(hits, tuned, store.score(collection, query, vector, new))
 
 
 def rerank(
     hits: list[Hit],
-    query_vectors: Mapping[str, np.ndarray],
+    side_scores: Mapping[str, Mapping[int, float]],
     query_tags: Mapping | None,
-    vectors_of: Mapping[str, Mapping[int, np.ndarray]],
     tags_of: Mapping[int, Mapping | None],
     blend: Blend,
 ) -> list[Hit]:
-    """The shape search's `hits` in blended order, scored. `query_vectors` and `vectors_of`
-    (name -> id -> unit vector) hold the blend's side vectors (Blend.side_vectors); a query
-    side vector may be several rows, of which each hit's best cosine counts (a cut-out
-    photo's colour under several white balances, Searcher.colour_rows). `query_tags` and
-    `tags_of` are payload-shaped predicted tags (see tag_agreement)."""
+    """The shape search's `hits` in blended order, scored. `side_scores` holds, for each of
+    the blend's side vectors the query has (Blend.side_vectors), id -> the query's cosine
+    with the hit's vector (best_cosines); `query_tags` and `tags_of` are payload-shaped
+    predicted tags (see tag_agreement)."""
     scores = np.array([h.score for h in hits], dtype=np.float64)
     for name, weight in blend.side_vectors().items():
-        if query_vectors.get(name) is None:
-            continue
-        q = unit_rows(query_vectors[name])
-        of = vectors_of.get(name, {})
-        best = [float((q @ of[h.id]).max()) if h.id in of else 0.0 for h in hits]
-        scores += weight * np.array(best)
+        of = side_scores.get(name)
+        if of is not None:
+            scores += weight * np.array([of.get(h.id, 0.0) for h in hits])
     if blend.tag_weight:
         tags = np.array([tag_agreement(query_tags, tags_of.get(h.id)) for h in hits])
         scores += blend.tag_weight * tags
@@ -211,17 +205,23 @@ def blend_hits(
     blend: Blend,
     top: int,
 ) -> list[Hit]:
-    """The best `top` of the shape search's `hits` (with payloads), their side vectors
-    fetched from the store."""
+    """The best `top` of the shape search's `hits` (with payloads). A side vector of one
+    row is scored by the store; one of several rows (best_cosines) on its fetched vectors."""
+    ids = [h.id for h in hits]
     wanted = [v for v in blend.side_vectors() if query_vectors.get(v) is not None]
-    vectors_of: dict[str, dict[int, np.ndarray]] = {v: {} for v in wanted}
-    if hits and wanted:
-        for p in store.retrieve(collection, [h.id for h in hits], with_vectors=wanted):
-            for v in wanted:
+    several = [v for v in wanted if np.ndim(query_vectors[v]) > 1]
+    side_scores = {
+        v: store.score(collection, query_vectors[v], v, ids) for v in wanted if v not in several
+    }
+    if ids and several:
+        vectors_of: dict[str, dict[int, np.ndarray]] = {v: {} for v in several}
+        for p in store.retrieve(collection, ids, with_vectors=several):
+            for v in several:
                 if v in p.vectors:
                     vectors_of[v][p.id] = p.vectors[v]
+        side_scores.update({v: best_cosines(query_vectors[v], vectors_of[v]) for v in several})
     tags_of = {h.id: h.payload for h in hits}
-    return rerank(hits, query_vectors, query_tags, vectors_of, tags_of, blend)[:top]
+    return rerank(hits, side_scores, query_tags, tags_of, blend)[:top]
 
 
 @dataclass

@@ -41,6 +41,7 @@ from searchctl.evaluate import (
 from searchctl.query import (
     Blend,
     Searcher,
+    best_cosines,
     default_blend,
     rerank,
     search_by_id,
@@ -104,20 +105,20 @@ def test_one_of_the_white_balance_rows_undoes_a_cameras_cast():
     assert (cast_tolerant_descriptors(tinted) @ catalog).max() == pytest.approx(1.0)
 
 
-def test_rerank_takes_each_hits_best_row_of_a_query_vector():
+def test_a_query_vector_of_several_rows_scores_each_hit_by_its_best_row():
     e1, e2 = np.eye(2, dtype=np.float32)
+    colours = {1: e1, 2: 0.6 * e1 + 0.8 * e2}
+    rows = np.stack([e2, e1])
+    assert best_cosines(rows, colours) == {1: pytest.approx(1.0), 2: pytest.approx(0.8)}
+    assert best_cosines(e2, colours) == {1: pytest.approx(0.0), 2: pytest.approx(0.8)}
     hits = [Hit(1, 0.5, None), Hit(2, 0.5, None)]
-    colours = {COLOUR_VECTOR: {1: e1, 2: 0.6 * e1 + 0.8 * e2}}
     blend = Blend(colour_weight=1.0, tag_weight=0.0)
-    rows = {COLOUR_VECTOR: np.stack([e2, e1])}
-    scored = rerank(hits, rows, None, colours, {}, blend)
+    scored = rerank(hits, {COLOUR_VECTOR: best_cosines(rows, colours)}, None, {}, blend)
     assert [(h.id, h.score) for h in scored] == [(1, pytest.approx(1.5)), (2, pytest.approx(1.3))]
-    one = rerank(hits, {COLOUR_VECTOR: e2}, None, colours, {}, blend)
-    assert [(h.id, h.score) for h in one] == [(2, pytest.approx(1.3)), (1, pytest.approx(0.5))]
     # Eval re-ranks a query with its rows too, where it has them.
     queries = QuerySet([9, 10], [{}, {}], {COLOUR_VECTOR: np.stack([e2, e2])}, False)
-    queries.variants = {COLOUR_VECTOR: {1: np.stack([e2, e1])}}
-    assert blend_ids([hits, hits], queries, blend, colours, {}) == [[2, 1], [1, 2]]
+    queries.variants = {COLOUR_VECTOR: {1: rows}}
+    assert blend_ids([hits, hits], queries, blend, {COLOUR_VECTOR: colours}, {}) == [[2, 1], [1, 2]]
 
 
 # -- the re-rank ---------------------------------------------------------------------------------

@@ -65,6 +65,10 @@ def _scenario(store) -> dict:
             )
         ],
         "colour": [h.id for h in store.search("catalog", points[9].vectors["colour"], "colour", 3)],
+        "scored": sorted(
+            (i, round(c, 4))
+            for i, c in store.score("catalog", queries[0], "shape", [1009, 42, 1001]).items()
+        ),
         "retrieved": [
             (p.id, p.payload, np.round(p.vectors["colour"], 4).tolist())
             for p in store.retrieve("catalog", [1009, 42, 1001], with_vectors=True)
@@ -73,6 +77,21 @@ def _scenario(store) -> dict:
     store.set_metadata("catalog", {"embedder": {"backbone": "c"}, "autoencoder": 1})
     out["metadata_after"] = store.get_metadata("catalog")
     return out
+
+
+def test_score_is_the_cosine_with_each_stored_vector(store):
+    points = _points()
+    store.create_collection("catalog", VECTORS, {}, INDEXES)
+    store.upsert("catalog", points)
+    query = np.random.default_rng(3).normal(size=VECTORS["shape"])
+    wanted = [1003, 1050, 1119, 7]  # 7 is no point: left out
+    scores = store.score("catalog", query, "shape", wanted)
+    assert sorted(scores) == [1003, 1050, 1119]
+    for i in scores:
+        stored = points[i - 1000].vectors["shape"]
+        cosine = stored @ query / (np.linalg.norm(stored) * np.linalg.norm(query))
+        assert scores[i] == pytest.approx(cosine, abs=1e-5)
+    assert store.score("catalog", query, "shape", []) == {}
 
 
 def test_edge_and_memory_client_agree(tmp_path):
