@@ -445,15 +445,17 @@ def query(
             min=0.0,
             help="Weight of the tuned vector's cosine in the re-rank [default: 1.0 when the "
             "collection has tuned vectors, from a finetune classifier]; with it, the tuned "
-            "vector's 20 nearest products join the candidates (0 turns both off).",
+            "vector's 50 nearest products join the candidates (0 turns both off).",
         ),
     ] = None,
     candidates: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="How many nearest products of the searched vector the re-rank chooses from."
+            min=1,
+            help="How many nearest products of the searched vector the re-rank chooses from "
+            "[default: 50; 100 beside a tuned vector].",
         ),
-    ] = 50,
+    ] = None,
     cutout: Annotated[
         bool,
         typer.Option(
@@ -483,7 +485,7 @@ def query(
     from embedder.images import open_image
     from searchctl.config import connect, pick_collection
     from searchctl.query import (
-        TUNED_CANDIDATES,
+        TUNED_BLEND,
         Blend,
         Searcher,
         default_blend,
@@ -517,10 +519,10 @@ def query(
             }
             overrides = {k: v for k, v in overrides.items() if v is not None}
             if tuned_weight is not None:
-                overrides["tuned_candidates"] = TUNED_CANDIDATES
+                overrides["tuned_candidates"] = TUNED_BLEND.tuned_candidates
             if not plain and overrides:
                 blend = replace(blend or Blend(0.0, 0.0), **overrides)
-            if blend is not None:
+            if blend is not None and candidates is not None:
                 blend = replace(blend, candidates=candidates)
             if image is not None:
                 wants_tags = same_type or bool(blend and blend.tag_weight)

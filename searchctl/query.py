@@ -20,13 +20,6 @@ from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
 INTEGER_FIELDS = ("id", "year")
 AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
-# Weight of the tuned vector's cosine in the default re-rank of a collection that has one.
-TUNED_WEIGHT = 1.0
-# ... and how many of the tuned vector's nearest products join the shape vector's candidates.
-TUNED_CANDIDATES = 20
-# ... and the tag weight beside it: the tuned vector is the classifier's own features, so
-# tags at the full weight counted the classifier twice (numpy grid and eval, README).
-TUNED_TAG_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +65,17 @@ class Blend:
         return {name: w for name, w in weights.items() if w}
 
 
+# The default re-rank of a collection with a tuned vector (a finetune classifier's features):
+# its cosine at weight 1; its 50 nearest products join the shape vector's 100 candidates (a
+# tinted, tilted phone photo often has its product among those and not the shape vector's
+# 50 nearest); tags at half weight, for the tuned vector is the classifier's own features
+# and full-weight tags counted it twice. Chosen with numpy grids on cached vectors and
+# checked with `searchctl eval` (README, "Search quality").
+TUNED_BLEND = Blend(
+    colour_weight=0.3, tag_weight=0.05, candidates=100, tuned_weight=1.0, tuned_candidates=50
+)
+
+
 def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
     """Sum over the classifier's schemes of [same predicted tag] x query confidence x hit
     confidence (payload-shaped dicts: pred_<scheme>, pred_<scheme>_conf), 0 to 3.
@@ -102,9 +106,9 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     """The re-rank `searchctl query` applies by default to `vector` (default: the default
     vector) here: colour when the collection has colour vectors, tags when its products carry
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
-    boost cost it a point), at TUNED_TAG_WEIGHT beside a tuned vector; the tuned vector's
+    boost cost it a point); the tuned vector's
     cosine when the collection has one and it is not the vector searched and they are
-    current (ingest.tuned); None when none of them."""
+    current (ingest.tuned), and then TUNED_BLEND's weights; None when none of them."""
     from ingest.tuned import tuned_current
 
     vector = vector or default_vector(store, collection)
@@ -117,13 +121,13 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     has_tags = has_tags and vector != TUNED_VECTOR
     if not (has_colour or has_tags or has_tuned):
         return None
-    base = Blend()
+    base = TUNED_BLEND if has_tuned else Blend()
     return Blend(
         base.colour_weight if has_colour else 0.0,
-        (TUNED_TAG_WEIGHT if has_tuned else base.tag_weight) if has_tags else 0.0,
+        base.tag_weight if has_tags else 0.0,
         base.candidates,
-        TUNED_WEIGHT if has_tuned else 0.0,
-        TUNED_CANDIDATES if has_tuned else 0,
+        base.tuned_weight if has_tuned else 0.0,
+        base.tuned_candidates if has_tuned else 0,
     )
 
 

@@ -261,6 +261,8 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
         "tuned_candidates": 0,
     }
     assert blended["hits"][0]["id"] == 5
+    fewer = runner.invoke(app, ["query", "--id", "5", "--candidates", "7", "--json"])
+    assert json.loads(fewer.stdout)["blend"]["candidates"] == 7
     plain = json.loads(runner.invoke(app, ["query", "--id", "5", "--plain", "--json"]).stdout)
     assert plain["blend"] is None
     photo = runner.invoke(app, ["query", str(tiny_catalog / "images" / "6.jpg")])

@@ -238,7 +238,8 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
     assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.05
     assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
-    assert found["blend"]["tuned_candidates"] == 20  # and searches it for candidates too
+    assert found["blend"]["tuned_candidates"] == 50  # and searches it for candidates too
+    assert found["blend"]["candidates"] == 100  # beside the shape vector's 100 nearest
     # One pass through the network gives the same tags and tuned vector as two.
     from classifier.tagger import Tagger
     from embedder.images import load_image
@@ -278,7 +279,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert after["blend"]["tuned_weight"] == 0.0 and after["blend"]["tag_weight"] == 0.1
     assert after["blend"]["tuned_candidates"] == 0
     # Asked for by weight, the tuned vector blends and brings its candidates; 0 turns both off.
-    for weight, joined in (("0.5", 20), ("0", 0)):
+    for weight, joined in (("0.5", 50), ("0", 0)):
         by_id = runner.invoke(app, ["query", "--id", "70", "--tuned-weight", weight, "--json"])
         assert json.loads(by_id.stdout)["blend"]["tuned_candidates"] == joined, weight
     stale = runner.invoke(app, ["query", str(photo), "--vector", "tuned"])
