@@ -172,12 +172,13 @@ class VectorStore(ABC):
         limit: int,
         where: Where | None = None,
         exact: bool = False,
-        with_payload: bool = True,
+        with_payload: bool | list[str] = True,
         row_where: Sequence[Where | None] | None = None,
     ) -> list[list[Hit]]:
         """Nearest neighbours by cosine for each row of `vectors`, best first.
 
-        `where` filters every row; `row_where[i]` adds conditions for row i only."""
+        `where` filters every row; `row_where[i]` adds conditions for row i only.
+        `with_payload`: all of each hit's payload, none, or these fields of it."""
 
     @abstractmethod
     def score(
@@ -195,9 +196,10 @@ class VectorStore(ABC):
         limit: int,
         where: Where | None = None,
         exact: bool = False,
+        with_payload: bool | list[str] = True,
     ) -> list[Hit]:
         batch = np.asarray(vector, dtype=np.float32)[None, :]
-        return self.search_batch(name, batch, using, limit, where, exact)[0]
+        return self.search_batch(name, batch, using, limit, where, exact, with_payload)[0]
 
     def iter_points(
         self,

@@ -76,6 +76,11 @@ TUNED_BLEND = Blend(
 )
 
 
+# The payload fields tag_agreement reads: all a candidate brings from the search (the hits
+# kept get their whole payload after the re-rank; 100 whole payloads took 2 ms to transfer).
+TAG_FIELDS = [field(scheme) for scheme in SCHEMES for field in (pred_field, conf_field)]
+
+
 def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
     """Sum over the classifier's schemes of [same predicted tag] x query confidence x hit
     confidence (payload-shaped dicts: pred_<scheme>, pred_<scheme>_conf), 0 to 3.
@@ -160,17 +165,21 @@ def search_candidates(
 ) -> list[Hit]:
     """The shape vector's `limit` nearest products, and the tuned vector's
     `blend.tuned_search` nearest (add_candidates); the two searches run side by side on
-    `pool` (a thread pool: the store releases the GIL while it searches)."""
+    `pool` (a thread pool: the store releases the GIL while it searches). Their payloads
+    hold only what the re-rank reads (TAG_FIELDS)."""
+    fields = TAG_FIELDS if blend.tag_weight else False
+    shape_args = (collection, query, vector, limit, where, False, fields)
     extra = blend.tuned_search if query_vectors.get(TUNED_VECTOR) is not None else 0
     if not extra or vector == TUNED_VECTOR:  # searching the tuned vector finds them already
-        return store.search(collection, query, vector, limit, where)
-    tuned_args = (collection, query_vectors[TUNED_VECTOR], TUNED_VECTOR, extra, where)
+        return store.search(*shape_args)
+    tuned_query = query_vectors[TUNED_VECTOR]
+    tuned_args = (collection, tuned_query, TUNED_VECTOR, extra, where, False, fields)
     if pool is None:
-        hits = store.search(collection, query, vector, limit, where)
+        hits = store.search(*shape_args)
         tuned = store.search(*tuned_args)
     else:
         pending = pool.submit(store.search, *tuned_args)
-        hits = store.search(collection, query, vector, limit, where)
+        hits = store.search(*shape_args)
         tuned = pending.result()
     seen = {h.id for h in hits}
     new = [h.id for h in tuned if h.id not in seen]
@@ -209,8 +218,9 @@ def blend_hits(
     blend: Blend,
     top: int,
 ) -> list[Hit]:
-    """The best `top` of the shape search's `hits` (with payloads). A side vector of one
-    row is scored by the store; one of several rows (best_cosines) on its fetched vectors."""
+    """The best `top` of the shape search's `hits`, with their whole payloads. A side vector
+    of one row is scored by the store; one of several rows (best_cosines) on its fetched
+    vectors."""
     ids = [h.id for h in hits]
     wanted = [v for v in blend.side_vectors() if query_vectors.get(v) is not None]
     several = [v for v in wanted if np.ndim(query_vectors[v]) > 1]
@@ -225,7 +235,9 @@ def blend_hits(
                     vectors_of[v][p.id] = p.vectors[v]
         side_scores.update({v: best_cosines(query_vectors[v], vectors_of[v]) for v in several})
     tags_of = {h.id: h.payload for h in hits}
-    return rerank(hits, side_scores, query_tags, tags_of, blend)[:top]
+    kept = rerank(hits, side_scores, query_tags, tags_of, blend)[:top]
+    payloads = {p.id: p.payload for p in store.retrieve(collection, [h.id for h in kept])}
+    return [Hit(h.id, h.score, payloads.get(h.id)) for h in kept]
 
 
 @dataclass

@@ -208,6 +208,7 @@ def test_blended_search_matches_numpy_on_both_stores(store, tuned_candidates):
         expected = _numpy_blend(points, query, blend, 5)
         assert [h.id for h in result.hits] == [i for i, _ in expected]
         assert [h.score for h in result.hits] == pytest.approx([s for _, s in expected], abs=1e-5)
+        assert [h.payload for h in result.hits] == [points[i - 1].payload for i, _ in expected]
         plain = search_by_id(store, "c", query, top=5, vector="shape")
         assert [h.id for h in result.hits] != [h.id for h in plain.hits] or query == 1
         shape_only = _numpy_blend(points, query, replace(blend, tuned_candidates=0), 5)
