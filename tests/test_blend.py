@@ -94,10 +94,10 @@ def test_colour_descriptor_bins_by_hand():
 def test_one_of_the_white_balance_rows_undoes_a_cameras_cast():
     photo = _photo((150, 90, 120))
     variants = white_balance_variants(photo)
-    assert variants.shape == (len(WHITE_BALANCE_GAINS), 80, 60, 3) == (25, 80, 60, 3)
+    assert variants.shape == (len(WHITE_BALANCE_GAINS), 80, 60, 3) == (7, 80, 60, 3)
     assert any(np.array_equal(v, photo) for v in variants)  # no cast is one of them
     assert (variants[:, 0, 0] == 255).all()  # the white background stays white
-    assert len({tuple(v[40, 30]) for v in variants}) == 25  # the product is tinted 25 ways
+    assert len({tuple(v[40, 30]) for v in variants}) == 7  # the product is tinted 7 ways
     catalog = colour_descriptors(photo[None])[0]
     tinted = np.clip(photo * np.array([1.12, 0.95, 0.93]), 0, 255).astype(np.uint8)
     tinted[(photo == 255).all(axis=-1)] = 255  # the cut-out's background is whitened after
