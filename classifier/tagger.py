@@ -45,6 +45,9 @@ class TaggerRecord:
     test_ids: list[int] = field(default_factory=list)
     trained_on: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # A finetune classifier's tags voted by neighbours (classifier.neighbours), measured on
+    # the same test products once every tuned vector is made (ingest.tuned).
+    neighbour_metrics: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     created: str = ""

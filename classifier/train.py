@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.neighbours import VOTED_FIELD, vote_among
 from classifier.schemes import (
     DEFAULT_MIN_CLASS_SIZE,
     IGNORE,
     SCHEMES,
+    TUNED_VECTOR,
     SchemeClasses,
     check_kind,
     pred_field,
@@ -36,7 +38,7 @@ from embedder.files import write_json_atomic
 from embedder.images import load_images
 from embedder.spec import EmbedderSpec
 from ingest.stored import NO_IMAGE, catalog_root, collection_cutout
-from qdrant.base import KEYWORD_INDEX, VectorStore
+from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 
 DEFAULT_KIND = "vectors"
 # finetune: 4 epochs of a cosine-decayed rate, about 8 minutes each for 44k photos here.
@@ -233,7 +235,7 @@ def train_classifier(
             plot_precision_recall(sc, y, p[test], out / f"precision_recall_{sc.scheme}.png")
         )
     t2 = time.perf_counter()
-    tagged = write_tags(store, collection, feats.ids, schemes, probs)
+    tagged = write_tags(store, collection, feats.ids, schemes, probs, _network_mark(kind))
     record.seconds["tag"] = round(time.perf_counter() - t2, 1)
     record.seconds["total"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(directory / RECORD_FILE, record.to_json())  # with the tagging time
@@ -246,15 +248,59 @@ def write_tags(
     ids: Sequence[int],
     schemes: Sequence[SchemeClasses],
     probs: Sequence[np.ndarray],
+    extra: dict | None = None,
 ) -> int:
-    """pred_<scheme> and pred_<scheme>_conf on every point; the pred fields keyword-indexed."""
+    """pred_<scheme> and pred_<scheme>_conf (and `extra`) on every point; the pred fields
+    keyword-indexed."""
     for sc in schemes:
         store.create_index(collection, pred_field(sc.scheme), KEYWORD_INDEX)
-    payloads = {pid: tag_payload(schemes, probs, row) for row, pid in enumerate(ids)}
+    payloads = {pid: {**tag_payload(schemes, probs, row), **(extra or {})}
+                for row, pid in enumerate(ids)}  # fmt: skip
     for start in range(0, len(ids), 2000):  # pages, so that progress is durable
         chunk = list(ids[start : start + 2000])
         store.set_payloads(collection, {pid: payloads[pid] for pid in chunk})
     return len(payloads)
+
+
+def _network_mark(kind: str) -> dict:
+    """The network's own tags of a finetune classifier wait for its neighbours' vote."""
+    return {VOTED_FIELD: None} if kind == "finetune" else {}
+
+
+def tag_by_neighbours(
+    store: VectorStore, collection: str, directory: Path, record: TaggerRecord, everyone: bool
+) -> int:
+    """With every tuned vector current: tag by their neighbours (classifier.neighbours, each
+    product voted by the others) every product if `everyone` (new vectors change who is
+    whose neighbour), else those whose tags this model's vectors have not voted yet; and, the
+    first time, measure the vote on the record's test products (voted by the products outside
+    the test part only). Returns how many were tagged."""
+    from classifier.metrics import scheme_metrics  # sklearn: only when measuring
+
+    ids, payloads, vectors = collection_payloads(store, collection, vector=TUNED_VECTOR)
+    vectors = unit_rows(vectors)
+    if not record.neighbour_metrics:
+        is_test = np.isin(np.array(ids), np.array(record.test_ids, dtype=np.int64))
+        test, known = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+        if len(test) and len(known):
+            probs = vote_among(record.schemes, payloads, vectors, test, known)
+            truth = [payloads[r] for r in test]
+            record.neighbour_metrics = {
+                sc.scheme: scheme_metrics(sc, sc.encode(truth), p)
+                for sc, p in zip(record.schemes, probs)
+            }
+            write_json_atomic(directory / RECORD_FILE, record.to_json())
+    todo = np.array(
+        [r for r, p in enumerate(payloads) if everyone or p.get(VOTED_FIELD) != record.model_file],
+        dtype=np.int64,
+    )
+    if not len(todo):
+        return 0
+    probs = vote_among(record.schemes, payloads, vectors, todo, np.arange(len(ids)))
+    voted = {VOTED_FIELD: record.model_file}
+    tagged = write_tags(store, collection, [ids[r] for r in todo], record.schemes, probs, voted)
+    store.optimize(collection)  # see tag_collection
+    return tagged
 
 
 def check_tagger(record: TaggerRecord, spec: EmbedderSpec, collection: str) -> None:
@@ -291,8 +337,11 @@ def tag_collection(
         on_features(len(ids) if ids is not None else store.count(collection))
     feats = collection_features(store, collection, spec, tagger.record.kind, ids, on_progress)
     probs = tagger.predict(feats.matrix) if feats.ids else []
+    mark = _network_mark(tagger.record.kind)
     tagged = (
-        write_tags(store, collection, feats.ids, tagger.record.schemes, probs) if feats.ids else 0
+        write_tags(store, collection, feats.ids, tagger.record.schemes, probs, mark)
+        if feats.ids
+        else 0
     )
     if tagged:
         # Payload writes move points out of the embedded store's HNSW segments: until the

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from classifier.neighbours import VOTED_FIELD
 from classifier.schemes import TUNED_VECTOR
 from classifier.tagger import Tagger, read_record, tagger_dir
+from classifier.train import tag_by_neighbours
 from embedder.images import load_images
 from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
@@ -49,7 +51,8 @@ def ensure_tuned(
     on_progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Give every point the tuned vector of the collection's `finetune` classifier (skipped,
-    with the reason, for another kind or none)."""
+    with the reason, for another kind or none); then, every vector current, tag the points
+    that the network tagged by their neighbours' vote (classifier.train.tag_by_neighbours)."""
     t0 = time.perf_counter()
     directory = tagger_dir(data_dir, collection)
     record = read_record(directory)
@@ -60,13 +63,17 @@ def ensure_tuned(
         return {"action": "skipped", "reason": f"{kind} classifier: only finetune has one"}
     current = record.model_file
     store.add_vector(collection, TUNED_VECTOR, int(record.embedder["dim"]))
-    made_by = {p.id: (p.payload or {}).get(MODEL_FIELD) for p in store.iter_points(collection)}
-    todo = [pid for pid, model in made_by.items() if model != current]
+    payloads = {p.id: p.payload or {} for p in store.iter_points(collection)}
+    todo = [pid for pid, p in payloads.items() if p.get(MODEL_FIELD) != current]
     if on_plan:
         on_plan(len(todo))
     if not todo:
         _mark(store, collection, current)
-        return {"action": "up_to_date", "embedded": 0}
+        unvoted = any(p.get(VOTED_FIELD) != current for p in payloads.values())
+        voted = 0
+        if unvoted or not record.neighbour_metrics:
+            voted = tag_by_neighbours(store, collection, directory, record, everyone=False)
+        return {"action": "up_to_date", "embedded": 0, "voted": voted}
     _mark(store, collection, None)  # until every point is done
     tagger = Tagger(directory)
     height, width, _ = record.input_shape
@@ -83,11 +90,14 @@ def ensure_tuned(
         if on_progress:
             on_progress(len(ids))
     store.optimize(collection)
+    voted = 0
     if not bad:
         _mark(store, collection, current)
+        voted = tag_by_neighbours(store, collection, directory, record, everyone=True)
     return {
         "action": "embedded",
         "embedded": len(todo) - len(bad),
+        "voted": voted,
         "bad_images": [{"id": i, "reason": r} for i, r in bad],
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -293,11 +293,13 @@ def _ensure_tuned(store, name, data_dir) -> dict:
 
 
 def _describe_tuned(tuned: dict) -> str:
+    voted = tuned.get("voted", 0)
+    votes = f" Tags voted by their nearest products for {voted:,} products." if voted else ""
     if tuned["action"] == "up_to_date":
-        return "Every product has its tuned vector."
+        return "Every product has its tuned vector." + votes
     return (
         f"Tuned vectors (the finetune classifier's features) for {tuned['embedded']:,} "
-        f"products ({tuned['seconds']:.1f} s): the default search re-ranks with them."
+        f"products ({tuned['seconds']:.1f} s): the default search re-ranks with them." + votes
     )
 
 
@@ -855,6 +857,7 @@ def train_classifier_cmd(
     pred_<scheme> and pred_<scheme>_conf into each point's payload (filterable).
     """
     from classifier.schemes import check_kind
+    from classifier.tagger import read_record
     from classifier.train import train_classifier
     from searchctl.config import connect, default_data_dir, pick_collection
     from searchctl.query import recorded_spec
@@ -888,7 +891,8 @@ def train_classifier_cmd(
                 on_epoch=on_epoch,
             )
         tuned = _ensure_tuned(store, name, data_dir)
-    record = report.record
+    # The tuned vector stage adds the neighbours' vote's test metrics to the saved record.
+    record = read_record(report.directory) or report.record
     if as_json:
         data = record.to_json()
         data.pop("test_ids")
@@ -903,19 +907,30 @@ def train_classifier_cmd(
         f"{record.split['test']:,} products",
         title_justify="left",
     )
-    for col in ("scheme", "classes", "left out", "accuracy", "macro-F1", "paper (VGG19)"):
+    voted = record.neighbour_metrics
+    columns = ["scheme", "classes", "left out", "accuracy", "macro-F1"]
+    columns += ["voted: accuracy", "voted: macro-F1"] if voted else []
+    for col in [*columns, "paper (VGG19)"]:
         table.add_column(col, justify="left" if col == "scheme" else "right")
     for sc in record.schemes:
         m = record.metrics[sc.scheme]
+        v = voted.get(sc.scheme)
         table.add_row(
             sc.scheme,
             str(len(sc.classes)),
             str(len(sc.left_out)),
             f"{m['accuracy']:.4f}",
             f"{m['macro_f1']:.4f}",
+            *([f"{v['accuracy']:.4f}", f"{v['macro_f1']:.4f}"] if v else []),
             f"{PAPER_ACCURACY[sc.scheme]:.3f}",
         )
     out.print(table)
+    if voted:
+        out.print(
+            "voted: the tags the products carry, voted by the 20 products nearest in the tuned "
+            "vector (the test products by the others only).",
+            highlight=False,
+        )
     out.print(
         f"Tagged {report.tagged:,} products; time {record.seconds['total']:.0f} s "
         f"(features {record.seconds['features']:.0f} s, training {record.seconds['train']:.0f} "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from classifier.neighbours import voted_tags
 from classifier.schemes import SCHEMES, TUNED_VECTOR, conf_field, pred_field, tag_payload
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
@@ -338,6 +339,7 @@ class Searcher:
         self._autoencoder = None
         self._finetuned = None
         self._threads = None
+        self._voting: bool | None = None
 
     def _pool(self):
         """A thread for the tuned search, beside the shape search (search_candidates)."""
@@ -434,7 +436,30 @@ class Searcher:
             return cast_tolerant_descriptors(pixels)
         return colour_descriptors(pixels[None])[0]
 
+    @property
+    def voting(self) -> bool:
+        """A photo's tags are voted by the products nearest its tuned vector: a `finetune`
+        classifier whose tuned vectors are all made (as the collection's own tags are,
+        classifier.neighbours)."""
+        if self._voting is None:
+            from ingest.tuned import tuned_current
+
+            self._voting = self.tags_from_photo and tuned_current(self.store, self.collection)
+        return self._voting
+
+    def photo_tags(self, probs: list[np.ndarray], tuned: np.ndarray) -> list[dict]:
+        """Tags of photos from one pass through the `finetune` network (predict_and_embed):
+        the vote of their tuned vectors' nearest products where `voting` (voted_tags), else the
+        network's own probabilities."""
+        schemes = self.tagger.record.schemes
+        if self.voting:
+            return voted_tags(self.store, self.collection, schemes, tuned)
+        return [tag_payload(schemes, probs, i) for i in range(len(tuned))]
+
     def predict_tags(self, features: np.ndarray) -> list[dict]:
+        """Tags of a batch of classifier inputs (photos for a `finetune` classifier)."""
+        if self.voting:
+            return self.photo_tags(*self.tagger.predict_and_embed(features))
         probs = self.tagger.predict(features)
         return [tag_payload(self.tagger.record.schemes, probs, i) for i in range(len(features))]
 
@@ -465,11 +490,13 @@ class Searcher:
         query_vectors: dict[str, np.ndarray] = {}
         if self.tags_from_photo:
             features = self.fit(image, TUNED_VECTOR)[None]
-            if blend is not None and blend.tuned_weight:
+            wants_tuned = blend is not None and blend.tuned_weight
+            if wants_tuned or self.voting:
                 # One pass through the fine-tuned network for the tags and the tuned vector.
                 probs, tuned = self.tagger.predict_and_embed(features)
-                predicted = tag_payload(self.tagger.record.schemes, probs, 0)
-                query_vectors[TUNED_VECTOR] = tuned[0]
+                predicted = self.photo_tags(probs, tuned)[0]
+                if wants_tuned:
+                    query_vectors[TUNED_VECTOR] = tuned[0]
         elif self.tagger is not None and features is None:
             features = self.embed_pixels(self.fit(image, self.spec.vector_name)[None])[1]
         if self.tagger is not None and predicted is None:

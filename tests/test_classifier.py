@@ -12,6 +12,7 @@ import pytest
 from conftest import KINDS, ingest_args, make_catalog
 from typer.testing import CliRunner
 
+from classifier.neighbours import voted_tags
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
 from classifier.tagger import RECORD_FILE, read_record, tagger_dir
@@ -225,17 +226,20 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     payloads = _payloads(tmp_path / "data")
     assert all(p.get("pred_articleType") for p in payloads.values())
 
-    # The query path computes the same features as training did: same photo, same tags, and
-    # the same tuned vector as the one stored.
+    # Every product's tags are voted by its nearest products in the tuned vector (all of
+    # them again: new products are others' neighbours too), and the record measures the vote
+    # on the test products (tests/test_neighbours.py checks the vote itself).
+    record = read_record(tagger_dir(tmp_path / "data", "shop"))
+    assert set(record.neighbour_metrics) == set(record.metrics)
+    assert second["tuned"]["voted"] == N
+    assert {p["pred_voted_by"] for p in payloads.values()} == {record.model_file}
+
+    # A photo is tagged by the vote of the products nearest its tuned vector, which is the
+    # one stored for the photo's product: the query path computes what training did.
     photo = catalog / "images" / "70.jpg"
     result = runner.invoke(app, ["query", str(photo), "--same-type", "--json"])
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
-    predicted = found["predicted"]
-    for scheme in ("gender_master", "subCategory", "articleType"):
-        assert predicted[f"pred_{scheme}"] == payloads[70][f"pred_{scheme}"]
-        conf = predicted[f"pred_{scheme}_conf"]
-        assert conf == pytest.approx(payloads[70][f"pred_{scheme}_conf"], abs=2e-3)
     assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.05
     assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
     assert found["blend"]["tuned_candidates"] == 50  # and searches it for candidates too
@@ -250,6 +254,12 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     for both, alone in zip(probs, tagger.predict(pixels)):
         np.testing.assert_allclose(both, alone, atol=1e-5)
     np.testing.assert_allclose(tuned, tagger.embed(pixels), atol=1e-4)
+    with EdgeStore(tmp_path / "data") as store:
+        [expected] = voted_tags(store, "shop", record.schemes, tuned)
+        [own] = store.retrieve("shop", [70], with_vectors=["tuned"])
+    for field, value in expected.items():
+        assert found["predicted"][field] == pytest.approx(value, abs=2e-3), field
+    np.testing.assert_allclose(own.vectors["tuned"], tuned[0] / np.linalg.norm(tuned), atol=1e-4)
     tuned = json.loads(
         runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
     )
@@ -262,7 +272,13 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
 
     third = json.loads(runner.invoke(app, args).stdout)
     assert third["classifier"] == {"action": "up_to_date", "tagged": 0}
-    assert third["tuned"] == {"action": "up_to_date", "embedded": 0}
+    assert third["tuned"] == {"action": "up_to_date", "embedded": 0, "voted": 0}
+    # Re-tagged by the network, the products are voted again by their neighbours.
+    retag = json.loads(runner.invoke(app, ["tag", "--json"]).stdout)
+    assert retag["tagged"] == N and retag["tuned"]["voted"] == N
+    assert {p["pred_voted_by"] for p in _payloads(tmp_path / "data").values()} == {
+        record.model_file
+    }
 
     # --held-out queries are exactly the classifier's test products, on every vector.
     record = read_record(tagger_dir(tmp_path / "data", "shop"))
