@@ -5,7 +5,8 @@ closer than ImageNet features do, and find the very product in a phone-like phot
 (README, "Search quality"): the default search adds their cosine to its re-rank of the
 backbone's neighbours, and `searchctl query --vector tuned` searches them. Each point
 records which model made its vector (`tuned_model`): a retrained finetune classifier
-re-embeds every point, and an interrupted run is finished by the next one.
+re-embeds every point, and an interrupted run is finished by the next one. With every vector
+made, the products' tags are voted by their neighbours in it (classifier.neighbours).
 """
 
 from __future__ import annotations
