@@ -331,17 +331,13 @@ def tag_collection(
     """Predict tags with the saved classifier for the given points (default: all) and store
     them. All points of a finetune collection whose tuned vectors are this model's are
     voted by their neighbours straight away: the network's tags would only be replaced."""
-    from ingest.tuned import CURRENT_KEY  # ingest.tuned imports this module
+    from ingest.tuned import tuned_current  # ingest.tuned imports this module
 
     t0 = time.perf_counter()
     directory = tagger_dir(data_dir, collection)
     record = read_record(directory)
     voting = record is not None and record.kind == "finetune"
-    if (
-        ids is None
-        and voting
-        and store.get_metadata(collection).get(CURRENT_KEY) == record.model_file
-    ):
+    if ids is None and voting and tuned_current(store, collection, record.model_file):
         check_tagger(record, spec, collection)
         if on_features:
             on_features(store.count(collection))

@@ -29,10 +29,11 @@ MODEL_FIELD = "tuned_model"  # in each point's payload
 CURRENT_KEY = "tuned_model"
 
 
-def tuned_current(store: VectorStore, collection: str) -> bool:
+def tuned_current(store: VectorStore, collection: str, model_file: str | None = None) -> bool:
     """Every point's tuned vector comes from the collection's classifier (the default search
-    blends them only then)."""
-    return bool(store.get_metadata(collection).get(CURRENT_KEY))
+    blends them only then), and from `model_file` if given."""
+    made_by = store.get_metadata(collection).get(CURRENT_KEY)
+    return bool(made_by) and (model_file is None or made_by == model_file)
 
 
 def _mark(store: VectorStore, collection: str, model_file: str | None) -> None:

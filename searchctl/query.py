@@ -112,9 +112,9 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     """The re-rank `searchctl query` applies by default to `vector` (default: the default
     vector) here: colour when the collection has colour vectors, tags when its products carry
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
-    boost cost it a point); the tuned vector's
-    cosine when the collection has one and it is not the vector searched and they are
-    current (ingest.tuned), and then TUNED_BLEND's weights; None when none of them."""
+    boost cost it a point); the tuned vector's cosine when the collection has one and it is
+    not the vector searched and they are current (ingest.tuned), and then TUNED_BLEND's
+    weights; None when none of them."""
     from ingest.tuned import tuned_current
 
     vector = vector or default_vector(store, collection)
@@ -182,9 +182,8 @@ def search_candidates(
         pending = pool.submit(store.search, *tuned_args)
         hits = store.search(*shape_args)
         tuned = pending.result()
-    seen = {h.id for h in hits}
-    new = [h.id for h in tuned if h.id not in seen]
-    return add_candidates(hits, tuned, store.score(collection, query, vector, new))
+    shape_scores = store.score(collection, query, vector, [h.id for h in tuned])
+    return add_candidates(hits, tuned, shape_scores)
 
 
 def rerank(
@@ -444,7 +443,9 @@ class Searcher:
         if self._voting is None:
             from ingest.tuned import tuned_current
 
-            self._voting = self.tags_from_photo and tuned_current(self.store, self.collection)
+            self._voting = self.tags_from_photo and tuned_current(
+                self.store, self.collection, self.tagger.record.model_file
+            )
         return self._voting
 
     def photo_tags(self, probs: list[np.ndarray], tuned: np.ndarray) -> list[dict]:
