@@ -103,3 +103,18 @@ def voted_tags(store, collection: str, schemes: Sequence[SchemeClasses], tuned: 
     payloads = [[h.payload for h in hits] for hits in found]
     probs = vote(schemes, payloads, [[h.score for h in hits] for hits in found])
     return [tag_payload(schemes, probs, row) for row in range(len(found))]
+
+
+def nearest_labels(
+    store, collection: str, ids: Sequence[int], tuned: np.ndarray, k: int
+) -> list[list[dict]]:
+    """The label payloads of the k nearest other products of each of the collection's `ids`
+    (their tuned vectors: rows of `tuned`), nearest first."""
+    out = []
+    for start in range(0, len(ids), 256):
+        found = store.search_batch(
+            collection, tuned[start : start + 256], TUNED_VECTOR, k + 1, with_payload=LABEL_FIELDS
+        )
+        for pid, hits in zip(ids[start : start + 256], found):
+            out.append([h.payload for h in hits if h.id != pid][:k])
+    return out

@@ -1099,7 +1099,7 @@ def audit(
         Path | None, typer.Option("--csv", help="Write every finding as CSV ('-': stdout).")
     ] = None,
     show: Annotated[
-        Path | None, typer.Option(help="Contact sheet PNG of the most confident findings.")
+        Path | None, typer.Option(help="Contact sheet PNG of the first findings.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Findings in the table and --show.")] = 30,
     collection: CollectionOpt = None,
@@ -1108,11 +1108,14 @@ def audit(
     qdrant_api_key: QdrantApiKey = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Products whose stored label disagrees with a confident prediction: likely mislabels."""
-    from classifier.audit import find_mislabels, write_csv
+    """Products whose stored label disagrees with a confident prediction: likely mislabels.
+
+    Most convincing first: where the tags were voted by neighbours (a finetune classifier),
+    by the share of the product's 100 nearest products labelled as predicted ("agree");
+    otherwise by the prediction's confidence."""
+    from classifier.audit import audit_collection, write_csv
     from classifier.schemes import SCHEMES
     from classifier.tagger import ClassifierMissing, read_record, tagger_dir
-    from classifier.train import collection_payloads
     from searchctl.config import connect, default_data_dir, pick_collection
 
     with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
@@ -1130,8 +1133,7 @@ def audit(
                     )
                 )
             )
-        ids, payloads, _ = collection_payloads(store, name)
-        findings = find_mislabels(ids, payloads, record, min_confidence, scheme or SCHEMES)
+        findings = audit_collection(store, name, record, min_confidence, scheme or SCHEMES)
         catalog_root = store.get_metadata(name).get("catalog")
     if csv_path is not None:
         if str(csv_path) == "-":
@@ -1163,8 +1165,10 @@ def audit(
         f"prediction of confidence >= {min_confidence}",
         title_justify="left",
     )
-    for col in ("id", "scheme", "label", "predicted", "conf", "held out", "productDisplayName"):
-        table.add_column(col, no_wrap=True, justify="right" if col in ("id", "conf") else "left")
+    columns = ("id", "scheme", "label", "predicted", "conf", "agree", "held out", "name")
+    for col in columns:
+        numeric = col in ("id", "conf", "agree")
+        table.add_column(col, no_wrap=True, justify="right" if numeric else "left")
     for f in findings[:limit]:
         table.add_row(
             str(f.id),
@@ -1172,6 +1176,7 @@ def audit(
             f.label,
             f.predicted,
             f"{f.confidence:.3f}",
+            "" if f.agreement is None else f"{f.agreement:.2f}",
             "yes" if f.held_out else "no",
             f.name,
         )
@@ -1180,13 +1185,18 @@ def audit(
         out.print(f"({len(findings) - limit:,} more: --limit, --csv or --json for all.)")
 
 
+def _finding_score(f) -> str:
+    score = f"{f.confidence:.2f}"
+    return score if f.agreement is None else f"{score} agree {f.agreement:.2f}"
+
+
 def _write_audit_sheet(findings, catalog_root, path) -> None:
     from searchctl.contact_sheet import Tile, write_contact_sheet
 
     tiles = [
         Tile(
             Path(catalog_root) / f.image if catalog_root and f.image else None,
-            [f"id {f.id} {f.confidence:.2f}", f"label {f.label}", f"pred {f.predicted}"],
+            [f"id {f.id} {_finding_score(f)}", f"label {f.label}", f"pred {f.predicted}"],
         )
         for f in findings
     ]

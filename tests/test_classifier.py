@@ -273,6 +273,11 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     third = json.loads(runner.invoke(app, args).stdout)
     assert third["classifier"] == {"action": "up_to_date", "tagged": 0}
     assert third["tuned"] == {"action": "up_to_date", "embedded": 0, "voted": 0}
+    # An audit ranks voted tags by the agreement of each product's nearest products.
+    audit = runner.invoke(app, ["audit", "--min-confidence", "0", "--json"])
+    assert audit.exit_code == 0, audit.output
+    findings = json.loads(audit.stdout)["findings"]
+    assert all(0 <= f["agreement"] <= 1 for f in findings)
     # Re-tagged, the products are voted by their neighbours at once, without the network.
     retag = json.loads(runner.invoke(app, ["tag", "--json"]).stdout)
     assert retag["tagged"] == N and retag["tuned"]["voted"] == 0

@@ -1,5 +1,6 @@
 """Tags voted by neighbours in the tuned vector: the vote by hand, exact neighbours, and a
-collection's tags and a photo's on both stores against an independent brute force."""
+collection's tags, a photo's and an audit's ranking on both stores against an independent
+brute force."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from conftest import KINDS
 from qdrant_client import QdrantClient
 
+from classifier import audit
+from classifier.audit import Finding, audit_collection, with_agreement
 from classifier.neighbours import nearest, vote, voted_tags
 from classifier.schemes import SCHEMES, TUNED_VECTOR, SchemeClasses, scheme_label
 from classifier.tagger import TaggerRecord, read_record
@@ -135,3 +138,32 @@ def test_a_photo_is_tagged_by_the_stores_nearest_products(store):
     assert tags == [
         pytest.approx(_voted(record.schemes, payloads, vectors, p, everyone)) for p in photos
     ]
+
+
+def test_an_audit_ranks_voted_findings_by_the_agreement_of_the_nearest(
+    store, tmp_path, monkeypatch
+):
+    payloads, vectors = _catalog()
+    record = _record(payloads)
+    tag_by_neighbours(store, "c", tmp_path, record, everyone=True)
+    monkeypatch.setattr(audit, "AGREEMENT_NEIGHBOURS", 10)  # 100 would be all 63 others here
+    findings = audit_collection(store, "c", record, min_confidence=0.5)
+    # The products sitting among another kind are found (their neighbours outvote them).
+    assert {f.id for f in findings} & {row + 1 for row in range(N) if row % 9 == 0}
+    for f in findings:
+        cos = vectors @ vectors[f.id - 1]
+        cos[f.id - 1] = -np.inf
+        near = np.argsort(-cos)[:10]
+        agree = np.mean([scheme_label(f.scheme, payloads[j]) == f.predicted for j in near])
+        assert f.agreement == pytest.approx(agree, abs=1e-4), f
+    ranks = [(-f.agreement, -f.confidence, f.id) for f in findings]
+    assert ranks == sorted(ranks) and len({f.agreement for f in findings}) > 1
+
+
+def test_findings_without_voted_tags_keep_their_confidence_rank():
+    def finding(pid, confidence):
+        return Finding(pid, "articleType", "Shirts", "Tops", confidence, False, "", None)
+
+    near = {2: [{"articleType": "Tops"}] * 3 + [{"articleType": "Shirts"}]}
+    ranked = with_agreement([finding(1, 0.95), finding(2, 1.0), finding(3, 0.7)], near)
+    assert [(f.id, f.agreement) for f in ranked] == [(1, None), (2, 0.75), (3, None)]

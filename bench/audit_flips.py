@@ -1,0 +1,119 @@
+"""How well does `searchctl audit` rank mislabels? Flip known labels and count them first.
+
+On a collection whose tags are voted by neighbours (a finetune classifier's tuned vectors),
+flip 1 % of each scheme's known labels to another class of the same category (a Tshirts row
+filed as Shirts or Tops, a Men Footwear row filed as Women Footwear: the mistakes sellers
+make), vote every product's tags again with the flipped labels (classifier.neighbours, each
+product voted by the others), run the audit's find_mislabels, and print the share of flips
+among the first N findings ranked by the vote's confidence and by the agreement of the
+product's nearest products (classifier.audit). The catalog's own mislabels count as misses
+for both rankings. Reads the store only; it writes nothing.
+
+    python bench/audit_flips.py --data-dir /tmp/s7/aug3 --collection bench --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from classifier import audit
+from classifier.neighbours import NEIGHBOURS, nearest, vote
+from classifier.schemes import TUNED_VECTOR, scheme_label, tag_payload
+from classifier.tagger import read_record, tagger_dir
+from classifier.train import collection_payloads
+from qdrant.base import unit_rows
+from qdrant.edge import EdgeStore
+
+FIRST = (10, 25, 50, 100, 200)
+# The category a flip stays in: a seller's mistake picks a neighbouring class.
+GROUP_FIELD = {
+    "gender_master": "masterCategory",
+    "subCategory": "masterCategory",
+    "articleType": "subCategory",
+}
+
+
+def flip_labels(payloads: list[dict], scheme, rate: float, rng) -> tuple[list[dict], set[int]]:
+    """Copies of the payloads with `rate` of the known labels of `scheme` (a SchemeClasses)
+    flipped to another known class of the same category; the flipped rows."""
+    group_field = GROUP_FIELD[scheme.scheme]
+    known = set(scheme.classes)
+    classes_of: dict[str, set[str]] = {}
+    for p in payloads:
+        label = scheme_label(scheme.scheme, p)
+        if label in known:
+            classes_of.setdefault(p.get(group_field), set()).add(label)
+    rows = [
+        r
+        for r, p in enumerate(payloads)
+        if scheme_label(scheme.scheme, p) in known and len(classes_of[p.get(group_field)]) > 1
+    ]
+    known_count = sum(scheme_label(scheme.scheme, p) in known for p in payloads)
+    flipped = rng.choice(rows, size=int(known_count * rate), replace=False)
+    out = list(payloads)
+    for r in flipped:
+        p = payloads[r]
+        label = scheme_label(scheme.scheme, p)
+        new = rng.choice(sorted(classes_of[p.get(group_field)] - {label}))
+        changed = dict(p)
+        if scheme.scheme == "gender_master":
+            changed["gender"] = new.split(" ", 1)[0]  # the category stays: only gender flips
+        else:
+            changed[scheme.scheme] = new
+        out[r] = changed
+    return out, {int(r) for r in flipped}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--collection", default="bench")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rate", type=float, default=0.01)
+    parser.add_argument("--min-confidence", type=float, default=0.9)
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    record = read_record(tagger_dir(args.data_dir, args.collection))
+    with EdgeStore(args.data_dir) as store:
+        ids, payloads, tuned = collection_payloads(store, args.collection, vector=TUNED_VECTOR)
+    tuned = unit_rows(tuned)
+    k = max(NEIGHBOURS, audit.AGREEMENT_NEIGHBOURS)
+    index, cosine = nearest(tuned, tuned, k, np.arange(len(ids)))
+    print(f"{len(ids):,} products, {k} nearest each in {time.perf_counter() - t0:.0f} s")
+    for sc in record.schemes:
+        for seed in args.seeds:
+            rng = np.random.default_rng(seed)
+            flipped_payloads, flipped = flip_labels(payloads, sc, args.rate, rng)
+            near = [[flipped_payloads[j] for j in row] for row in index]
+            probs = vote([sc], [n[:NEIGHBOURS] for n in near], cosine[:, :NEIGHBOURS])
+            tagged = [{**p, **tag_payload([sc], probs, r)} for r, p in enumerate(flipped_payloads)]
+            by_confidence = audit.find_mislabels(
+                ids, tagged, record, args.min_confidence, [sc.scheme]
+            )
+            by_confidence.sort(key=lambda f: (-f.confidence, f.id))  # the vote's own rank
+            row_of = {pid: r for r, pid in enumerate(ids)}
+            agreement = {
+                f.id: near[row_of[f.id]][: audit.AGREEMENT_NEIGHBOURS] for f in by_confidence
+            }
+            by_agreement = audit.with_agreement(by_confidence, agreement)
+            flipped_ids = {ids[r] for r in flipped}
+            found = sum(f.id in flipped_ids for f in by_confidence)
+            print(
+                f"{sc.scheme} seed {seed}: {len(flipped)} flips, {len(by_confidence)} findings, "
+                f"{found} of them flips"
+            )
+            for name, ranked in (("confidence", by_confidence), ("agreement", by_agreement)):
+                shares = " ".join(
+                    f"@{n}={np.mean([f.id in flipped_ids for f in ranked[:n]]):.2f}" for n in FIRST
+                )
+                print(f"  flips among the first findings by {name:10s} {shares}")
+    print(f"{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
