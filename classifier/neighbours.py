@@ -25,6 +25,8 @@ LABEL_FIELDS = ["gender", "masterCategory", "subCategory", "articleType"]  # sch
 # In each point's payload: the classifier model whose tuned vectors voted its tags; None for
 # tags from the network itself (ingest.tuned re-tags those once the vectors are current).
 VOTED_FIELD = "pred_voted_by"
+# In the collection's metadata: true while a vote of every product is under way.
+VOTE_PENDING_KEY = "vote_everyone_pending"
 
 
 def vote(

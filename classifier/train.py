@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.neighbours import VOTED_FIELD, vote_among
+from classifier.neighbours import VOTE_PENDING_KEY, VOTED_FIELD, vote_among
 from classifier.schemes import (
     DEFAULT_MIN_CLASS_SIZE,
     IGNORE,
@@ -267,14 +267,28 @@ def _network_mark(kind: str) -> dict:
     return {VOTED_FIELD: None} if kind == "finetune" else {}
 
 
+def vote_pending(store: VectorStore, collection: str) -> bool:
+    """A vote of every product was started and not finished (interrupted): the next vote
+    must be of everyone again, since some tags predate the newest neighbours."""
+    return bool(store.get_metadata(collection).get(VOTE_PENDING_KEY))
+
+
+def _set_vote_pending(store: VectorStore, collection: str, pending: bool) -> None:
+    metadata = store.get_metadata(collection)
+    if bool(metadata.get(VOTE_PENDING_KEY)) != pending:
+        metadata[VOTE_PENDING_KEY] = pending
+        store.set_metadata(collection, metadata)
+
+
 def tag_by_neighbours(
     store: VectorStore, collection: str, directory: Path, record: TaggerRecord, everyone: bool
 ) -> int:
     """With every tuned vector current: tag by their neighbours (classifier.neighbours, each
     product voted by the others) every product if `everyone` (new vectors change who is
-    whose neighbour), else those whose tags this model's vectors have not voted yet; and, the
-    first time, measure the vote on the record's test products (voted by the products outside
-    the test part only). Returns how many were tagged."""
+    whose neighbour) or an earlier vote of everyone was interrupted (vote_pending), else
+    those whose tags this model's vectors have not voted yet; and, the first time, measure
+    the vote on the record's test products (voted by the products outside the test part
+    only). Returns how many were tagged."""
     from classifier.metrics import scheme_metrics  # sklearn: only when measuring
 
     ids, payloads, vectors = collection_payloads(store, collection, vector=TUNED_VECTOR)
@@ -290,16 +304,20 @@ def tag_by_neighbours(
                 for sc, p in zip(record.schemes, probs)
             }
             write_json_atomic(directory / RECORD_FILE, record.to_json())
+    everyone = everyone or vote_pending(store, collection)
     todo = np.array(
         [r for r, p in enumerate(payloads) if everyone or p.get(VOTED_FIELD) != record.model_file],
         dtype=np.int64,
     )
     if not len(todo):
         return 0
+    if everyone:
+        _set_vote_pending(store, collection, True)
     probs = vote_among(record.schemes, payloads, vectors, todo, np.arange(len(ids)))
     voted = {VOTED_FIELD: record.model_file}
     tagged = write_tags(store, collection, [ids[r] for r in todo], record.schemes, probs, voted)
     store.optimize(collection)  # see tag_collection
+    _set_vote_pending(store, collection, False)
     return tagged
 
 

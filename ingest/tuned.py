@@ -18,7 +18,7 @@ from pathlib import Path
 from classifier.neighbours import VOTED_FIELD
 from classifier.schemes import TUNED_VECTOR
 from classifier.tagger import Tagger, read_record, tagger_dir
-from classifier.train import tag_by_neighbours
+from classifier.train import tag_by_neighbours, vote_pending
 from embedder.images import load_images
 from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
@@ -73,7 +73,7 @@ def ensure_tuned(
         _mark(store, collection, current)
         unvoted = any(p.get(VOTED_FIELD) != current for p in payloads.values())
         voted = 0
-        if unvoted or not record.neighbour_metrics:
+        if unvoted or not record.neighbour_metrics or vote_pending(store, collection):
             voted = tag_by_neighbours(store, collection, directory, record, everyone=False)
         return {"action": "up_to_date", "embedded": 0, "voted": voted}
     _mark(store, collection, None)  # until every point is done

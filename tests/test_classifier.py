@@ -273,6 +273,10 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     third = json.loads(runner.invoke(app, args).stdout)
     assert third["classifier"] == {"action": "up_to_date", "tagged": 0}
     assert third["tuned"] == {"action": "up_to_date", "embedded": 0, "voted": 0}
+    with EdgeStore(tmp_path / "data") as store:  # as if a vote of everyone had been killed
+        store.set_metadata("shop", {**store.get_metadata("shop"), "vote_everyone_pending": True})
+    fourth = json.loads(runner.invoke(app, args).stdout)
+    assert fourth["tuned"] == {"action": "up_to_date", "embedded": 0, "voted": N}
     # An audit ranks voted tags by the agreement of each product's nearest products.
     audit = runner.invoke(app, ["audit", "--min-confidence", "0", "--json"])
     assert audit.exit_code == 0, audit.output

@@ -14,7 +14,7 @@ from classifier.audit import Finding, audit_collection, with_agreement
 from classifier.neighbours import nearest, vote, voted_tags
 from classifier.schemes import SCHEMES, TUNED_VECTOR, SchemeClasses, scheme_label
 from classifier.tagger import TaggerRecord, read_record
-from classifier.train import tag_by_neighbours
+from classifier.train import tag_by_neighbours, vote_pending
 from qdrant import PointData
 from qdrant.edge import EdgeStore
 from qdrant.server import ServerStore
@@ -167,3 +167,23 @@ def test_findings_without_voted_tags_keep_their_confidence_rank():
     near = {2: [{"articleType": "Tops"}] * 3 + [{"articleType": "Shirts"}]}
     ranked = with_agreement([finding(1, 0.95), finding(2, 1.0), finding(3, 0.7)], near)
     assert [(f.id, f.agreement) for f in ranked] == [(1, None), (2, 0.75), (3, None)]
+
+
+def test_an_interrupted_vote_of_everyone_is_finished_as_one(store, tmp_path, monkeypatch):
+    payloads, vectors = _catalog()
+    record = _record(payloads)
+    assert tag_by_neighbours(store, "c", tmp_path, record, everyone=True) == N
+    assert not vote_pending(store, "c")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # new neighbours came: everyone is re-voted, and killed
+        m.setattr(store, "set_payloads", killed)
+        with pytest.raises(KeyboardInterrupt):
+            tag_by_neighbours(store, "c", tmp_path, record, everyone=True)
+    assert vote_pending(store, "c")
+    # Every point still carries this model's (older) vote; the next vote is of everyone.
+    assert tag_by_neighbours(store, "c", tmp_path, record, everyone=False) == N
+    assert not vote_pending(store, "c")
+    assert tag_by_neighbours(store, "c", tmp_path, record, everyone=False) == 0
