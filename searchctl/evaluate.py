@@ -499,14 +499,20 @@ def photo_queries(
             stacked = {size: np.stack(arrs) for size, arrs in pixels.items()}
             tags = [{} for _ in batch]
             features = stacked[tagger_size] if tagger_size else None
+            one_pass = None  # the finetune network's (probabilities, tuned vectors)
             for v in vectors:
                 if v == backbone:
                     vecs, from_vectors = searcher.embed_pixels(stacked[sizes[v]])
                     features = features if tagger_size else from_vectors
+                elif v == TUNED_VECTOR and tagger_size:
+                    one_pass = searcher.tagger.predict_and_embed(stacked[sizes[v]])
+                    vecs = one_pass[1]
                 else:
                     vecs = searcher.embed_batch(stacked[sizes[v]], v)
                 rows[v].append(vecs)
-            if searcher.tagger is not None:
+            if one_pass is not None:  # tags and tuned vectors from one pass, as a query's
+                tags = searcher.photo_tags(*one_pass)
+            elif searcher.tagger is not None:
                 if features is None:
                     features = searcher.embed_pixels(stacked[sizes[backbone]])[1]
                 tags = searcher.predict_tags(features)

@@ -16,6 +16,7 @@ from classifier.neighbours import voted_tags
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
 from classifier.tagger import RECORD_FILE, read_record, tagger_dir
+from ingest.catalog import read_catalog
 from qdrant.edge import EdgeStore
 from searchctl.cli import app
 
@@ -260,6 +261,28 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     for field, value in expected.items():
         assert found["predicted"][field] == pytest.approx(value, abs=2e-3), field
     np.testing.assert_allclose(own.vectors["tuned"], tuned[0] / np.linalg.norm(tuned), atol=1e-4)
+    # Eval embeds photo queries as a query does: tags and tuned vector from one pass.
+    from embedder.images import prepare_photo
+    from searchctl.evaluate import SearchMode, photo_queries
+    from searchctl.query import Searcher, default_blend
+
+    with EdgeStore(tmp_path / "data") as store:
+        searcher = Searcher(store, "shop", tiny_weights, compiled=False,
+                            data_dir=tmp_path / "data", with_tags=True)  # fmt: skip
+        blend = default_blend(store, "shop")
+        mode = SearchMode("blend", searcher.spec.vector_name, blend=blend)
+        queries, _ = photo_queries(read_catalog(catalog), searcher, mode.vectors)
+        # Each photo's tuned vector is the query path's, and its tags are the vote of that
+        # vector's nearest products. (Products of a kind tie here: the query path's vector,
+        # equal to 1e-4, may be voted otherwise.)
+        voted = voted_tags(store, "shop", record.schemes, queries.vectors["tuned"])
+        assert [{f: label[f] for f in tags} for label, tags in zip(queries.labels, voted)] == [
+            pytest.approx(tags) for tags in voted
+        ]
+        for row in range(0, len(queries.ids), 9):
+            shot = prepare_photo(queries.images[row], searcher.cutout)
+            alone = searcher.embed_batch(searcher.fit(shot, "tuned")[None], "tuned")[0]
+            np.testing.assert_allclose(queries.vectors["tuned"][row], alone, atol=1e-4)
     tuned = json.loads(
         runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
     )
