@@ -819,8 +819,8 @@ KindOpt = Annotated[
     str,
     typer.Option(
         help="vectors: a small network on the stored vectors (about a minute for 44k "
-        "products); finetune: the whole backbone trained on the catalog photos (about 35 "
-        "minutes for 44k products on a 2-core CPU, about 1-2 points more accurate: see README)."
+        "products); finetune: the whole backbone trained on the catalog photos (about an "
+        "hour for 44k products on a 2-core CPU, about 1-4 points more accurate: see README)."
     ),
 ]
 PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0.873}
