@@ -926,9 +926,11 @@ def train_classifier_cmd(
         )
     out.print(table)
     if voted:
+        from classifier.neighbours import NEIGHBOURS
+
         out.print(
-            "voted: the tags the products carry, voted by the 20 products nearest in the tuned "
-            "vector (the test products by the others only).",
+            f"voted: the tags the products carry, voted by the {NEIGHBOURS} products nearest in "
+            "the tuned vector (the test products by the others only).",
             highlight=False,
         )
     out.print(
