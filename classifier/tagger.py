@@ -16,6 +16,7 @@ import numpy as np
 
 from classifier.schemes import SchemeClasses
 from embedder.files import drop_other_models, save_model_file, write_json_atomic
+from qdrant.base import unit_rows
 
 RECORD_FILE = "classifier.json"
 
@@ -122,6 +123,15 @@ class Tagger:
         if len(photos) <= PHOTO_BATCH:  # a query: a traced graph, not predict()'s setup
             return np.asarray(self._graph("embed", self._features)(photos), np.float32)
         return self._features.predict(photos, batch_size=PHOTO_BATCH, verbose=0)
+
+    def embed_catalog(self, photos: np.ndarray) -> np.ndarray:
+        """The tuned vector stored for catalog photos: the unit mean of their features and
+        their mirror images' (a pass more per photo, none per query). Voted tags and
+        leave-one-out search gained 0.2-0.6 points on every scheme here (README), and a
+        product and its mirror image get one vector."""
+        photos = np.asarray(photos, np.uint8)
+        both = [unit_rows(self.embed(p)) for p in (photos, photos[:, :, ::-1])]
+        return unit_rows(both[0] + both[1])
 
     def predict_and_embed(self, photos: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """A `finetune` tagger's class probabilities (one matrix per scheme) and features (the

@@ -288,14 +288,16 @@ def tag_by_neighbours(
     """With every tuned vector current: tag by their neighbours (classifier.neighbours, each
     product voted by the others) every product if `everyone` (new vectors change who is
     whose neighbour) or an earlier vote of everyone was interrupted (vote_pending), else
-    those whose tags this model's vectors have not voted yet; and, the first time, measure
-    the vote on the record's test products (voted by the products outside the test part
-    only). Returns how many were tagged."""
+    those whose tags this model's vectors have not voted yet; and, the first time and with
+    every vote of everyone (the vectors or the products may have changed), measure the vote
+    on the record's test products (voted by the products outside the test part only).
+    Returns how many were tagged."""
     from classifier.metrics import scheme_metrics  # sklearn: only when measuring
 
     ids, payloads, vectors = collection_payloads(store, collection, vector=TUNED_VECTOR)
     vectors = unit_rows(vectors)
-    if not record.neighbour_metrics:
+    everyone = everyone or vote_pending(store, collection)
+    if everyone or not record.neighbour_metrics:
         is_test = np.isin(np.array(ids), np.array(record.test_ids, dtype=np.int64))
         test, known = np.flatnonzero(is_test), np.flatnonzero(~is_test)
         if len(test) and len(known):
@@ -306,7 +308,6 @@ def tag_by_neighbours(
                 for sc, p in zip(record.schemes, probs)
             }
             write_json_atomic(directory / RECORD_FILE, record.to_json())
-    everyone = everyone or vote_pending(store, collection)
     todo = np.array(
         [r for r, p in enumerate(payloads) if everyone or p.get(VOTED_FIELD) != record.model_file],
         dtype=np.int64,

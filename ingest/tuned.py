@@ -3,9 +3,11 @@
 Trained on the catalog's labels, these features put products of one type, gender and category
 closer than ImageNet features do, and find the very product in a phone-like photo less often
 (README, "Search quality"): the default search adds their cosine to its re-rank of the
-backbone's neighbours, and `searchctl query --vector tuned` searches them. Each point
-records which model made its vector (`tuned_model`): a retrained finetune classifier
-re-embeds every point, and an interrupted run is finished by the next one. With every vector
+backbone's neighbours, and `searchctl query --vector tuned` searches them. A product's vector
+is the mean of its photo's and its mirror image's (Tagger.embed_catalog). Each point records
+which model and recipe made its vector (`tuned_model`, tuned_mark): a retrained finetune
+classifier, or a new recipe, re-embeds every point, and an interrupted run is finished by the
+next one. With every vector
 made, the products' tags are voted by their neighbours in it (classifier.neighbours).
 """
 
@@ -24,16 +26,24 @@ from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
 
 MODEL_FIELD = "tuned_model"  # in each point's payload
-# In the collection's metadata: the model every point's tuned vector comes from, or None while
-# some are missing or the classifier there is not the one that made them (stale).
+# In the collection's metadata: the mark (tuned_mark) of every point's tuned vector, or None
+# while some are missing or the classifier there is not the one that made them (stale).
 CURRENT_KEY = "tuned_model"
+# How a photo becomes its stored vector; a store made another way is re-embedded.
+RECIPE = "mirror-mean"
+
+
+def tuned_mark(model_file: str) -> str:
+    """What a tuned vector made by `model_file` with today's RECIPE is marked with."""
+    return f"{model_file}+{RECIPE}"
 
 
 def tuned_current(store: VectorStore, collection: str, model_file: str | None = None) -> bool:
     """Every point's tuned vector comes from the collection's classifier (the default search
-    blends them only then), and from `model_file` if given."""
+    blends them only then), and, if given, from `model_file` with today's recipe (a store
+    made by an older searchctl is not, until `ingest`, `tag` or `train` re-embeds it)."""
     made_by = store.get_metadata(collection).get(CURRENT_KEY)
-    return bool(made_by) and (model_file is None or made_by == model_file)
+    return bool(made_by) and (model_file is None or made_by == tuned_mark(model_file))
 
 
 def _mark(store: VectorStore, collection: str, model_file: str | None) -> None:
@@ -63,7 +73,7 @@ def ensure_tuned(
             _mark(store, collection, None)  # made by a classifier that is gone: stale
         kind = record.kind if record else "no"
         return {"action": "skipped", "reason": f"{kind} classifier: only finetune has one"}
-    current = record.model_file
+    current = tuned_mark(record.model_file)
     store.add_vector(collection, TUNED_VECTOR, int(record.embedder["dim"]))
     payloads = {p.id: p.payload or {} for p in store.iter_points(collection)}
     todo = [pid for pid, p in payloads.items() if p.get(MODEL_FIELD) != current]
@@ -71,7 +81,7 @@ def ensure_tuned(
         on_plan(len(todo))
     if not todo:
         _mark(store, collection, current)
-        unvoted = any(p.get(VOTED_FIELD) != current for p in payloads.values())
+        unvoted = any(p.get(VOTED_FIELD) != record.model_file for p in payloads.values())
         voted = 0
         if unvoted or not record.neighbour_metrics or vote_pending(store, collection):
             voted = tag_by_neighbours(store, collection, directory, record, everyone=False)
@@ -87,7 +97,7 @@ def ensure_tuned(
         bad += [(ids[i], why) for i, why in problems]
         if good:
             done = [ids[i] for i in good]
-            vectors = tagger.embed(photos)
+            vectors = tagger.embed_catalog(photos)
             write_vectors(store, collection, TUNED_VECTOR, done, vectors, {MODEL_FIELD: current})
         if on_progress:
             on_progress(len(ids))

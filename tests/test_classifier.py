@@ -17,6 +17,7 @@ from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
 from classifier.tagger import RECORD_FILE, read_record, tagger_dir
 from ingest.catalog import read_catalog
+from qdrant.base import unit_rows
 from qdrant.edge import EdgeStore
 from searchctl.cli import app
 
@@ -199,6 +200,16 @@ def test_saving_replaces_the_model_atomically(tagged):
     assert [p.name for p in directory.glob("tagger-*.keras")] == [before.model_file]
 
 
+def _left_and_right(self, photos: np.ndarray) -> np.ndarray:
+    """A stand-in for a tuned network whose features tell a photo from its mirror image: the
+    mean colours of its left and right halves, spread over the tuned vector's dimensions."""
+    photos = np.asarray(photos, np.float32) / 255
+    half = photos.shape[2] // 2
+    left, right = photos[:, :, :half].mean((1, 2)), photos[:, :, half:].mean((1, 2))
+    spread = np.random.default_rng(0).normal(size=(6, int(self.record.embedder["dim"])))
+    return np.concatenate([100 * (left - right), left + right], 1) @ spread
+
+
 def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatch):
     monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "data"))
     catalog = make_catalog(tmp_path / "shop", n=N)
@@ -260,7 +271,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         [own] = store.retrieve("shop", [70], with_vectors=["tuned"])
     for field, value in expected.items():
         assert found["predicted"][field] == pytest.approx(value, abs=2e-3), field
-    np.testing.assert_allclose(own.vectors["tuned"], tuned[0] / np.linalg.norm(tuned), atol=1e-4)
+    np.testing.assert_allclose(own.vectors["tuned"], tagger.embed_catalog(pixels)[0], atol=1e-4)
     # Eval embeds photo queries as a query does: tags and tuned vector from one pass.
     from embedder.images import prepare_photo
     from searchctl.evaluate import SearchMode, photo_queries
@@ -300,6 +311,27 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         store.set_metadata("shop", {**store.get_metadata("shop"), "vote_everyone_pending": True})
     fourth = json.loads(runner.invoke(app, args).stdout)
     assert fourth["tuned"] == {"action": "up_to_date", "embedded": 0, "voted": N}
+    # Vectors an older searchctl made of the photos alone (marked with the model only) are
+    # not current: not voted with, and made again by the next run, all of them, each the
+    # mean of its photo's and its mirror image's features. (This tiny network's features
+    # hardly depend on the photo: a stand-in that tells left from right computes them.)
+    from ingest.tuned import CURRENT_KEY, MODEL_FIELD, tuned_current
+
+    old_mark = {pid: {MODEL_FIELD: record.model_file} for pid in range(1, N + 1)}
+    with EdgeStore(tmp_path / "data") as store:
+        store.set_payloads("shop", old_mark)
+        store.set_metadata("shop", {**store.get_metadata("shop"), CURRENT_KEY: record.model_file})
+        assert tuned_current(store, "shop") and not tuned_current(store, "shop", record.model_file)
+    with monkeypatch.context() as m:
+        m.setattr(Tagger, "embed", _left_and_right)
+        fifth = json.loads(runner.invoke(app, args).stdout)
+    assert fifth["tuned"]["embedded"] == N and fifth["tuned"]["voted"] == N
+    with EdgeStore(tmp_path / "data") as store:
+        assert tuned_current(store, "shop", record.model_file)
+        [own] = store.retrieve("shop", [70], with_vectors=["tuned"])
+    alone, mirror = (unit_rows(_left_and_right(tagger, p)) for p in (pixels, pixels[:, :, ::-1]))
+    assert float(alone[0] @ mirror[0]) < 0.9
+    np.testing.assert_allclose(own.vectors["tuned"], unit_rows(alone + mirror)[0], atol=1e-4)
     # An audit ranks voted tags by the agreement of each product's nearest products.
     audit = runner.invoke(app, ["audit", "--min-confidence", "0", "--json"])
     assert audit.exit_code == 0, audit.output

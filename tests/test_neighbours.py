@@ -127,6 +127,13 @@ def test_a_collection_is_tagged_by_the_vote_of_each_products_neighbours(store, t
     assert 0 < saved.neighbour_metrics["articleType"]["accuracy"] < 1  # the odd ones miss
     # Nothing left to vote, unless told everyone.
     assert tag_by_neighbours(store, "c", tmp_path, saved, everyone=False) == 0
+    # A vote of everyone measures again (its vectors or products may be new); others do not.
+    measured = saved.neighbour_metrics
+    saved.neighbour_metrics = {"articleType": {"accuracy": -1.0}}
+    tag_by_neighbours(store, "c", tmp_path, saved, everyone=False)
+    assert saved.neighbour_metrics["articleType"]["accuracy"] == -1.0
+    assert tag_by_neighbours(store, "c", tmp_path, saved, everyone=True) == N
+    assert saved.neighbour_metrics == measured == read_record(tmp_path).neighbour_metrics
 
 
 def test_a_photo_is_tagged_by_the_stores_nearest_products(store):
