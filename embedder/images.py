@@ -183,6 +183,19 @@ def prepare_photo(source: str | Path | bytes | Image.Image, cutout: bool = True)
     return to_studio(img)
 
 
+def zoom_in(photos: np.ndarray, factor: float) -> np.ndarray:
+    """uint8 photos (N x H x W x 3) with their centre enlarged `factor` times to the whole
+    frame (bilinear)."""
+    height, width = photos.shape[1:3]
+    crop_h, crop_w = round(height / factor), round(width / factor)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    out = np.empty_like(photos)
+    for i, photo in enumerate(photos):
+        centre = Image.fromarray(photo[top : top + crop_h, left : left + crop_w])
+        out[i] = np.asarray(centre.resize((width, height), Image.BILINEAR))
+    return out
+
+
 def load_images(
     sources: list,
     height: int,

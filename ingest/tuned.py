@@ -4,7 +4,7 @@ Trained on the catalog's labels, these features put products of one type, gender
 closer than ImageNet features do, and find the very product in a phone-like photo less often
 (README, "Search quality"): the default search adds their cosine to its re-rank of the
 backbone's neighbours, and `searchctl query --vector tuned` searches them. A product's vector
-is the mean of its photo's and its mirror image's (Tagger.embed_catalog). Each point records
+is the mean of four views of its photo (Tagger.embed_catalog). Each point records
 which model and recipe made its vector (`tuned_model`, tuned_mark): a retrained finetune
 classifier, or a new recipe, re-embeds every point, and an interrupted run is finished by the
 next one. With every vector
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from classifier.neighbours import VOTED_FIELD
 from classifier.schemes import TUNED_VECTOR
-from classifier.tagger import Tagger, read_record, tagger_dir
+from classifier.tagger import CATALOG_ZOOM, Tagger, read_record, tagger_dir
 from classifier.train import tag_by_neighbours, vote_pending
 from embedder.images import load_images
 from ingest.stored import collection_cutout, collection_images, write_vectors
@@ -30,7 +30,7 @@ MODEL_FIELD = "tuned_model"  # in each point's payload
 # while some are missing or the classifier there is not the one that made them (stale).
 CURRENT_KEY = "tuned_model"
 # How a photo becomes its stored vector; a store made another way is re-embedded.
-RECIPE = "mirror-mean"
+RECIPE = f"mean of photo, zoom {CATALOG_ZOOM} and mirrors"
 
 
 def tuned_mark(model_file: str) -> str:

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from classifier.neighbours import voted_tags
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
-from classifier.tagger import RECORD_FILE, read_record, tagger_dir
+from classifier.tagger import CATALOG_ZOOM, RECORD_FILE, read_record, tagger_dir
+from embedder.images import zoom_in
 from ingest.catalog import read_catalog
 from qdrant.base import unit_rows
 from qdrant.edge import EdgeStore
@@ -313,8 +314,9 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert fourth["tuned"] == {"action": "up_to_date", "embedded": 0, "voted": N}
     # Vectors an older searchctl made of the photos alone (marked with the model only) are
     # not current: not voted with, and made again by the next run, all of them, each the
-    # mean of its photo's and its mirror image's features. (This tiny network's features
-    # hardly depend on the photo: a stand-in that tells left from right computes them.)
+    # mean of the features of its photo, its centre enlarged and their mirror images. (This
+    # tiny network's features hardly depend on the photo: a stand-in that tells left from
+    # right computes them.)
     from ingest.tuned import CURRENT_KEY, MODEL_FIELD, tuned_current
 
     old_mark = {pid: {MODEL_FIELD: record.model_file} for pid in range(1, N + 1)}
@@ -329,9 +331,11 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     with EdgeStore(tmp_path / "data") as store:
         assert tuned_current(store, "shop", record.model_file)
         [own] = store.retrieve("shop", [70], with_vectors=["tuned"])
-    alone, mirror = (unit_rows(_left_and_right(tagger, p)) for p in (pixels, pixels[:, :, ::-1]))
-    assert float(alone[0] @ mirror[0]) < 0.9
-    np.testing.assert_allclose(own.vectors["tuned"], unit_rows(alone + mirror)[0], atol=1e-4)
+    zoomed = zoom_in(pixels, CATALOG_ZOOM)
+    views = [unit_rows(_left_and_right(tagger, p)) for p in (pixels, pixels[:, :, ::-1], zoomed,
+                                                             zoomed[:, :, ::-1])]  # fmt: skip
+    assert float(views[0][0] @ views[1][0]) < 0.9
+    np.testing.assert_allclose(own.vectors["tuned"], unit_rows(sum(views))[0], atol=1e-4)
     # An audit ranks voted tags by the agreement of each product's nearest products.
     audit = runner.invoke(app, ["audit", "--min-confidence", "0", "--json"])
     assert audit.exit_code == 0, audit.output

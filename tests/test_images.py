@@ -14,6 +14,7 @@ from embedder.images import (
     open_image,
     to_studio,
     was_cut_out,
+    zoom_in,
 )
 
 
@@ -141,3 +142,17 @@ def test_to_studio_keeps_the_inside_of_a_product_the_colour_of_the_background():
     inside = cut[8 + 70 : 8 + 110, 8 + 60 : 8 + 100]  # the middle of the print
     assert not (inside == 255).all(axis=-1).any()  # kept, not whitened as background
     assert (cut[:3] == 255).all()  # the wall around it is
+
+
+def test_zoom_in_enlarges_the_centre_to_the_whole_frame():
+    photo = np.full((1, 80, 60, 3), 255, np.uint8)
+    photo[0, 20:60, 15:45] = (200, 30, 40)  # a 40x30 box, centred
+    photo[0, :4] = 0  # a black band at the top: outside the centre, cut off
+    zoomed = zoom_in(photo, 1.25)
+    assert zoomed.shape == photo.shape and zoomed.dtype == np.uint8
+    box = np.argwhere((zoomed[0] == (200, 30, 40)).all(-1))
+    height, width = box.max(0) - box.min(0) + 1
+    assert 48 <= height <= 52 and 36 <= width <= 39  # 40x30 x1.25 = 50x37.5, bilinear edges
+    assert abs((box.min(0) + box.max(0)) / 2 - (39.5, 29.5)).max() <= 1  # still centred
+    assert zoomed[0].min() > 0  # the band is gone
+    assert zoom_in(photo[:0], 1.25).shape == (0, 80, 60, 3)
