@@ -4,11 +4,11 @@ Trained on the catalog's labels, these features put products of one type, gender
 closer than ImageNet features do, and find the very product in a phone-like photo less often
 (README, "Search quality"): the default search adds their cosine to its re-rank of the
 backbone's neighbours, and `searchctl query --vector tuned` searches them. A product's vector
-is the mean of four views of its photo (Tagger.embed_catalog). Each point records
-which model and recipe made its vector (`tuned_model`, tuned_mark): a retrained finetune
-classifier, or a new recipe, re-embeds every point, and an interrupted run is finished by the
-next one. With every vector
-made, the products' tags are voted by their neighbours in it (classifier.neighbours).
+is the mean of four views of its photo (Tagger.embed_catalog). Each point records which model
+and recipe made its vector (`tuned_model`, tuned_mark): a retrained finetune classifier, or a
+new recipe, re-embeds every point, and an interrupted run is finished by the next one. With
+every vector made, the products' tags are voted by their neighbours in it
+(classifier.neighbours).
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ def tuned_current(store: VectorStore, collection: str, model_file: str | None = 
     return bool(made_by) and (model_file is None or made_by == tuned_mark(model_file))
 
 
-def _mark(store: VectorStore, collection: str, model_file: str | None) -> None:
+def _mark(store: VectorStore, collection: str, mark: str | None) -> None:
     metadata = store.get_metadata(collection)
-    if metadata.get(CURRENT_KEY) != model_file:
-        metadata[CURRENT_KEY] = model_file
+    if metadata.get(CURRENT_KEY) != mark:
+        metadata[CURRENT_KEY] = mark
         store.set_metadata(collection, metadata)
 
 
