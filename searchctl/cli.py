@@ -38,7 +38,7 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         envvar="SEARCHCTL_DATA_DIR",
-        help="Where the embedded store keeps collections [default: ~/.local/share/searchctl].",
+        help="Where the embedded store keeps collections \\[default: ~/.local/share/searchctl].",
         show_default=False,
     ),
 ]
@@ -57,7 +57,7 @@ QdrantApiKey = Annotated[
 ]
 CollectionOpt = Annotated[
     str | None,
-    typer.Option("--collection", "-c", help="Collection name [default: the only one there is]."),
+    typer.Option("--collection", "-c", help="Collection name \\[default: the only one there is]."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for scripts.")]
 WeightsOpt = Annotated[
@@ -120,19 +120,19 @@ def ingest(
     catalog: Annotated[Path, typer.Argument(help="Catalog directory: styles.csv and images/.")],
     collection: Annotated[
         str | None,
-        typer.Option("--collection", "-c", help="Collection [default: the catalog's dir name]."),
+        typer.Option("--collection", "-c", help="Collection \\[default: the catalog's dir name]."),
     ] = None,
     backbone: Annotated[
         str, typer.Option(help="keras.applications backbone: resnet50 or mobilenet_v2.")
     ] = "resnet50",
     weights: WeightsOpt = None,
     input_size: Annotated[
-        str | None, typer.Option(help="Model input HEIGHTxWIDTH [default: 160x120].")
+        str | None, typer.Option(help="Model input HEIGHTxWIDTH \\[default: 160x120].")
     ] = None,
     preprocess: Annotated[
         str | None,
         typer.Option(
-            help="Input normalisation: caffe, tf or torch [default: what the weights expect]."
+            help="Input normalisation: caffe, tf or torch \\[default: what the weights expect]."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 64,
@@ -148,7 +148,7 @@ def ingest(
             "--cutout/--no-cutout",
             help="Make photos with a non-white background studio shots (background whitened, "
             "cropped to the product) before embedding, as query photos are. Recorded with the "
-            "collection [default: on for a new collection, else what it recorded].",
+            "collection \\[default: on for a new collection, else what it recorded].",
             show_default=False,
         ),
     ] = None,
@@ -399,7 +399,7 @@ def query(
     vector: Annotated[
         str | None,
         typer.Option(
-            help="Named vector to search [default: the backbone's]; tuned (made by a finetune "
+            help="Named vector to search \\[default: the backbone's]; tuned (made by a finetune "
             "classifier) matches labels better, finds the very product less often."
         ),
     ] = None,
@@ -428,7 +428,7 @@ def query(
         typer.Option(
             min=0.0,
             help="Weight of colour similarity in the re-rank of the vector's nearest products "
-            "[default: 0.3 when the collection has colour vectors].",
+            "\\[default: 0.3 when the collection has colour vectors].",
         ),
     ] = None,
     tag_weight: Annotated[
@@ -437,7 +437,7 @@ def query(
             min=0.0,
             help="Weight of predicted-tag agreement in the re-rank: for each of gender+master, "
             "subCategory and articleType that a hit shares with the query, the product of "
-            "their confidences [default: 0.1 when the products carry predicted tags; 0.05 "
+            "their confidences \\[default: 0.1 when the products carry predicted tags; 0.05 "
             "beside a tuned vector, the classifier's own features].",
         ),
     ] = None,
@@ -445,7 +445,7 @@ def query(
         float | None,
         typer.Option(
             min=0.0,
-            help="Weight of the tuned vector's cosine in the re-rank [default: 1.0 when the "
+            help="Weight of the tuned vector's cosine in the re-rank \\[default: 1.0 when the "
             "collection has tuned vectors, from a finetune classifier]; with it, the tuned "
             "vector's 50 nearest products join the candidates (0 turns both off).",
         ),
@@ -455,7 +455,7 @@ def query(
         typer.Option(
             min=1,
             help="How many nearest products of the searched vector the re-rank chooses from "
-            "[default: 50; 100 beside a tuned vector].",
+            "\\[default: 50; 100 beside a tuned vector].",
         ),
     ] = None,
     cutout: Annotated[
@@ -631,7 +631,7 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Seed of --sample: same seed, same numbers.")] = 0,
     mode: Annotated[
         list[str] | None,
-        typer.Option(help="Search mode (a named vector, ...) to judge [default: every one]."),
+        typer.Option(help="Search mode (a named vector, ...) to judge \\[default: every one]."),
     ] = None,
     queries: Annotated[
         Path | None,
@@ -831,7 +831,7 @@ def train_classifier_cmd(
     kind: KindOpt = "vectors",
     epochs: Annotated[
         int | None,
-        typer.Option(min=1, help="At most this many epochs [default: 12 vectors, 4 finetune]."),
+        typer.Option(min=1, help="At most this many epochs \\[default: 12 vectors, 8 finetune]."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
     min_class_size: Annotated[
@@ -841,7 +841,7 @@ def train_classifier_cmd(
         Path | None,
         typer.Option(
             help="Write the confusion matrices and precision-recall curves here "
-            "[default: next to the model]."
+            "\\[default: next to the model]."
         ),
     ] = None,
     weights: WeightsOpt = None,
@@ -953,7 +953,7 @@ def train_autoencoder_cmd(
         typer.Option(help="default (ours, chosen by label match rates) or paper (reference)."),
     ] = "default",
     epochs: Annotated[
-        int | None, typer.Option(min=1, help="At most this many epochs [default: 8].")
+        int | None, typer.Option(min=1, help="At most this many epochs \\[default: 8].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the validation split and weights.")] = 0,
     retrain: Annotated[
@@ -1095,7 +1095,7 @@ def audit(
     ] = 0.9,
     scheme: Annotated[
         list[str] | None,
-        typer.Option(help="gender_master, subCategory or articleType [default: all]."),
+        typer.Option(help="gender_master, subCategory or articleType \\[default: all]."),
     ] = None,
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write every finding as CSV ('-': stdout).")

@@ -167,6 +167,34 @@ def test_help_explains_commands():
     assert "--where" in runner.invoke(app, ["query", "--help"]).stdout
 
 
+def _commands(group, path=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_help_shows_every_option_text_whole():
+    """Square brackets in an option's help ("[default: ...]") are Rich markup unless escaped:
+    unescaped, the --help output silently dropped them."""
+    import re
+
+    import typer
+
+    squeeze = re.compile(r"[\s│]+")
+    checked = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        # Wide enough that Rich does not cut long words short with an ellipsis.
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
+        shown = squeeze.sub("", result.stdout)
+        for param in command.params:
+            for bracketed in re.findall(r"\[[^\]]*\]", getattr(param, "help", None) or ""):
+                checked += 1
+                assert squeeze.sub("", bracketed) in shown, (path, param.name, bracketed)
+    assert checked >= 10
+
+
 def test_query_library_call_matches_cli(ingested, data_dir):
     from qdrant.edge import EdgeStore
     from searchctl.query import Searcher
