@@ -5,8 +5,8 @@
 - `finetune` (the accurate path): the whole backbone, from its pretrained weights, trained
   on the catalog photos at their own small size (decoded to 80x60, resized to 128x96 inside
   the network), with flips, shifts, zooms, tilts and colour casts (a shopper's photo is
-  tilted and tinted; its tuned vector should still find the product); about an hour (8
-  epochs) for 44k products on a 2-core CPU, and 1-3 points more accurate than `vectors` on
+  tilted and tinted; its tuned vector should still find the product); about 1 h 25 min
+  (12 epochs) for 44k products on a 2-core CPU, and 1-3 points more accurate than `vectors` on
   every scheme here, more with tags voted by neighbours (README).
 """
 

@@ -819,8 +819,8 @@ KindOpt = Annotated[
     str,
     typer.Option(
         help="vectors: a small network on the stored vectors (about a minute for 44k "
-        "products); finetune: the whole backbone trained on the catalog photos (about an "
-        "hour for 44k products on a 2-core CPU, about 1-4 points more accurate: see README)."
+        "products); finetune: the whole backbone trained on the catalog photos (about 1 h 25 "
+        "min for 44k products on a 2-core CPU, about 1-4 points more accurate: see README)."
     ),
 ]
 PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0.873}
@@ -831,7 +831,7 @@ def train_classifier_cmd(
     kind: KindOpt = "vectors",
     epochs: Annotated[
         int | None,
-        typer.Option(min=1, help="At most this many epochs \\[default: 12 vectors, 8 finetune]."),
+        typer.Option(min=1, help="At most this many epochs \\[default: 12]."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
     min_class_size: Annotated[
