@@ -195,6 +195,26 @@ def test_help_shows_every_option_text_whole():
     assert checked >= 10
 
 
+def test_help_names_the_default_epochs():
+    """The epoch defaults are literals in the help text: they must follow the constants."""
+    import typer
+
+    from classifier.train import DEFAULT_EPOCHS
+    from ingest.autoencoder import DEFAULT_EPOCHS as AUTOENCODER_EPOCHS
+
+    train = typer.main.get_command(app).commands["train"].commands
+
+    def epochs_help(command):
+        return next(p.help for p in train[command].params if p.name == "epochs")
+
+    if len(set(DEFAULT_EPOCHS.values())) == 1:
+        assert f"[default: {DEFAULT_EPOCHS['finetune']}]" in epochs_help("classifier")
+    else:
+        for kind, n in DEFAULT_EPOCHS.items():
+            assert f"{n} {kind}" in epochs_help("classifier")
+    assert f"[default: {AUTOENCODER_EPOCHS}]" in epochs_help("autoencoder")
+
+
 def test_query_library_call_matches_cli(ingested, data_dir):
     from qdrant.edge import EdgeStore
     from searchctl.query import Searcher
