@@ -427,8 +427,9 @@ def query(
         float | None,
         typer.Option(
             min=0.0,
-            help="Weight of colour similarity in the re-rank of the vector's nearest products "
-            "\\[default: 0.3 when the collection has colour vectors].",
+            help="Weight of colour similarity in the re-rank of the vector's nearest products, "
+            "for every photo \\[default: 0.3 when the collection has colour vectors; 0.6 for "
+            "a photo cut out of its background beside a tuned vector].",
         ),
     ] = None,
     tag_weight: Annotated[
@@ -522,6 +523,8 @@ def query(
             overrides = {k: v for k, v in overrides.items() if v is not None}
             if tuned_weight is not None:
                 overrides["tuned_candidates"] = TUNED_BLEND.tuned_candidates
+            if colour_weight is not None:  # the weight asked for, whatever the photo
+                overrides["cutout_colour_weight"] = None
             if not plain and overrides:
                 blend = replace(blend or Blend(0.0, 0.0), **overrides)
             if blend is not None and candidates is not None:

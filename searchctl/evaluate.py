@@ -81,6 +81,11 @@ class QuerySet:
     # query's vector: a cut-out photo's colour under other white balances (Searcher.colour_rows)
     variants: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
+    def cut_out(self, q: int) -> bool:
+        """Query `q` is a photo that was cut out of its background (it has colour variants;
+        a blend without colour does not need to know)."""
+        return q in self.variants.get(COLOUR_VECTOR, {})
+
 
 @dataclass
 class ModeResult:
@@ -265,6 +270,7 @@ def blend_ids(
     side = [v for v in blend.side_vectors() if v in queries.vectors]
     ranked = []
     for q, candidates in enumerate(hits):
+        query_blend = blend.for_photo(queries.cut_out(q))
         side_scores = {
             v: best_cosines(
                 queries.variants.get(v, {}).get(q, queries.vectors[v][q]),
@@ -272,7 +278,7 @@ def blend_ids(
             )
             for v in side
         }
-        reranked = rerank(candidates, side_scores, queries.labels[q], labels_of, blend)
+        reranked = rerank(candidates, side_scores, queries.labels[q], labels_of, query_blend)
         ranked.append([h.id for h in reranked])
     return ranked
 

@@ -38,13 +38,18 @@ class Blend:
     quality"): a re-rank of the shape vector's neighbours, so colour decides between products
     of like shape and never pulls in a sock for its colour. A tag weight of 0.2 matched
     labels a little better but found the very product in 4 points fewer phone-like photos,
-    whose predicted tags are less sure."""
+    whose predicted tags are less sure.
+
+    `cutout_colour_weight`, where set, is colour's weight for a photo that was cut out of its
+    background (a shopper's photo, was_cut_out) in place of `colour_weight`: what tells the
+    very product from look-alikes of its type there is colour more than shape."""
 
     colour_weight: float = 0.3
     tag_weight: float = 0.1
     candidates: int = 50
     tuned_weight: float = 0.0
     tuned_candidates: int = 0
+    cutout_colour_weight: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -53,7 +58,15 @@ class Blend:
             "tuned_weight": self.tuned_weight,
             "candidates": self.candidates,
             "tuned_candidates": self.tuned_search,
+            "cutout_colour_weight": self.cutout_colour_weight,
         }
+
+    def for_photo(self, cut_out: bool) -> Blend:
+        """The blend a query photo gets: colour at `cutout_colour_weight` if the photo was
+        cut out and that is set."""
+        if not cut_out or self.cutout_colour_weight is None:
+            return self
+        return replace(self, colour_weight=self.cutout_colour_weight, cutout_colour_weight=None)
 
     @property
     def tuned_search(self) -> int:
@@ -70,10 +83,17 @@ class Blend:
 # its cosine at weight 1; its 50 nearest products join the shape vector's 100 candidates (a
 # tinted, tilted phone photo often has its product among those and not the shape vector's
 # 50 nearest); tags at half weight, for the tuned vector is the classifier's own features
-# and full-weight tags counted it twice. Chosen with numpy grids on cached vectors and
-# checked with `searchctl eval` (README, "Search quality").
+# and full-weight tags counted it twice; colour at 0.6 for a cut-out photo: it found the very
+# product in 2-2.6 points more phone-like photos, where at 0.3 for every query it cost
+# catalog and studio queries a point of articleType. Chosen with numpy grids on cached
+# vectors and checked with `searchctl eval` (README, "Search quality").
 TUNED_BLEND = Blend(
-    colour_weight=0.3, tag_weight=0.05, candidates=100, tuned_weight=1.0, tuned_candidates=50
+    colour_weight=0.3,
+    tag_weight=0.05,
+    candidates=100,
+    tuned_weight=1.0,
+    tuned_candidates=50,
+    cutout_colour_weight=0.6,
 )
 
 
@@ -134,6 +154,7 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
         base.candidates,
         base.tuned_weight if has_tuned else 0.0,
         base.tuned_candidates if has_tuned else 0,
+        base.cutout_colour_weight if has_colour else None,
     )
 
 
@@ -481,6 +502,7 @@ class Searcher:
         predicted tags (see Blend; the tags part needs `with_tags`)."""
         vector = check_vector(self.store, self.collection, vector, self.spec)
         source, image = image, prepare_photo(image, self.cutout)  # once for all vectors
+        blend = blend.for_photo(was_cut_out(image)) if blend is not None else None
         where, predicted = list(where or []), None
         if vector == self.spec.vector_name:
             vectors, features = self.embed_pixels(self.fit(image, vector)[None])

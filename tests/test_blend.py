@@ -260,6 +260,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
         "tuned_weight": 0.0,
         "candidates": 50,
         "tuned_candidates": 0,
+        "cutout_colour_weight": None,
     }
     assert blended["hits"][0]["id"] == 5
     fewer = runner.invoke(app, ["query", "--id", "5", "--candidates", "7", "--json"])
@@ -312,7 +313,8 @@ def test_cut_out_photos_match_colour_under_any_white_balance_in_query_and_eval(
         searcher = Searcher(store, collection, tiny_weights, compiled=False, data_dir=data_dir)
         studio = prepare_photo(tiny_catalog / "images" / "5.jpg")
         assert not was_cut_out(studio) and searcher.colour_rows(studio).shape == (COLOUR_DIM,)
-        blend = default_blend(store, collection)
+        # Colour weighs more for a cut-out photo (TUNED_BLEND's weights), in both paths.
+        blend = replace(default_blend(store, collection), cutout_colour_weight=3.0)
         mode = SearchMode("blend", searcher.spec.vector_name, blend=blend)
         queries, skipped = photo_queries(read_catalog(shots), searcher, mode.vectors)
         assert not skipped and len(queries.ids) == 8
@@ -330,3 +332,10 @@ def test_cut_out_photos_match_colour_under_any_white_balance_in_query_and_eval(
         for row, i in enumerate(queries.ids):
             found = searcher.search_image(shots / "images" / f"{i}.jpg", top=5, blend=blend)
             assert report.results[0].hits[row] == [h.id for h in found.hits], i
+            assert found.blend.colour_weight == (3.0 if row in cut else 0.3)
+        # (and it changes their ranking here, so the check above could fail)
+        base = evaluate(store, collection, queries, [replace(mode, blend=default_blend(
+            store, collection))], k=5, exact=True)  # fmt: skip
+        assert any(report.results[0].hits[r] != base.results[0].hits[r] for r in cut)
+        studio_hits = searcher.search_image(tiny_catalog / "images" / "5.jpg", blend=blend)
+        assert studio_hits.blend.colour_weight == 0.3

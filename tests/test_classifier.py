@@ -257,6 +257,21 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
     assert found["blend"]["tuned_candidates"] == 50  # and searches it for candidates too
     assert found["blend"]["candidates"] == 100  # beside the shape vector's 100 nearest
+    assert found["blend"]["colour_weight"] == 0.3  # a studio shot
+    # A shopper's photo (the product on a green table, cut out of it) weighs colour more,
+    # unless a weight is asked for.
+    from PIL import Image
+
+    from embedder.images import prepare_photo, was_cut_out
+
+    table = Image.new("RGB", (240, 320), (90, 140, 70))
+    table.paste(Image.open(photo).convert("RGB").resize((120, 160)), (60, 80))
+    table.save(shot := tmp_path / "shot.jpg", quality=95)
+    assert was_cut_out(prepare_photo(shot))
+    cut = json.loads(runner.invoke(app, ["query", str(shot), "--json"]).stdout)
+    assert cut["blend"]["colour_weight"] == 0.6 and cut["blend"]["cutout_colour_weight"] is None
+    asked = runner.invoke(app, ["query", str(shot), "--colour-weight", "0.45", "--json"])
+    assert json.loads(asked.stdout)["blend"]["colour_weight"] == 0.45
     # One pass through the network gives the same tags and tuned vector as two.
     from classifier.tagger import Tagger
     from embedder.images import load_image
@@ -274,7 +289,6 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert found["predicted"][field] == pytest.approx(value, abs=2e-3), field
     np.testing.assert_allclose(own.vectors["tuned"], tagger.embed_catalog(pixels)[0], atol=1e-4)
     # Eval embeds photo queries as a query does: tags and tuned vector from one pass.
-    from embedder.images import prepare_photo
     from searchctl.evaluate import SearchMode, photo_queries
     from searchctl.query import Searcher, default_blend
 
