@@ -428,8 +428,8 @@ def query(
         typer.Option(
             min=0.0,
             help="Weight of colour similarity in the re-rank of the vector's nearest products, "
-            "for every photo \\[default: 0.3 when the collection has colour vectors; 0.6 for "
-            "a photo cut out of its background beside a tuned vector].",
+            "for every photo \\[default: 0.3 when the collection has colour vectors; 0.7 for "
+            "a photo cut out of its background, a shopper's].",
         ),
     ] = None,
     tag_weight: Annotated[
@@ -439,7 +439,7 @@ def query(
             help="Weight of predicted-tag agreement in the re-rank: for each of gender+master, "
             "subCategory and articleType that a hit shares with the query, the product of "
             "their confidences \\[default: 0.1 when the products carry predicted tags; 0.05 "
-            "beside a tuned vector, the classifier's own features].",
+            "beside a tuned vector, the classifier's own features; 0.02 for a cut-out photo].",
         ),
     ] = None,
     tuned_weight: Annotated[
@@ -447,7 +447,8 @@ def query(
         typer.Option(
             min=0.0,
             help="Weight of the tuned vector's cosine in the re-rank \\[default: 1.0 when the "
-            "collection has tuned vectors, from a finetune classifier]; with it, the tuned "
+            "collection has tuned vectors, from a finetune classifier; 0.8 for a cut-out "
+            "photo]; with it, the tuned "
             "vector's 50 nearest products join the candidates (0 turns both off).",
         ),
     ] = None,
@@ -523,10 +524,8 @@ def query(
             overrides = {k: v for k, v in overrides.items() if v is not None}
             if tuned_weight is not None:
                 overrides["tuned_candidates"] = TUNED_BLEND.tuned_candidates
-            if colour_weight is not None:  # the weight asked for, whatever the photo
-                overrides["cutout_colour_weight"] = None
-            if not plain and overrides:
-                blend = replace(blend or Blend(0.0, 0.0), **overrides)
+            if not plain and overrides:  # the weights asked for, whatever the photo
+                blend = (blend or Blend(0.0, 0.0)).with_weights(**overrides)
             if blend is not None and candidates is not None:
                 blend = replace(blend, candidates=candidates)
             if image is not None:
@@ -545,7 +544,7 @@ def query(
                     if same_type or tag_weight:
                         raise
                     err.print("[yellow]No classifier here: no re-rank by predicted tags.[/]")
-                    blend = replace(blend, tag_weight=0.0)
+                    blend = blend.with_weights(tag_weight=0.0)
                     searcher = Searcher(
                         store, name, weights, compiled=False, data_dir=data_dir, cutout=cutout
                     )

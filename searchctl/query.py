@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,21 @@ SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predict
 
 
 @dataclass(frozen=True)
+class CutoutWeights:
+    """A blend's weights for a photo that was cut out of its background (a shopper's photo,
+    was_cut_out), in place of its own: for a tinted, tilted photo, colour tells the very
+    product from look-alikes of its type better, and its predicted tags are less sure. The
+    candidates are the same for every query."""
+
+    colour_weight: float
+    tag_weight: float
+    tuned_weight: float
+
+
+WEIGHTS = ("colour_weight", "tag_weight", "tuned_weight")
+
+
+@dataclass(frozen=True)
 class Blend:
     """The default search: the shape vector's `candidates` nearest products, re-ranked by
     shape cosine + colour_weight x colour cosine + tag_weight x tag agreement (see
@@ -38,18 +53,15 @@ class Blend:
     quality"): a re-rank of the shape vector's neighbours, so colour decides between products
     of like shape and never pulls in a sock for its colour. A tag weight of 0.2 matched
     labels a little better but found the very product in 4 points fewer phone-like photos,
-    whose predicted tags are less sure.
-
-    `cutout_colour_weight`, where set, is colour's weight for a photo that was cut out of its
-    background (a shopper's photo, was_cut_out) in place of `colour_weight`: what tells the
-    very product from look-alikes of its type there is colour more than shape."""
+    whose predicted tags are less sure. `cut_out`, where set, holds the weights for a photo
+    cut out of its background (for_photo)."""
 
     colour_weight: float = 0.3
     tag_weight: float = 0.1
     candidates: int = 50
     tuned_weight: float = 0.0
     tuned_candidates: int = 0
-    cutout_colour_weight: float | None = None
+    cut_out: CutoutWeights | None = None
 
     def to_json(self) -> dict:
         return {
@@ -58,15 +70,20 @@ class Blend:
             "tuned_weight": self.tuned_weight,
             "candidates": self.candidates,
             "tuned_candidates": self.tuned_search,
-            "cutout_colour_weight": self.cutout_colour_weight,
+            "cut_out": asdict(self.cut_out) if self.cut_out else None,
         }
 
     def for_photo(self, cut_out: bool) -> Blend:
-        """The blend a query photo gets: colour at `cutout_colour_weight` if the photo was
-        cut out and that is set."""
-        if not cut_out or self.cutout_colour_weight is None:
+        """The blend a query photo gets: with the `cut_out` weights if it was cut out."""
+        if not cut_out or self.cut_out is None:
             return self
-        return replace(self, colour_weight=self.cutout_colour_weight, cutout_colour_weight=None)
+        return replace(self, **asdict(self.cut_out), cut_out=None)
+
+    def with_weights(self, **weights: float) -> Blend:
+        """These weights (Blend's fields) for every query, a cut-out photo's too."""
+        cut = {k: v for k, v in weights.items() if k in WEIGHTS}
+        cut_out = replace(self.cut_out, **cut) if self.cut_out and cut else self.cut_out
+        return replace(self, **weights, cut_out=cut_out)
 
     @property
     def tuned_search(self) -> int:
@@ -79,21 +96,26 @@ class Blend:
         return {name: w for name, w in weights.items() if w}
 
 
+# The weights of both default re-ranks were chosen with numpy grids on cached vectors and
+# checked with `searchctl eval` (README, "Search quality"). For a cut-out photo (a shopper's)
+# more colour, fewer tags (and less tuned cosine) found the very product in 9-10 more
+# phone-like photos of 100 here (2-5 beside a tuned vector) at the same articleType; such
+# weights for every query would have cost catalog and studio queries up to a point of
+# articleType, so those keep their own.
+DEFAULT_BLEND = Blend(cut_out=CutoutWeights(colour_weight=0.7, tag_weight=0.02, tuned_weight=0.0))
+
 # The default re-rank of a collection with a tuned vector (a finetune classifier's features):
 # its cosine at weight 1; its 50 nearest products join the shape vector's 100 candidates (a
 # tinted, tilted phone photo often has its product among those and not the shape vector's
 # 50 nearest); tags at half weight, for the tuned vector is the classifier's own features
-# and full-weight tags counted it twice; colour at 0.6 for a cut-out photo: it found the very
-# product in 2-2.6 points more phone-like photos, where at 0.3 for every query it cost
-# catalog and studio queries a point of articleType. Chosen with numpy grids on cached
-# vectors and checked with `searchctl eval` (README, "Search quality").
+# and full-weight tags counted it twice.
 TUNED_BLEND = Blend(
     colour_weight=0.3,
     tag_weight=0.05,
     candidates=100,
     tuned_weight=1.0,
     tuned_candidates=50,
-    cutout_colour_weight=0.6,
+    cut_out=CutoutWeights(colour_weight=0.7, tag_weight=0.02, tuned_weight=0.8),
 )
 
 
@@ -147,15 +169,9 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     has_tags = has_tags and vector != TUNED_VECTOR
     if not (has_colour or has_tags or has_tuned):
         return None
-    base = TUNED_BLEND if has_tuned else Blend()
-    return Blend(
-        base.colour_weight if has_colour else 0.0,
-        base.tag_weight if has_tags else 0.0,
-        base.candidates,
-        base.tuned_weight if has_tuned else 0.0,
-        base.tuned_candidates if has_tuned else 0,
-        base.cutout_colour_weight if has_colour else None,
-    )
+    base = TUNED_BLEND if has_tuned else DEFAULT_BLEND
+    absent = {"colour_weight": has_colour, "tag_weight": has_tags, "tuned_weight": has_tuned}
+    return base.with_weights(**{w: 0.0 for w, has in absent.items() if not has})
 
 
 def best_cosines(rows: np.ndarray, stored: Mapping[int, np.ndarray]) -> dict[int, float]:

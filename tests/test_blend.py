@@ -39,7 +39,9 @@ from searchctl.evaluate import (
     stored_queries,
 )
 from searchctl.query import (
+    DEFAULT_BLEND,
     Blend,
+    CutoutWeights,
     Searcher,
     best_cosines,
     default_blend,
@@ -103,6 +105,16 @@ def test_one_of_the_white_balance_rows_undoes_a_cameras_cast():
     tinted[(photo == 255).all(axis=-1)] = 255  # the cut-out's background is whitened after
     assert colour_descriptors(tinted[None])[0] @ catalog == pytest.approx(0.0)  # hue bin moved
     assert (cast_tolerant_descriptors(tinted) @ catalog).max() == pytest.approx(1.0)
+
+
+def test_a_cut_out_photo_gets_its_own_weights_unless_weights_are_asked_for():
+    blend = Blend(0.3, 0.1, 50, cut_out=CutoutWeights(0.7, 0.02, 0.0))
+    assert blend.for_photo(False) == blend
+    cut = blend.for_photo(True)
+    assert (cut.colour_weight, cut.tag_weight, cut.candidates, cut.cut_out) == (0.7, 0.02, 50, None)
+    asked = blend.with_weights(colour_weight=0.5)
+    assert asked.for_photo(True).colour_weight == asked.for_photo(False).colour_weight == 0.5
+    assert asked.for_photo(True).tag_weight == 0.02 and asked.for_photo(False).tag_weight == 0.1
 
 
 def test_a_query_vector_of_several_rows_scores_each_hit_by_its_best_row():
@@ -260,7 +272,12 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
         "tuned_weight": 0.0,
         "candidates": 50,
         "tuned_candidates": 0,
-        "cutout_colour_weight": None,
+        # a cut-out photo's weights, with no tags here either
+        "cut_out": {
+            "colour_weight": DEFAULT_BLEND.cut_out.colour_weight,
+            "tag_weight": 0.0,
+            "tuned_weight": 0.0,
+        },
     }
     assert blended["hits"][0]["id"] == 5
     fewer = runner.invoke(app, ["query", "--id", "5", "--candidates", "7", "--json"])
@@ -313,8 +330,8 @@ def test_cut_out_photos_match_colour_under_any_white_balance_in_query_and_eval(
         searcher = Searcher(store, collection, tiny_weights, compiled=False, data_dir=data_dir)
         studio = prepare_photo(tiny_catalog / "images" / "5.jpg")
         assert not was_cut_out(studio) and searcher.colour_rows(studio).shape == (COLOUR_DIM,)
-        # Colour weighs more for a cut-out photo (TUNED_BLEND's weights), in both paths.
-        blend = replace(default_blend(store, collection), cutout_colour_weight=3.0)
+        # A cut-out photo gets its own weights, in both paths.
+        blend = replace(default_blend(store, collection), cut_out=CutoutWeights(3.0, 0.0, 0.0))
         mode = SearchMode("blend", searcher.spec.vector_name, blend=blend)
         queries, skipped = photo_queries(read_catalog(shots), searcher, mode.vectors)
         assert not skipped and len(queries.ids) == 8
@@ -334,8 +351,8 @@ def test_cut_out_photos_match_colour_under_any_white_balance_in_query_and_eval(
             assert report.results[0].hits[row] == [h.id for h in found.hits], i
             assert found.blend.colour_weight == (3.0 if row in cut else 0.3)
         # (and it changes their ranking here, so the check above could fail)
-        base = evaluate(store, collection, queries, [replace(mode, blend=default_blend(
-            store, collection))], k=5, exact=True)  # fmt: skip
+        base = evaluate(store, collection, queries, [replace(mode, blend=replace(
+            blend, cut_out=None))], k=5, exact=True)  # fmt: skip
         assert any(report.results[0].hits[r] != base.results[0].hits[r] for r in cut)
         studio_hits = searcher.search_image(tiny_catalog / "images" / "5.jpg", blend=blend)
         assert studio_hits.blend.colour_weight == 0.3

@@ -263,13 +263,15 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     from PIL import Image
 
     from embedder.images import prepare_photo, was_cut_out
+    from searchctl.query import TUNED_BLEND
 
     table = Image.new("RGB", (240, 320), (90, 140, 70))
     table.paste(Image.open(photo).convert("RGB").resize((120, 160)), (60, 80))
     table.save(shot := tmp_path / "shot.jpg", quality=95)
     assert was_cut_out(prepare_photo(shot))
     cut = json.loads(runner.invoke(app, ["query", str(shot), "--json"]).stdout)
-    assert cut["blend"]["colour_weight"] == 0.6 and cut["blend"]["cutout_colour_weight"] is None
+    assert cut["blend"]["colour_weight"] == TUNED_BLEND.cut_out.colour_weight == 0.7
+    assert cut["blend"]["cut_out"] is None  # the weights applied
     asked = runner.invoke(app, ["query", str(shot), "--colour-weight", "0.45", "--json"])
     assert json.loads(asked.stdout)["blend"]["colour_weight"] == 0.45
     # One pass through the network gives the same tags and tuned vector as two.
