@@ -683,6 +683,7 @@ def eval_(
         available_modes,
         collection_labels,
         evaluate,
+        photo_modes,
         photo_queries,
         sample_ids,
         select_modes,
@@ -692,6 +693,13 @@ def eval_(
     with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
         name = pick_collection(store, collection)
         modes = select_modes(available_modes(store, name), mode)
+        if queries is not None and not mode:
+            modes, left_out = photo_modes(store, name, modes)
+            if left_out:
+                err.print(
+                    f"[yellow]Left out: {', '.join(left_out)}; the tuned vectors are not all "
+                    "the classifier's (see `searchctl tag`).[/]"
+                )
         vectors = list(dict.fromkeys(v for m in modes for v in m.vectors))
         all_ids = sorted(store.ids(name))
         if not all_ids:

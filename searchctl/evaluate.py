@@ -175,6 +175,20 @@ def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
     return modes
 
 
+def photo_modes(
+    store: VectorStore, collection: str, modes: list[SearchMode]
+) -> tuple[list[SearchMode], list[str]]:
+    """The modes that photo queries can run, and the names of those left out: the tuned
+    vectors of a collection whose classifier did not make them all (retrained as another
+    kind, or their stage unfinished) cannot be matched by a photo's."""
+    from ingest.tuned import tuned_current
+
+    if tuned_current(store, collection):
+        return modes, []
+    kept = [m for m in modes if TUNED_VECTOR not in m.vectors]
+    return kept, [m.name for m in modes if m not in kept]
+
+
 def select_modes(modes: list[SearchMode], names: Sequence[str] | None) -> list[SearchMode]:
     if not names:
         return modes
