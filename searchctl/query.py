@@ -98,8 +98,8 @@ class Blend:
 
 # The weights of both default re-ranks were chosen with numpy grids on cached vectors and
 # checked with `searchctl eval` (README, "Search quality"). For a cut-out photo (a shopper's)
-# more colour, fewer tags (and less tuned cosine) found the very product in 9-10 more
-# phone-like photos of 100 here (2-5 beside a tuned vector) at the same articleType; such
+# more colour, fewer tags (and less tuned cosine) found the very product in 8-9 more
+# phone-like photos of 100 here (4-5 beside a tuned vector) at the same articleType; such
 # weights for every query would have cost catalog and studio queries up to a point of
 # articleType, so those keep their own.
 DEFAULT_BLEND = Blend(cut_out=CutoutWeights(colour_weight=0.7, tag_weight=0.02, tuned_weight=0.0))
@@ -156,10 +156,12 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
     boost cost it a point); the tuned vector's cosine when the collection has one and it is
     not the vector searched and they are current (ingest.tuned), and then TUNED_BLEND's
-    weights; None when none of them."""
+    weights; None when none of them. A cut-out photo's own weights are the backbone's alone
+    (measured on its search only)."""
     from ingest.tuned import tuned_current
 
-    vector = vector or default_vector(store, collection)
+    backbone = default_vector(store, collection)
+    vector = vector or backbone
     names = store.vector_sizes(collection)
     has_colour = COLOUR_VECTOR in names
     has_tuned = TUNED_VECTOR in names and vector != TUNED_VECTOR
@@ -170,8 +172,10 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     if not (has_colour or has_tags or has_tuned):
         return None
     base = TUNED_BLEND if has_tuned else DEFAULT_BLEND
-    absent = {"colour_weight": has_colour, "tag_weight": has_tags, "tuned_weight": has_tuned}
-    return base.with_weights(**{w: 0.0 for w, has in absent.items() if not has})
+    if vector != backbone:
+        base = replace(base, cut_out=None)
+    present = {"colour_weight": has_colour, "tag_weight": has_tags, "tuned_weight": has_tuned}
+    return base.with_weights(**{w: 0.0 for w, has in present.items() if not has})
 
 
 def best_cosines(rows: np.ndarray, stored: Mapping[int, np.ndarray]) -> dict[int, float]:

@@ -315,6 +315,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
     )
     assert tuned["vector"] == "tuned" and tuned["blend"]["tag_weight"] == 0.0
+    assert tuned["blend"]["cut_out"] is None  # cut-out weights: measured on the backbone only
     everything = ["query", str(photo), "--vector", "tuned", "--plain", "--top", str(N), "--json"]
     scores = {
         h["id"]: h["score"] for h in json.loads(runner.invoke(app, everything).stdout)["hits"]
