@@ -457,7 +457,7 @@ def query(
         typer.Option(
             min=1,
             help="How many nearest products of the searched vector the re-rank chooses from "
-            "\\[default: 50; 100 beside a tuned vector].",
+            "\\[default: 100].",
         ),
     ] = None,
     cutout: Annotated[

@@ -270,7 +270,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
         "colour_weight": 0.3,
         "tag_weight": 0.0,
         "tuned_weight": 0.0,
-        "candidates": 50,
+        "candidates": 100,
         "tuned_candidates": 0,
         # a cut-out photo's weights, with no tags here either
         "cut_out": {
