@@ -385,7 +385,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         assert json.loads(by_id.stdout)["blend"]["tuned_candidates"] == joined, weight
     stale = runner.invoke(app, ["query", str(photo), "--vector", "tuned"])
     assert stale.exit_code == 2 and "only a finetune one makes tuned vectors" in stale.stderr
-    # Eval of photos runs every other mode (asked for by name, a tuned one is an error).
+    # Eval of photos runs every other mode, and says which it left out.
     photos = runner.invoke(app, ["eval", "--queries", str(catalog), "--sample", "6", "--json"])
     assert photos.exit_code == 0, photos.output
     assert "Left out: tuned, " in photos.stderr
