@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ class CutoutWeights:
     tuned_weight: float
 
 
-WEIGHTS = ("colour_weight", "tag_weight", "tuned_weight")
+WEIGHTS = tuple(f.name for f in dataclass_fields(CutoutWeights))  # the Blend fields they replace
 
 
 @dataclass(frozen=True)
