@@ -436,10 +436,12 @@ def query(
         float | None,
         typer.Option(
             min=0.0,
-            help="Weight of predicted-tag agreement in the re-rank: for each of gender+master, "
-            "subCategory and articleType that a hit shares with the query, the product of "
-            "their confidences \\[default: 0.1 when the products carry predicted tags; 0.05 "
-            "beside a tuned vector, the classifier's own features; 0.02 for a cut-out photo].",
+            help="Weight of tag agreement in the re-rank: for each of gender+master, "
+            "subCategory and articleType in which the query's predicted tag is the hit's, the "
+            "query's confidence x the hit's (its label, where it has one, counts as sure for "
+            "gender+master and articleType) \\[default: 0.08 when the products carry predicted "
+            "tags; 0.05 beside a tuned vector, the classifier's own features; 0.02 for a "
+            "cut-out photo].",
         ),
     ] = None,
     tuned_weight: Annotated[

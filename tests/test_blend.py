@@ -182,12 +182,13 @@ def _numpy_blend(points, query: int, blend: Blend, top: int) -> list[tuple[int, 
         near = np.argsort(-(tuned @ tuned[q]), kind="stable")[: blend.tuned_candidates]
         cand = np.concatenate([cand, [i for i in near if i not in cand]]).astype(int)
     tags = np.zeros(len(cand))
-    for field in ("pred_articleType", "pred_gender_master"):
-        mine = points[q].payload
-        for row, c in enumerate(cand):
-            theirs = points[c].payload
-            if theirs[field] == mine[field]:
-                tags[row] += mine[f"{field}_conf"] * theirs[f"{field}_conf"]
+    mine = points[q].payload
+    for row, c in enumerate(cand):
+        theirs = points[c].payload
+        if theirs["articleType"] == mine["pred_articleType"]:  # a label counts as sure
+            tags[row] += mine["pred_articleType_conf"]
+        if theirs["pred_gender_master"] == mine["pred_gender_master"]:  # no label: predicted
+            tags[row] += mine["pred_gender_master_conf"] * theirs["pred_gender_master_conf"]
     score = (
         cos[cand]
         + blend.colour_weight * (colour[cand] @ colour[q])
@@ -206,8 +207,26 @@ def test_tag_agreement_weighs_each_shared_tag_by_both_confidences():
     assert tag_agreement(query, same_type) == pytest.approx(0.45)
     both = {**same_type, "pred_gender_master": "Women Apparel"}
     assert tag_agreement(query, both) == pytest.approx(0.45 + 0.8)
-    assert tag_agreement(query, {"articleType": "Tops"}) == 0.0  # not tagged: no agreement
+    assert tag_agreement(query, {"subCategory": "Topwear"}) == 0.0  # not tagged: no agreement
     assert tag_agreement(None, both) == 0.0
+
+
+def test_a_candidates_labels_stand_for_its_predicted_gender_master_and_type():
+    query = {"pred_articleType": "Tops", "pred_articleType_conf": 0.5,
+             "pred_gender_master": "Women Apparel", "pred_gender_master_conf": 0.8,
+             "pred_subCategory": "Topwear", "pred_subCategory_conf": 0.9}  # fmt: skip
+    # Predicted a Men's Tshirt (sure), labelled a Women's Top: the labels count, as sure.
+    hit = {"pred_articleType": "Tshirts", "pred_articleType_conf": 0.95,
+           "pred_gender_master": "Men Apparel", "pred_gender_master_conf": 0.9,
+           "pred_subCategory": "Topwear", "pred_subCategory_conf": 0.5,
+           "articleType": "Tops", "gender": "Women", "masterCategory": "Apparel",
+           "subCategory": "Bottomwear"}  # fmt: skip
+    assert tag_agreement(query, hit) == pytest.approx(0.5 * 1.0 + 0.8 * 1.0 + 0.9 * 0.5)
+    # Without labels (a catalog that has none), the predicted tags count.
+    unlabelled = {k: v for k, v in hit.items() if k.startswith("pred_")}
+    assert tag_agreement(query, unlabelled) == pytest.approx(0.9 * 0.5)
+    # A gender without a masterCategory is no gender+master label.
+    assert tag_agreement(query, {**unlabelled, "gender": "Women"}) == pytest.approx(0.45)
 
 
 @pytest.mark.parametrize("tuned_candidates", [0, 8])
