@@ -263,7 +263,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     from PIL import Image
 
     from embedder.images import prepare_photo, was_cut_out
-    from searchctl.query import TUNED_BLEND
+    from searchctl.query import DEFAULT_BLEND, TUNED_BLEND
 
     table = Image.new("RGB", (240, 320), (90, 140, 70))
     table.paste(Image.open(photo).convert("RGB").resize((120, 160)), (60, 80))
@@ -377,7 +377,8 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     retrain = ["train", "classifier", "--kind", "vectors", "--min-class-size", "5", "--json"]
     assert runner.invoke(app, retrain).exit_code == 0
     after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
-    assert after["blend"]["tuned_weight"] == 0.0 and after["blend"]["tag_weight"] == 0.1
+    assert after["blend"]["tuned_weight"] == 0.0
+    assert after["blend"]["tag_weight"] == DEFAULT_BLEND.tag_weight  # the vectors default's
     assert after["blend"]["tuned_candidates"] == 0
     # Asked for by weight, the tuned vector blends and brings its candidates; 0 turns both off.
     for weight, joined in (("0.5", 50), ("0", 0)):
