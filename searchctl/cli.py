@@ -240,7 +240,7 @@ def ingest(
                     **({VECTOR_NAME: ae_config.dim} if autoencoder else {}),
                 },
             )
-        colours = ae = tags = None
+        colours = ae = tags = colour_tags = None
         if colour and report.points_in_collection:
             colours = _ensure_colour(store, name)
         if autoencoder and report.points_in_collection:
@@ -250,8 +250,10 @@ def ingest(
         if classifier and report.points_in_collection:
             tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
             tuned = _ensure_tuned(store, name, data_dir)
+            colour_tags = _ensure_colour_tags(store, name, spec, data_dir)
     if as_json:
         parts = {"colour": colours, "autoencoder": ae, "classifier": tags, "tuned": tuned}
+        parts["colour_tags"] = colour_tags
         print(json.dumps({**report.to_json(), **parts}, indent=2))
         return
     _print_ingest_report(report, store)
@@ -263,6 +265,8 @@ def ingest(
         out.print(_describe_tags(tags), highlight=False)
     if tuned and tuned["action"] != "skipped":
         out.print(_describe_tuned(tuned), highlight=False)
+    if colour_tags:
+        out.print(_describe_colour_tags(colour_tags), highlight=False)
 
 
 def _run_stage(label: str, stage, *args) -> dict:
@@ -301,6 +305,35 @@ def _describe_tuned(tuned: dict) -> str:
         f"Tuned vectors (the finetune classifier's features) for {tuned['embedded']:,} "
         f"products ({tuned['seconds']:.1f} s): the default search re-ranks with them." + votes
     )
+
+
+def _ensure_colour_tags(store, name, spec, data_dir, retag: bool = False) -> dict:
+    from classifier.colour_tags import ensure_colour_tags
+    from searchctl.config import default_data_dir
+
+    data = data_dir or default_data_dir()
+    with _progress() as bar:
+        task = bar.add_task("colour tags", total=None, rate="")
+        return ensure_colour_tags(
+            store,
+            name,
+            data,
+            spec.vector_name,
+            retag=retag,
+            on_plan=lambda n: bar.update(task, total=n),
+            on_progress=lambda k: bar.advance(task, k),
+        )
+
+
+def _describe_colour_tags(report: dict) -> str:
+    if report["action"] == "skipped":
+        return f"No colour tags: {report['reason']}"
+    if report["action"] == "up_to_date":
+        return "Every product has its predicted baseColour."
+    trained = ""
+    if report["action"] == "trained" and report.get("test_accuracy") is not None:
+        trained = f" (colour tagger trained: test accuracy {report['test_accuracy']:.3f})"
+    return f"Predicted baseColour of {report['tagged']:,} products{trained}."
 
 
 def _ensure_colour(store, name) -> dict:
@@ -1060,7 +1093,8 @@ def tag(
     qdrant_api_key: QdrantApiKey = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-tag every product of the collection with the saved classifier."""
+    """Re-tag every product of the collection with the saved classifier (and its predicted
+    baseColour with the colour tagger, trained if there is none)."""
     from classifier.train import tag_collection
     from searchctl.config import connect, default_data_dir, pick_collection
     from searchctl.query import recorded_spec
@@ -1079,6 +1113,7 @@ def tag(
                 on_progress=lambda k: bar.advance(task, k),
             )
         tuned = _ensure_tuned(store, name, data_dir)
+        colour_tags = _ensure_colour_tags(store, name, spec, data_dir, retag=True)
     if as_json:
         print(
             json.dumps(
@@ -1086,6 +1121,7 @@ def tag(
                     "collection": name,
                     "tagged": report.tagged,
                     "tuned": tuned,
+                    "colour_tags": colour_tags,
                     "skipped": [{"id": i, "reason": r} for i, r in report.skipped],
                     "seconds": round(report.seconds, 1),
                 },
@@ -1096,6 +1132,7 @@ def tag(
     out.print(f"Tagged {report.tagged:,} products of '{name}' in {report.seconds:.1f} s.")
     if tuned["action"] != "skipped":
         out.print(_describe_tuned(tuned), highlight=False)
+    out.print(_describe_colour_tags(colour_tags), highlight=False)
     for pid, reason in report.skipped:
         err.print(f"  id {pid} not tagged: {reason}", highlight=False)
 

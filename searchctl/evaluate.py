@@ -520,10 +520,12 @@ def photo_queries(
             tags = [{} for _ in batch]
             features = stacked[tagger_size] if tagger_size else None
             one_pass = None  # the finetune network's (probabilities, tuned vectors)
+            backbone_vecs = None
             for v in vectors:
                 if v == backbone:
                     vecs, from_vectors = searcher.embed_pixels(stacked[sizes[v]])
                     features = features if tagger_size else from_vectors
+                    backbone_vecs = vecs
                 elif v == TUNED_VECTOR and tagger_size:
                     one_pass = searcher.tagger.predict_and_embed(stacked[sizes[v]])
                     vecs = one_pass[1]
@@ -536,6 +538,11 @@ def photo_queries(
                 if features is None:
                     features = searcher.embed_pixels(stacked[sizes[backbone]])[1]
                 tags = searcher.predict_tags(features)
+            if searcher.colour_tagger is not None:  # as a query photo's (Searcher.colour_tags)
+                if backbone_vecs is None:
+                    backbone_vecs = searcher.embed_pixels(stacked[sizes[backbone]])[0]
+                colours = searcher.colour_tags(photos, backbone_vecs)
+                tags = [{**t, **c} for t, c in zip(tags, colours)]
             if COLOUR_VECTOR in vectors:  # as a query photo's colour is (Searcher.colour_rows)
                 for j, photo in enumerate(photos):
                     if was_cut_out(photo):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from classifier.colour_tags import COLOUR_TAG, ColourTagger, colour_tagger_dir
 from classifier.neighbours import LABEL_FIELDS, voted_tags
 from classifier.schemes import (
     SCHEMES,
@@ -135,35 +136,40 @@ TUNED_BLEND = Blend(
 )
 
 
-# The schemes in which a candidate's own catalog labels stand for its predicted tag, where it has
-# them: on the classifier's held-out products, agreeing with the candidates' gender+master and
+# The tags a query and a candidate agree on: the classifier's schemes and the colour tagger's
+# baseColour (classifier.colour_tags).
+AGREEMENT_TAGS = (*SCHEMES, COLOUR_TAG)
+# The tags for which a candidate's own catalog label stands for its predicted tag, where it has
+# one: on the classifier's held-out products, agreeing with the candidates' gender+master and
 # articleType labels, rather than their predicted tags, matched gender 1.3 and articleType 0.7
 # points better; with the subCategory label too, subCategory and articleType lost (README,
-# "Labels, not predictions, of the candidates").
-LABELLED_SCHEMES = ("gender_master", "articleType")
+# "Labels, not predictions, of the candidates"). baseColour is a label only (README, "Colour
+# tags").
+LABELLED_TAGS = ("gender_master", "articleType", COLOUR_TAG)
 # The payload fields tag_agreement reads: all a candidate brings from the search (the hits
 # kept get their whole payload after the re-rank; 100 whole payloads took 2 ms to transfer).
 TAG_FIELDS = [
-    *(field(scheme) for scheme in SCHEMES for field in (pred_field, conf_field)),
+    *(field(tag) for tag in AGREEMENT_TAGS for field in (pred_field, conf_field)),
     *LABEL_FIELDS,
+    COLOUR_TAG,
 ]
 
 
-def candidate_tag(scheme: str, hit: Mapping) -> tuple[str | None, float]:
-    """A candidate's tag in `scheme` and how sure it is: its catalog label (sure) in the
-    LABELLED_SCHEMES where it has one, else its predicted tag and that prediction's
-    confidence."""
-    if scheme in LABELLED_SCHEMES:
-        label = scheme_label(scheme, hit)
+def candidate_tag(tag: str, hit: Mapping) -> tuple[str | None, float]:
+    """A candidate's tag (a scheme or baseColour) and how sure it is: its catalog label
+    (sure) for the LABELLED_TAGS where it has one, else its predicted tag and that
+    prediction's confidence."""
+    if tag in LABELLED_TAGS:
+        label = hit.get(COLOUR_TAG) if tag == COLOUR_TAG else scheme_label(tag, hit)
         if label is not None:
             return label, 1.0
-    return hit.get(pred_field(scheme)), hit.get(conf_field(scheme), 1.0)
+    return hit.get(pred_field(tag)), hit.get(conf_field(tag), 1.0)
 
 
 def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
-    """Sum over the classifier's schemes of [the query's predicted tag is the candidate's] x
-    query confidence x candidate's confidence (candidate_tag), 0 to 3. `query` holds
-    payload-shaped predicted tags (pred_<scheme>, pred_<scheme>_conf), `hit` a payload.
+    """Sum over the AGREEMENT_TAGS of [the query's predicted tag is the candidate's] x query
+    confidence x candidate's confidence (candidate_tag), 0 to 4. `query` holds payload-shaped
+    predicted tags (pred_<tag>, pred_<tag>_conf), `hit` a payload.
 
     Every scheme counts, not only articleType: on held-out products the predicted gender
     lifted the gender match of the top 5 from 0.842 to 0.880. The confidences keep a doubtful
@@ -172,11 +178,11 @@ def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
     if not query or not hit:
         return 0.0
     total = 0.0
-    for scheme in SCHEMES:
-        tag = query.get(pred_field(scheme))
-        theirs, sure = candidate_tag(scheme, hit)
-        if tag is not None and theirs == tag:
-            total += query.get(conf_field(scheme), 1.0) * sure
+    for tag in AGREEMENT_TAGS:
+        mine = query.get(pred_field(tag))
+        theirs, sure = candidate_tag(tag, hit)
+        if mine is not None and theirs == mine:
+            total += query.get(conf_field(tag), 1.0) * sure
     return total
 
 
@@ -407,12 +413,14 @@ class Searcher:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
         self.tagger = None
+        self.colour_tagger: ColourTagger | None = None  # with the tagger, where there is one
         if with_tags:
             from classifier.tagger import Tagger, tagger_dir
             from classifier.train import check_tagger
 
             self.tagger = Tagger(tagger_dir(self.data_dir, collection))
             check_tagger(self.tagger.record, self.spec, collection)
+            self.colour_tagger = ColourTagger.load(colour_tagger_dir(self.data_dir, collection))
         self._backbone = None
         self._autoencoder = None
         self._finetuned = None
@@ -514,6 +522,15 @@ class Searcher:
             return cast_tolerant_descriptors(pixels)
         return colour_descriptors(pixels[None])[0]
 
+    def colour_tags(self, photos: list[Image.Image], backbone: np.ndarray) -> list[dict]:
+        """The colour tagger's predicted baseColour of prepared photos (their backbone
+        vectors: rows of `backbone`), from the plain colour vector of each; {} each without
+        a colour tagger."""
+        if self.colour_tagger is None:
+            return [{} for _ in photos]
+        colour = colour_descriptors(np.stack([self.fit(p, COLOUR_VECTOR) for p in photos]))
+        return self.colour_tagger.tags(backbone, colour)
+
     @property
     def voting(self) -> bool:
         """A photo's tags are voted by the products nearest its tuned vector: a `finetune`
@@ -582,6 +599,14 @@ class Searcher:
             features = self.embed_pixels(self.fit(image, self.spec.vector_name)[None])[1]
         if self.tagger is not None and predicted is None:
             predicted = self.predict_tags(features)[0]
+        if predicted is not None and self.colour_tagger is not None:
+            if vector != self.spec.vector_name:
+                query_vector_of_backbone = self.embed_pixels(
+                    self.fit(image, self.spec.vector_name)[None]
+                )[0][0]
+            else:
+                query_vector_of_backbone = query_vector
+            predicted = {**predicted, **self.colour_tags([image], query_vector_of_backbone)[0]}
         if blend is not None and blend.tuned_weight and TUNED_VECTOR not in query_vectors:
             query_vectors[TUNED_VECTOR] = self.embed_batch(
                 self.fit(image, TUNED_VECTOR)[None], TUNED_VECTOR

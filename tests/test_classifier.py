@@ -230,14 +230,20 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert tags["action"] == "trained" and tags["tagged"] == 60
     assert set(tags["accuracy"]) == {"gender_master", "subCategory", "articleType"}
     assert json.loads(first.stdout)["tuned"]["embedded"] == 60
+    # 15 products of each colour are too few to learn colours from.
+    assert json.loads(first.stdout)["colour_tags"]["action"] == "skipped"
 
     second = json.loads(runner.invoke(app, args).stdout)
     assert second["stored"] == N - 60
     assert second["classifier"]["action"] == "tagged"
     assert second["classifier"]["tagged"] == N - 60
     assert second["tuned"]["embedded"] == N - 60  # the new products only
+    assert second["colour_tags"]["action"] == "trained"  # 20 of each now
+    assert second["colour_tags"]["tagged"] == N
     payloads = _payloads(tmp_path / "data")
     assert all(p.get("pred_articleType") for p in payloads.values())
+    right = sum(p["pred_baseColour"] == p["baseColour"] for p in payloads.values())
+    assert right >= 0.9 * N  # the synthetic kinds differ in colour
 
     # Every product's tags are voted by its nearest products in the tuned vector (all of
     # them again: new products are others' neighbours too), and the record measures the vote
@@ -361,6 +367,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     # Re-tagged, the products are voted by their neighbours at once, without the network.
     retag = json.loads(runner.invoke(app, ["tag", "--json"]).stdout)
     assert retag["tagged"] == N and retag["tuned"]["voted"] == 0
+    assert retag["colour_tags"]["action"] == "tagged" and retag["colour_tags"]["tagged"] == N
     assert {p["pred_voted_by"] for p in _payloads(tmp_path / "data").values()} == {
         record.model_file
     }

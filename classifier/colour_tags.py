@@ -1,0 +1,200 @@
+"""Predicted baseColour: a logistic regression on a product's backbone and colour vectors.
+
+The default search's tag agreement (searchctl.query.tag_agreement) also counts a candidate
+whose baseColour label is the query's predicted colour: on the shared catalog's held-out
+products it took the baseColour match of the top 5 from 0.50 to 0.60 (README, "Colour tags").
+Every point gets `pred_baseColour` and `pred_baseColour_conf`, like the classifier's schemes.
+Trained with scikit-learn; predicted with numpy (no TensorFlow, a few microseconds a photo).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from classifier.schemes import conf_field, pred_field
+from classifier.split import stratified_split
+from classifier.tagger import models_dir
+from embedder.colour import COLOUR_VECTOR
+from embedder.files import write_json_atomic
+from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
+
+COLOUR_TAG = "baseColour"  # the label it predicts: pred_baseColour, pred_baseColour_conf
+MIN_COLOUR_PRODUCTS = 20  # rarer colours are not predicted (their products are not trained on)
+# The colour histogram's weight beside the unit backbone vector: 2 predicted held-out colours
+# better than 1 (0.628 of them on the shared catalog).
+COLOUR_SCALE = 2.0
+WEIGHTS_FILE = "colour_tagger.npz"
+RECORD_FILE = "colour_tagger.json"
+PAGE = 2000
+
+
+def colour_tagger_dir(data_dir: Path, collection: str) -> Path:
+    return models_dir(data_dir, collection) / "colour_tagger"
+
+
+def tagger_input(backbone: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Rows of [unit backbone vector, COLOUR_SCALE x colour vector]."""
+    backbone = unit_rows(np.atleast_2d(np.asarray(backbone, dtype=np.float32)))
+    colour = np.atleast_2d(np.asarray(colour, dtype=np.float32))
+    return np.hstack([backbone, COLOUR_SCALE * colour])
+
+
+@dataclass
+class ColourTagger:
+    classes: list[str]
+    coef: np.ndarray  # classes x inputs
+    intercept: np.ndarray  # classes
+    backbone: str  # the named vector it reads beside the colour vector
+    record: dict  # test accuracy, products, seconds
+
+    def probs(self, backbone: np.ndarray, colour: np.ndarray) -> np.ndarray:
+        logits = tagger_input(backbone, colour) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def tags(self, backbone: np.ndarray, colour: np.ndarray) -> list[dict]:
+        """Payload-shaped tags (pred_baseColour, pred_baseColour_conf), one per row."""
+        probs = self.probs(backbone, colour)
+        best = probs.argmax(axis=1)
+        return [
+            {
+                pred_field(COLOUR_TAG): self.classes[b],
+                conf_field(COLOUR_TAG): round(float(p[b]), 4),
+            }
+            for b, p in zip(best, probs)
+        ]
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / WEIGHTS_FILE, coef=self.coef, intercept=self.intercept)
+        record = {**self.record, "classes": self.classes, "backbone": self.backbone}
+        write_json_atomic(directory / RECORD_FILE, record)
+
+    @classmethod
+    def load(cls, directory: Path) -> ColourTagger | None:
+        """The saved tagger, or None if there is none."""
+        if not (directory / RECORD_FILE).exists():
+            return None
+        record = json.loads((directory / RECORD_FILE).read_text())
+        with np.load(directory / WEIGHTS_FILE) as weights:
+            coef, intercept = weights["coef"], weights["intercept"]
+        classes, backbone = record.pop("classes"), record.pop("backbone")
+        return cls(classes, coef, intercept, backbone, record)
+
+
+def _points(store: VectorStore, collection: str, backbone: str, ids=None):
+    """ids, payloads, backbone and colour vectors of the points that have both vectors."""
+    out_ids, payloads, shape, colour = [], [], [], []
+    for p in store.iter_points(collection, ids, with_vectors=[backbone, COLOUR_VECTOR]):
+        vectors = p.vectors or {}
+        if backbone in vectors and COLOUR_VECTOR in vectors:
+            out_ids.append(p.id)
+            payloads.append(p.payload or {})
+            shape.append(vectors[backbone])
+            colour.append(vectors[COLOUR_VECTOR])
+    return out_ids, payloads, np.asarray(shape, np.float32), np.asarray(colour, np.float32)
+
+
+def train_colour_tagger(
+    store: VectorStore, collection: str, backbone: str, seed: int = 0
+) -> ColourTagger | None:
+    """Fit on the classifier's training part (the same seeded stratified split), measure on
+    its test part. None when fewer than two colours have MIN_COLOUR_PRODUCTS products."""
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    ids, payloads, shape, colour = _points(store, collection, backbone)
+    labels = [p.get(COLOUR_TAG) for p in payloads]
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+    classes = sorted(c for c, n in counts.items() if n >= MIN_COLOUR_PRODUCTS)
+    if len(classes) < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(label, -1) for label in labels])
+    split = stratified_split(payloads, seed)
+    train = np.concatenate([split.train, split.val])
+    train, test = train[y[train] >= 0], split.test[y[split.test] >= 0]
+    x = tagger_input(shape, colour)
+    model = LogisticRegression(max_iter=300)
+    model.fit(x[train], y[train])
+    coef = np.zeros((len(classes), x.shape[1]), np.float32)
+    intercept = np.full(len(classes), -1e9, np.float32)  # a colour absent from training
+    coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
+    tagger = ColourTagger(classes, coef, intercept, backbone, {})
+    accuracy = None
+    if len(test):
+        predicted = tagger.probs(shape[test], colour[test]).argmax(axis=1)
+        accuracy = round(float((predicted == y[test]).mean()), 4)
+    tagger.record = {
+        "test_accuracy": accuracy,
+        "test_products": int(len(test)),
+        "trained_on": int(len(train)),
+        "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return tagger
+
+
+def ensure_colour_tags(
+    store: VectorStore,
+    collection: str,
+    data_dir: Path,
+    backbone: str,
+    *,
+    retag: bool = False,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Train the colour tagger if the collection has none (and tag every point), else tag the
+    points without a predicted colour (every point if `retag`). Skipped, with the reason,
+    without colour vectors or baseColour labels to learn from."""
+    t0 = time.perf_counter()
+    if COLOUR_VECTOR not in store.vector_sizes(collection):
+        return {"action": "skipped", "reason": "no colour vectors (ingest without --no-colour)"}
+    directory = colour_tagger_dir(data_dir, collection)
+    tagger = ColourTagger.load(directory)
+    trained = tagger is None or tagger.backbone != backbone
+    if trained:
+        tagger = train_colour_tagger(store, collection, backbone)
+        if tagger is None:
+            return {
+                "action": "skipped",
+                "reason": f"fewer than two baseColour labels with {MIN_COLOUR_PRODUCTS} products",
+            }
+        tagger.save(directory)
+    field = pred_field(COLOUR_TAG)
+    todo = [
+        p.id
+        for p in store.iter_points(collection)
+        if trained or retag or (p.payload or {}).get(field) is None
+    ]
+    if on_plan:
+        on_plan(len(todo))
+    store.create_index(collection, field, KEYWORD_INDEX)
+    tagged = 0
+    for start in range(0, len(todo), PAGE):
+        ids, _, shape, colour = _points(store, collection, backbone, todo[start : start + PAGE])
+        if ids:
+            tags = tagger.tags(shape, colour)
+            store.set_payloads(collection, dict(zip(ids, tags)))
+            tagged += len(ids)
+        if on_progress:
+            on_progress(len(todo[start : start + PAGE]))
+    if tagged:
+        store.optimize(collection)  # payload writes leave points outside the HNSW index
+    return {
+        "action": "trained" if trained else ("tagged" if todo else "up_to_date"),
+        "tagged": tagged,
+        "test_accuracy": tagger.record.get("test_accuracy"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }

@@ -1,0 +1,90 @@
+"""The colour tagger: trained on stored vectors, its tags in every payload, new points only
+tagged later, and the search's tag agreement reading candidates' baseColour labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classifier.colour_tags import (
+    MIN_COLOUR_PRODUCTS,
+    ColourTagger,
+    colour_tagger_dir,
+    ensure_colour_tags,
+)
+from embedder.colour import COLOUR_VECTOR
+from qdrant import PointData
+from qdrant.edge import EdgeStore
+from searchctl.query import tag_agreement
+
+COLOURS = ["Red", "Navy Blue", "White"]
+
+
+def _point(i: int, rng: np.random.Generator, label: str | None = "auto") -> PointData:
+    kind = i % len(COLOURS)
+    colour = np.zeros(6, np.float32)
+    colour[kind * 2] = 1.0  # each colour its own bins, a little noise
+    colour += rng.uniform(0, 0.2, 6).astype(np.float32)
+    payload = {"articleType": "Tshirts"}
+    if label:
+        payload["baseColour"] = COLOURS[kind] if label == "auto" else label
+    vectors = {"shape": rng.normal(size=4).astype(np.float32), COLOUR_VECTOR: colour}
+    return PointData(i, vectors, payload)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EdgeStore(tmp_path / "store")
+    s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
+    rng = np.random.default_rng(0)
+    s.upsert("c", [_point(i, rng) for i in range(1, 3 * MIN_COLOUR_PRODUCTS + 1)])
+    yield s
+    s.close()
+
+
+def _payloads(store) -> dict[int, dict]:
+    return {p.id: p.payload for p in store.iter_points("c")}
+
+
+def test_the_colour_tagger_learns_colours_and_tags_every_point(store, tmp_path):
+    data = tmp_path / "data"
+    report = ensure_colour_tags(store, "c", data, "shape")
+    assert report["action"] == "trained" and report["tagged"] == 3 * MIN_COLOUR_PRODUCTS
+    assert report["test_accuracy"] == 1.0
+    for p in _payloads(store).values():
+        assert p["pred_baseColour"] == p["baseColour"]
+        assert 0.5 < p["pred_baseColour_conf"] <= 1.0
+    again = ensure_colour_tags(store, "c", data, "shape")
+    assert again["action"] == "up_to_date" and again["tagged"] == 0
+    # A new product (without a label: the tagger says what colour it is) is tagged alone.
+    store.upsert("c", [_point(1000, np.random.default_rng(5), label=None)])
+    later = ensure_colour_tags(store, "c", data, "shape")
+    assert later["action"] == "tagged" and later["tagged"] == 1
+    assert _payloads(store)[1000]["pred_baseColour"] == COLOURS[1000 % 3]
+    # Saved and loaded, it predicts the same.
+    tagger = ColourTagger.load(colour_tagger_dir(data, "c"))
+    point = next(iter(store.retrieve("c", [1000], with_vectors=True)))
+    tags = tagger.tags(point.vectors["shape"], point.vectors[COLOUR_VECTOR])
+    assert tags[0]["pred_baseColour"] == COLOURS[1000 % 3]
+
+
+def test_no_colour_tagger_without_colour_vectors_or_enough_labels(tmp_path):
+    s = EdgeStore(tmp_path / "store")
+    s.create_collection("plain", {"shape": 4}, {}, {})
+    assert ensure_colour_tags(s, "plain", tmp_path, "shape")["action"] == "skipped"
+    s.create_collection("few", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
+    rng = np.random.default_rng(1)
+    s.upsert("few", [_point(i, rng) for i in range(1, 10)])
+    report = ensure_colour_tags(s, "few", tmp_path, "shape")
+    assert report["action"] == "skipped" and "baseColour" in report["reason"]
+    s.close()
+
+
+def test_tag_agreement_counts_a_candidates_colour_label_as_sure():
+    query = {"pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.6}
+    assert tag_agreement(query, {"baseColour": "Navy Blue"}) == pytest.approx(0.6)
+    # The label, not the candidate's own prediction, is what counts.
+    hit = {"baseColour": "Black", "pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.9}
+    assert tag_agreement(query, hit) == 0.0
+    unlabelled = {"pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.5}
+    assert tag_agreement(query, unlabelled) == pytest.approx(0.3)
