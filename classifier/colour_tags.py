@@ -129,7 +129,11 @@ def train_colour_tagger(
     model.fit(x[train], y[train])
     coef = np.zeros((len(classes), x.shape[1]), np.float32)
     intercept = np.full(len(classes), -1e9, np.float32)  # a colour absent from training
-    coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # one logit, of the second class: softmax([0, z]) is sigmoid(z)
+        coef[model.classes_[0]], intercept[model.classes_[0]] = 0.0, 0.0
+        coef[model.classes_[1]], intercept[model.classes_[1]] = model.coef_[0], model.intercept_[0]
+    else:
+        coef[model.classes_], intercept[model.classes_] = model.coef_, model.intercept_
     tagger = ColourTagger(classes, coef, intercept, backbone, {})
     accuracy = None
     if len(test):

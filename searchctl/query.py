@@ -51,11 +51,11 @@ WEIGHTS = tuple(f.name for f in dataclass_fields(CutoutWeights))  # the Blend fi
 class Blend:
     """The default search: the shape vector's `candidates` nearest products, re-ranked by
     shape cosine + colour_weight x colour cosine + tag_weight x tag agreement (see
-    tag_agreement: the query's predicted gender+masterCategory, subCategory and articleType
-    against the candidate's labels or predicted tags, weighted by both confidences) +
-    tuned_weight x cosine of the `tuned` vector (a `finetune` classifier's features; 0 where
-    the collection has none). With a tuned
-    weight, the tuned vector's `tuned_candidates` nearest products join the candidates,
+    tag_agreement: the query's predicted gender+masterCategory, subCategory, articleType and
+    baseColour against the candidate's labels or predicted tags, weighted by both
+    confidences) + tuned_weight x cosine of the `tuned` vector (a `finetune` classifier's
+    features; 0 where the collection has none). With a tuned weight, the tuned vector's
+    `tuned_candidates` nearest products join the candidates,
     scored by their shape cosine like the others: a tinted, tilted phone photo often has
     its product among those and not among the shape vector's neighbours.
 
@@ -600,13 +600,13 @@ class Searcher:
         if self.tagger is not None and predicted is None:
             predicted = self.predict_tags(features)[0]
         if predicted is not None and self.colour_tagger is not None:
-            if vector != self.spec.vector_name:
-                query_vector_of_backbone = self.embed_pixels(
-                    self.fit(image, self.spec.vector_name)[None]
-                )[0][0]
-            else:
-                query_vector_of_backbone = query_vector
-            predicted = {**predicted, **self.colour_tags([image], query_vector_of_backbone)[0]}
+            backbone_vector = query_vector if vector == self.spec.vector_name else None
+            if backbone_vector is None and blend is not None and blend.tag_weight:
+                # Another vector searched, and the re-rank reads the predicted colour.
+                pixels = self.fit(image, self.spec.vector_name)[None]
+                backbone_vector = self.embed_pixels(pixels)[0][0]
+            if backbone_vector is not None:
+                predicted = {**predicted, **self.colour_tags([image], backbone_vector)[0]}
         if blend is not None and blend.tuned_weight and TUNED_VECTOR not in query_vectors:
             query_vectors[TUNED_VECTOR] = self.embed_batch(
                 self.fit(image, TUNED_VECTOR)[None], TUNED_VECTOR

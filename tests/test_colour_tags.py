@@ -88,3 +88,17 @@ def test_tag_agreement_counts_a_candidates_colour_label_as_sure():
     assert tag_agreement(query, hit) == 0.0
     unlabelled = {"pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.5}
     assert tag_agreement(query, unlabelled) == pytest.approx(0.3)
+
+
+def test_two_colours_are_learnt_too(tmp_path):
+    # scikit-learn keeps one logit for two classes; the tagger must still tell them apart.
+    s = EdgeStore(tmp_path / "store")
+    s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
+    rng = np.random.default_rng(2)
+    points = [_point(i, rng) for i in range(1, 3 * MIN_COLOUR_PRODUCTS + 1) if i % 3 != 2]
+    s.upsert("c", points)
+    report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
+    assert report["action"] == "trained" and report["test_accuracy"] == 1.0
+    tagged = {p.id: p.payload for p in s.iter_points("c")}
+    assert all(p["pred_baseColour"] == p["baseColour"] for p in tagged.values())
+    s.close()
