@@ -308,21 +308,14 @@ def _describe_tuned(tuned: dict) -> str:
 
 
 def _ensure_colour_tags(store, name, spec, data_dir, retag: bool = False) -> dict:
+    from functools import partial
+
     from classifier.colour_tags import ensure_colour_tags
     from searchctl.config import default_data_dir
 
+    stage = partial(ensure_colour_tags, retag=retag)
     data = data_dir or default_data_dir()
-    with _progress() as bar:
-        task = bar.add_task("colour tags", total=None, rate="")
-        return ensure_colour_tags(
-            store,
-            name,
-            data,
-            spec.vector_name,
-            retag=retag,
-            on_plan=lambda n: bar.update(task, total=n),
-            on_progress=lambda k: bar.advance(task, k),
-        )
+    return _run_stage("colour tags", stage, store, name, data, spec.vector_name)
 
 
 def _describe_colour_tags(report: dict) -> str:
