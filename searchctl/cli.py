@@ -463,11 +463,11 @@ def query(
         typer.Option(
             min=0.0,
             help="Weight of tag agreement in the re-rank: for each of gender+master, "
-            "subCategory and articleType in which the query's predicted tag is the hit's, the "
-            "query's confidence x the hit's (its label, where it has one, counts as sure for "
-            "gender+master and articleType) \\[default: 0.08 when the products carry predicted "
-            "tags; 0.05 beside a tuned vector, the classifier's own features; 0.02 for a "
-            "cut-out photo].",
+            "subCategory, articleType and baseColour in which the query's predicted tag is the "
+            "hit's, the query's confidence x the hit's (its label, where it has one, counts as "
+            "sure for gender+master, articleType and baseColour) \\[default: 0.08 when the "
+            "products carry predicted tags; 0.05 beside a tuned vector, the classifier's own "
+            "features; 0.02 for a cut-out photo].",
         ),
     ] = None,
     tuned_weight: Annotated[
