@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.schemes import conf_field, pred_field
+from classifier.schemes import COLOUR_TAG, conf_field, pred_field
 from classifier.split import stratified_split
 from classifier.tagger import models_dir
 from embedder.colour import COLOUR_VECTOR
 from embedder.files import write_json_atomic
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 
-COLOUR_TAG = "baseColour"  # the label it predicts: pred_baseColour, pred_baseColour_conf
 MIN_COLOUR_PRODUCTS = 20  # rarer colours are not predicted (their products are not trained on)
 # The colour histogram's weight beside the unit backbone vector: 2 predicted held-out colours
 # better than 1 (0.628 of them on the shared catalog).

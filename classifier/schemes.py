@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEMES = ("gender_master", "subCategory", "articleType")
+# Not a classifier scheme: predicted by classifier.colour_tags into the same kind of fields.
+COLOUR_TAG = "baseColour"
+TAGS = (*SCHEMES, COLOUR_TAG)  # every tag a product is predicted: pred_<tag>, pred_<tag>_conf
 KINDS = ("finetune", "vectors")  # see classifier/model.py
 DEFAULT_MIN_CLASS_SIZE = 500
 PRED_PREFIX = "pred_"
@@ -28,6 +31,12 @@ def scheme_label(scheme: str, payload: dict) -> str | None:
     if scheme in SCHEMES:
         return payload.get(scheme)
     raise ValueError(f"unknown scheme {scheme!r} (schemes: {', '.join(SCHEMES)})")
+
+
+def tag_label(tag: str, payload: dict) -> str | None:
+    """A product's catalog label for one of the TAGS: a scheme's (scheme_label) or its
+    baseColour."""
+    return payload.get(COLOUR_TAG) if tag == COLOUR_TAG else scheme_label(tag, payload)
 
 
 def pred_field(scheme: str) -> str:

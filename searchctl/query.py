@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifier.colour_tags import COLOUR_TAG, ColourTagger, colour_tagger_dir
+from classifier.colour_tags import ColourTagger, colour_tagger_dir
 from classifier.neighbours import LABEL_FIELDS, voted_tags
 from classifier.schemes import (
-    SCHEMES,
+    COLOUR_TAG,
+    TAGS,
     TUNED_VECTOR,
     conf_field,
     pred_field,
-    scheme_label,
+    tag_label,
     tag_payload,
 )
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
@@ -136,9 +137,6 @@ TUNED_BLEND = Blend(
 )
 
 
-# The tags a query and a candidate agree on: the classifier's schemes and the colour tagger's
-# baseColour (classifier.colour_tags).
-AGREEMENT_TAGS = (*SCHEMES, COLOUR_TAG)
 # The tags for which a candidate's own catalog label stands for its predicted tag, where it has
 # one: on the classifier's held-out products, agreeing with the candidates' gender+master and
 # articleType labels, rather than their predicted tags, matched gender 1.3 and articleType 0.7
@@ -149,7 +147,7 @@ LABELLED_TAGS = ("gender_master", "articleType", COLOUR_TAG)
 # The payload fields tag_agreement reads: all a candidate brings from the search (the hits
 # kept get their whole payload after the re-rank; 100 whole payloads took 2 ms to transfer).
 TAG_FIELDS = [
-    *(field(tag) for tag in AGREEMENT_TAGS for field in (pred_field, conf_field)),
+    *(field(tag) for tag in TAGS for field in (pred_field, conf_field)),
     *LABEL_FIELDS,
     COLOUR_TAG,
 ]
@@ -160,14 +158,14 @@ def candidate_tag(tag: str, hit: Mapping) -> tuple[str | None, float]:
     (sure) for the LABELLED_TAGS where it has one, else its predicted tag and that
     prediction's confidence."""
     if tag in LABELLED_TAGS:
-        label = hit.get(COLOUR_TAG) if tag == COLOUR_TAG else scheme_label(tag, hit)
+        label = tag_label(tag, hit)
         if label is not None:
             return label, 1.0
     return hit.get(pred_field(tag)), hit.get(conf_field(tag), 1.0)
 
 
 def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
-    """Sum over the AGREEMENT_TAGS of [the query's predicted tag is the candidate's] x query
+    """Sum over the TAGS of [the query's predicted tag is the candidate's] x query
     confidence x candidate's confidence (candidate_tag), 0 to 4. `query` holds payload-shaped
     predicted tags (pred_<tag>, pred_<tag>_conf), `hit` a payload.
 
@@ -178,7 +176,7 @@ def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
     if not query or not hit:
         return 0.0
     total = 0.0
-    for tag in AGREEMENT_TAGS:
+    for tag in TAGS:
         mine = query.get(pred_field(tag))
         theirs, sure = candidate_tag(tag, hit)
         if mine is not None and theirs == mine:
