@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from classifier.schemes import COLOUR_TAG, conf_field, pred_field
 from classifier.split import stratified_split
-from classifier.tagger import models_dir
+from classifier.tagger import models_dir, read_record, tagger_dir
 from embedder.colour import COLOUR_VECTOR
 from embedder.files import write_json_atomic
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
@@ -50,7 +50,7 @@ class ColourTagger:
     coef: np.ndarray  # classes x inputs
     intercept: np.ndarray  # classes
     backbone: str  # the named vector it reads beside the colour vector
-    record: dict  # test accuracy, products, seconds
+    record: dict  # test accuracy, products, seconds, test_ids (the products it never saw)
 
     def probs(self, backbone: np.ndarray, colour: np.ndarray) -> np.ndarray:
         logits = tagger_input(backbone, colour) @ self.coef.T + self.intercept
@@ -102,10 +102,15 @@ def _points(store: VectorStore, collection: str, backbone: str, ids=None):
 
 
 def train_colour_tagger(
-    store: VectorStore, collection: str, backbone: str, seed: int = 0
+    store: VectorStore,
+    collection: str,
+    backbone: str,
+    test_ids: Collection[int] | None = None,
+    seed: int = 0,
 ) -> ColourTagger | None:
-    """Fit on the classifier's training part (the same seeded stratified split), measure on
-    its test part. None when fewer than two colours have MIN_COLOUR_PRODUCTS products."""
+    """Fit on every product but `test_ids` (the classifier's test products, so that the audit
+    knows which colour labels it never saw), measure on those; without them, on a seeded
+    stratified split. None when fewer than two colours have MIN_COLOUR_PRODUCTS products."""
     from sklearn.linear_model import LogisticRegression
 
     t0 = time.perf_counter()
@@ -120,9 +125,13 @@ def train_colour_tagger(
         return None
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index.get(label, -1) for label in labels])
-    split = stratified_split(payloads, seed)
-    train = np.concatenate([split.train, split.val])
-    train, test = train[y[train] >= 0], split.test[y[split.test] >= 0]
+    if test_ids is None:
+        split = stratified_split(payloads, seed)
+        train, test = np.concatenate([split.train, split.val]), split.test
+    else:
+        is_test = np.isin(np.array(ids, dtype=np.int64), np.array(list(test_ids), np.int64))
+        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    train, test = train[y[train] >= 0], test[y[test] >= 0]
     x = tagger_input(shape, colour)
     model = LogisticRegression(max_iter=300)
     model.fit(x[train], y[train])
@@ -142,7 +151,8 @@ def train_colour_tagger(
         "test_accuracy": accuracy,
         "test_products": int(len(test)),
         "trained_on": int(len(train)),
-        "seed": seed,
+        "seed": None if test_ids is not None else seed,
+        "test_ids": [ids[r] for r in test],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return tagger
@@ -168,7 +178,9 @@ def ensure_colour_tags(
     tagger = ColourTagger.load(directory)
     trained = tagger is None or tagger.backbone != backbone
     if trained:
-        tagger = train_colour_tagger(store, collection, backbone)
+        classifier = read_record(tagger_dir(data_dir, collection))
+        test_ids = classifier.test_ids if classifier else None
+        tagger = train_colour_tagger(store, collection, backbone, test_ids)
         if tagger is None:
             return {
                 "action": "skipped",
