@@ -1137,7 +1137,10 @@ def audit(
     ] = 0.9,
     scheme: Annotated[
         list[str] | None,
-        typer.Option(help="gender_master, subCategory or articleType \\[default: all]."),
+        typer.Option(
+            help="gender_master, subCategory, articleType or baseColour (the colour tagger's) "
+            "\\[default: all the collection has]."
+        ),
     ] = None,
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write every finding as CSV ('-': stdout).")
@@ -1154,20 +1157,25 @@ def audit(
 ) -> None:
     """Products whose stored label disagrees with a confident prediction: likely mislabels.
 
+    The classifier's schemes, and baseColour where the collection has a colour tagger.
     Most convincing first: where the tags were voted by neighbours (a finetune classifier),
     by the share of the product's 100 nearest products labelled as predicted ("agree");
-    otherwise by the prediction's confidence."""
+    otherwise by the prediction's confidence. baseColour findings by their confidence times
+    1 - the share of held-out products with that label the colour tagger predicts the same
+    way ("confused": Tan taken for Brown is common, Black for Blue is not)."""
     from classifier.audit import audit_collection, write_csv
-    from classifier.schemes import SCHEMES
+    from classifier.colour_tags import ColourTagger, colour_tagger_dir
+    from classifier.schemes import COLOUR_TAG, SCHEMES, TAGS
     from classifier.tagger import ClassifierMissing, read_record, tagger_dir
     from searchctl.config import connect, default_data_dir, pick_collection
 
     with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
         name = pick_collection(store, collection)
-        unknown = [s for s in scheme or [] if s not in SCHEMES]
+        unknown = [s for s in scheme or [] if s not in TAGS]
         if unknown:
-            raise ValueError(f"unknown scheme {unknown[0]!r} (schemes: {', '.join(SCHEMES)})")
-        record = read_record(tagger_dir(data_dir or default_data_dir(), name))
+            raise ValueError(f"unknown scheme {unknown[0]!r} (schemes: {', '.join(TAGS)})")
+        models = data_dir or default_data_dir()
+        record = read_record(tagger_dir(models, name))
         if record is None:
             raise ValueError(
                 str(
@@ -1177,7 +1185,14 @@ def audit(
                     )
                 )
             )
-        findings = audit_collection(store, name, record, min_confidence, scheme or SCHEMES)
+        colour_tagger = ColourTagger.load(colour_tagger_dir(models, name))
+        if colour_tagger is None and COLOUR_TAG in (scheme or []):
+            raise ValueError(
+                f"no colour tagger for collection {name!r}: `searchctl tag` trains one "
+                "(it needs colour vectors)"
+            )
+        schemes = scheme or (TAGS if colour_tagger else SCHEMES)
+        findings = audit_collection(store, name, record, min_confidence, schemes, colour_tagger)
         catalog_root = store.get_metadata(name).get("catalog")
     if csv_path is not None:
         if str(csv_path) == "-":
@@ -1209,9 +1224,9 @@ def audit(
         f"prediction of confidence >= {min_confidence}",
         title_justify="left",
     )
-    columns = ("id", "scheme", "label", "predicted", "conf", "agree", "held out", "name")
-    for col in columns:
-        numeric = col in ("id", "conf", "agree")
+    columns = ("id", "scheme", "label", "predicted", "conf", "agree", "confused", "held out")
+    for col in (*columns, "name"):
+        numeric = col in ("id", "conf", "agree", "confused")
         table.add_column(col, no_wrap=True, justify="right" if numeric else "left")
     for f in findings[:limit]:
         table.add_row(
@@ -1221,6 +1236,7 @@ def audit(
             f.predicted,
             f"{f.confidence:.3f}",
             "" if f.agreement is None else f"{f.agreement:.2f}",
+            "" if f.confusion is None else f"{f.confusion:.2f}",
             "yes" if f.held_out else "no",
             f.name,
         )
@@ -1231,6 +1247,8 @@ def audit(
 
 def _finding_score(f) -> str:
     score = f"{f.confidence:.2f}"
+    if f.confusion is not None:
+        return f"{score} confused {f.confusion:.2f}"
     return score if f.agreement is None else f"{score} agree {f.agreement:.2f}"
 
 

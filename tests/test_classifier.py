@@ -12,6 +12,7 @@ import pytest
 from conftest import KINDS, ingest_args, make_catalog
 from typer.testing import CliRunner
 
+from classifier.colour_tags import ColourTagger, colour_tagger_dir
 from classifier.neighbours import voted_tags
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
@@ -136,6 +137,15 @@ def test_audit_finds_the_mislabelled_product(tagged):
     assert ours and ours[0]["label"] == "Shirts" and ours[0]["predicted"] == "Tops"
     assert all(f["confidence"] >= 0.5 for f in findings)
     assert len(findings) <= 5  # the other 79 labels are right
+    # Its colour tagger (ingest trained one) judges every colour label right.
+    assert {f["scheme"] for f in findings} <= {"gender_master", "subCategory", "articleType"}
+    colour_dir = colour_tagger_dir(tagged["data"], "shop")
+    colour_dir.rename(colour_dir.with_name("aside"))
+    try:
+        no_colours = runner.invoke(app, ["audit", "--scheme", "baseColour"])
+        assert no_colours.exit_code != 0 and "no colour tagger" in no_colours.output
+    finally:
+        colour_dir.with_name("aside").rename(colour_dir)
 
     as_csv = runner.invoke(app, ["audit", "--min-confidence", "0.5", "--csv", "-"])
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
@@ -211,9 +221,20 @@ def _left_and_right(self, photos: np.ndarray) -> np.ndarray:
     return np.concatenate([100 * (left - right), left + right], 1) @ spread
 
 
+def _swap_colour_labels(styles, a: int, b: int) -> None:
+    rows = list(csv.reader(io.StringIO(styles.read_text())))
+    col = rows[0].index("baseColour")
+    by_id = {row[0]: row for row in rows[1:]}
+    by_id[str(a)][col], by_id[str(b)][col] = by_id[str(b)][col], by_id[str(a)][col]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    styles.write_text(out.getvalue())
+
+
 def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatch):
     monkeypatch.setenv("SEARCHCTL_DATA_DIR", str(tmp_path / "data"))
     catalog = make_catalog(tmp_path / "shop", n=N)
+    _swap_colour_labels(catalog / "styles.csv", 5, 6)  # a red and a white product's
     args = ingest_args(
         catalog,
         tiny_weights,
@@ -244,6 +265,19 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert all(p.get("pred_articleType") for p in payloads.values())
     right = sum(p["pred_baseColour"] == p["baseColour"] for p in payloads.values())
     assert right >= 0.9 * N  # the synthetic kinds differ in colour
+    # It was measured on the classifier's test products, and the audit judges its tags.
+    colour_tagger = ColourTagger.load(colour_tagger_dir(tmp_path / "data", "shop"))
+    classifier_record = read_record(tagger_dir(tmp_path / "data", "shop"))
+    assert sorted(colour_tagger.record["test_ids"]) == sorted(classifier_record.test_ids)
+    colour_audit = runner.invoke(
+        app, ["audit", "--scheme", "baseColour", "--min-confidence", "0", "--json"]
+    )
+    assert colour_audit.exit_code == 0, colour_audit.output
+    wrong = {pid for pid, p in payloads.items() if p["pred_baseColour"] != p["baseColour"]}
+    assert {5, 6} <= wrong  # the swapped labels: their photos say otherwise
+    findings = json.loads(colour_audit.stdout)["findings"]
+    assert {f["id"] for f in findings} == wrong
+    assert all(f["scheme"] == "baseColour" and f["confusion"] is not None for f in findings)
 
     # Every product's tags are voted by its nearest products in the tuned vector (all of
     # them again: new products are others' neighbours too), and the record measures the vote
@@ -363,7 +397,8 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     audit = runner.invoke(app, ["audit", "--min-confidence", "0", "--json"])
     assert audit.exit_code == 0, audit.output
     findings = json.loads(audit.stdout)["findings"]
-    assert all(0 <= f["agreement"] <= 1 for f in findings)
+    voted = [f for f in findings if f["scheme"] != "baseColour"]
+    assert voted and all(0 <= f["agreement"] <= 1 for f in voted)
     # Re-tagged, the products are voted by their neighbours at once, without the network.
     retag = json.loads(runner.invoke(app, ["tag", "--json"]).stdout)
     assert retag["tagged"] == N and retag["tuned"]["voted"] == 0

@@ -1,17 +1,20 @@
 """The colour tagger: trained on stored vectors, its tags in every payload, new points only
-tagged later, and the search's tag agreement reading candidates' baseColour labels."""
+tagged later, the search's tag agreement reading candidates' baseColour labels, and the
+audit of colour labels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from classifier.audit import audit_collection, find_mislabels
 from classifier.colour_tags import (
     MIN_COLOUR_PRODUCTS,
     ColourTagger,
     colour_tagger_dir,
     ensure_colour_tags,
 )
+from classifier.tagger import TaggerRecord
 from embedder.colour import COLOUR_VECTOR
 from qdrant import PointData
 from qdrant.edge import EdgeStore
@@ -102,3 +105,46 @@ def test_two_colours_are_learnt_too(tmp_path):
     tagged = {p.id: p.payload for p in s.iter_points("c")}
     assert all(p["pred_baseColour"] == p["baseColour"] for p in tagged.values())
     s.close()
+
+
+def _record(test_ids) -> TaggerRecord:
+    return TaggerRecord("vectors", {}, [4], [], 1, 0, test_ids=list(test_ids))
+
+
+def test_an_audit_ranks_colour_findings_by_how_rarely_the_tagger_confuses_them():
+    tagger = ColourTagger(["Black", "Blue", "Brown", "Tan"], np.zeros((4, 2)), np.zeros(4), "s", {})
+    tagger.record["test_ids"] = list(range(100, 120))
+    payloads = {
+        # held out: 4 of 10 Tan products predicted Brown, no Black one predicted Blue
+        **{
+            100 + i: {"baseColour": "Tan", "pred_baseColour": "Brown" if i < 4 else "Tan"}
+            for i in range(10)
+        },
+        **{110 + i: {"baseColour": "Black", "pred_baseColour": "Black"} for i in range(10)},
+        1: {"baseColour": "Black", "pred_baseColour": "Blue"},  # a photo of another colour
+        2: {"baseColour": "Black", "pred_baseColour": "Blue"},  # ... not a sure one
+        3: {"baseColour": "Mauve", "pred_baseColour": "Blue"},  # a colour it does not know
+    }
+    confs = {100: 0.99, 1: 0.95, 2: 0.6, 3: 0.99}
+    for pid, p in payloads.items():
+        p["pred_baseColour_conf"] = confs.get(pid, 0.8)
+    ids, rows = list(payloads), list(payloads.values())
+    findings = find_mislabels(ids, rows, _record([]), 0.9, ["baseColour"], tagger)
+    # Tan predicted Brown is a common confusion: the surer finding ranks second.
+    assert [(f.id, f.confusion, f.held_out) for f in findings] == [
+        (1, 0.0, False),
+        (100, 0.4, True),
+    ]
+    assert findings[1].confidence > findings[0].confidence
+    # Without a colour tagger, colour labels are not judged.
+    assert find_mislabels(ids, rows, _record([]), 0.9, ["baseColour"]) == []
+
+
+def test_an_audit_finds_a_product_whose_colour_label_its_photo_contradicts(store, tmp_path):
+    ensure_colour_tags(store, "c", tmp_path / "data", "shape")
+    tagger = ColourTagger.load(colour_tagger_dir(tmp_path / "data", "c"))
+    store.set_payloads("c", {7: {"baseColour": "White"}})  # a Navy Blue product (7 % 3 == 1)
+    findings = audit_collection(store, "c", _record([]), 0.5, ["baseColour"], tagger)
+    assert [(f.id, f.label, f.predicted) for f in findings] == [(7, "White", "Navy Blue")]
+    # The tagger kept the products it was measured on: without a classifier, a seeded split.
+    assert len(tagger.record["test_ids"]) == round(0.2 * 3 * MIN_COLOUR_PRODUCTS)
