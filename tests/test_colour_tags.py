@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from classifier import colour_tags
 from classifier.audit import audit_collection, find_mislabels
 from classifier.colour_tags import (
     MIN_COLOUR_PRODUCTS,
@@ -69,6 +70,12 @@ def test_the_colour_tagger_learns_colours_and_tags_every_point(store, tmp_path):
     point = next(iter(store.retrieve("c", [1000], with_vectors=True)))
     tags = tagger.tags(point.vectors["shape"], point.vectors[COLOUR_VECTOR])
     assert tags[0]["pred_baseColour"] == COLOURS[1000 % 3]
+    # A tagger of an older recipe is trained again, and every point tagged by it.
+    tagger.record.pop("recipe")
+    tagger.save(colour_tagger_dir(data, "c"))
+    again = ensure_colour_tags(store, "c", data, "shape")
+    assert again["action"] == "trained" and again["tagged"] == 3 * MIN_COLOUR_PRODUCTS + 1
+    assert ensure_colour_tags(store, "c", data, "shape")["action"] == "up_to_date"
 
 
 def test_no_colour_tagger_without_colour_vectors_or_enough_labels(tmp_path):
@@ -112,7 +119,8 @@ def _record(test_ids) -> TaggerRecord:
 
 
 def test_an_audit_ranks_colour_findings_by_how_rarely_the_tagger_confuses_them():
-    tagger = ColourTagger(["Black", "Blue", "Brown", "Tan"], np.zeros((4, 2)), np.zeros(4), "s", {})
+    layers = [(np.zeros((2, 4)), np.zeros(4))]
+    tagger = ColourTagger(["Black", "Blue", "Brown", "Tan"], layers, "s", 4.0, {})
     tagger.record["test_ids"] = list(range(100, 120))
     payloads = {
         # held out: 4 of 10 Tan products predicted Brown, no Black one predicted Blue
@@ -148,3 +156,21 @@ def test_an_audit_finds_a_product_whose_colour_label_its_photo_contradicts(store
     assert [(f.id, f.label, f.predicted) for f in findings] == [(7, "White", "Navy Blue")]
     # The tagger kept the products it was measured on: without a classifier, a seeded split.
     assert len(tagger.record["test_ids"]) == round(0.2 * 3 * MIN_COLOUR_PRODUCTS)
+
+
+@pytest.mark.parametrize("colours", [3, 2])
+def test_a_large_catalog_gets_a_hidden_layer_saved_and_loaded_whole(tmp_path, colours):
+    s = EdgeStore(tmp_path / "store")
+    s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
+    rng = np.random.default_rng(3)
+    count = colour_tags.MLP_MIN_TRAIN * 2  # 80 % of 2 colours in 3 are training enough
+    points = [_point(i, rng) for i in range(1, count + 1)]
+    s.upsert("c", [p for p in points if colours == 3 or p.id % 3 != 2])
+    report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
+    assert report["action"] == "trained" and report["test_accuracy"] == 1.0
+    tagger = ColourTagger.load(colour_tagger_dir(tmp_path / "data", "c"))
+    assert tagger.record["model"] == "mlp" and len(tagger.layers) == 2
+    assert tagger.layers[0][0].shape == (4 + 6, colour_tags.HIDDEN_UNITS)
+    tagged = {p.id: p.payload for p in s.iter_points("c")}
+    assert all(p["pred_baseColour"] == p["baseColour"] for p in tagged.values())
+    s.close()
