@@ -22,6 +22,7 @@ from ingest.catalog import read_catalog
 from qdrant.base import unit_rows
 from qdrant.edge import EdgeStore
 from searchctl.cli import app
+from searchctl.query import DEFAULT_BLEND, TUNED_BLEND
 
 runner = CliRunner()
 N = 80  # 20 products of each of the 4 kinds
@@ -293,7 +294,8 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     result = runner.invoke(app, ["query", str(photo), "--same-type", "--json"])
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
-    assert found["vector"] == "mobilenet_v2" and found["blend"]["tag_weight"] == 0.05
+    assert found["vector"] == "mobilenet_v2"
+    assert found["blend"]["tag_weight"] == TUNED_BLEND.tag_weight != DEFAULT_BLEND.tag_weight
     assert found["blend"]["tuned_weight"] == 1.0  # a finetune collection blends its tuned vector
     assert found["blend"]["tuned_candidates"] == 50  # and searches it for candidates too
     assert found["blend"]["candidates"] == 100  # beside the shape vector's 100 nearest
@@ -303,7 +305,6 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     from PIL import Image
 
     from embedder.images import prepare_photo, was_cut_out
-    from searchctl.query import DEFAULT_BLEND, TUNED_BLEND
 
     table = Image.new("RGB", (240, 320), (90, 140, 70))
     table.paste(Image.open(photo).convert("RGB").resize((120, 160)), (60, 80))
