@@ -1246,9 +1246,7 @@ def audit(
 
 
 def _finding_score(f) -> str:
-    score = f"{f.confidence:.2f}"
-    if f.confusion is not None:
-        return f"{score} confused {f.confusion:.2f}"
+    score = f"{f.confidence:.2f}"  # a caption has room for 20 characters: not the confusion
     return score if f.agreement is None else f"{score} agree {f.agreement:.2f}"
 
 
