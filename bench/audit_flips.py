@@ -78,6 +78,15 @@ def flip_labels(payloads: list[dict], scheme, rate: float, rng) -> tuple[list[di
     return out, {int(r) for r in flipped}
 
 
+def print_shares(rankings: dict[str, list], flipped_ids: set[int]) -> None:
+    """The share of flips among the first FIRST findings of each ranking."""
+    for name, ranked in rankings.items():
+        shares = " ".join(
+            f"@{n}={np.mean([f.id in flipped_ids for f in ranked[:n]]):.2f}" for n in FIRST
+        )
+        print(f"  flips among the first findings by {name:10s} {shares}")
+
+
 def flip_colours(
     payloads: list[dict], rows: list[int], colours: list[str], rate: float, rng
 ) -> tuple[list[dict], set[int]]:
@@ -116,11 +125,7 @@ def colour_flips(args, record) -> None:
             f"baseColour seed {seed}: {len(flipped)} flips among {len(rows):,} held-out "
             f"products, {len(ranked)} findings, {found} of them flips"
         )
-        for name, order in (("confidence", by_confidence), ("confusion", ranked)):
-            shares = " ".join(
-                f"@{n}={np.mean([f.id in flipped_ids for f in order[:n]]):.2f}" for n in FIRST
-            )
-            print(f"  flips among the first findings by {name:10s} {shares}")
+        print_shares({"confidence": by_confidence, "confusion": ranked}, flipped_ids)
 
 
 def main() -> None:
@@ -167,11 +172,7 @@ def main() -> None:
                 f"{sc.scheme} seed {seed}: {len(flipped)} flips, {len(by_confidence)} findings, "
                 f"{found} of them flips"
             )
-            for name, ranked in (("confidence", by_confidence), ("agreement", by_agreement)):
-                shares = " ".join(
-                    f"@{n}={np.mean([f.id in flipped_ids for f in ranked[:n]]):.2f}" for n in FIRST
-                )
-                print(f"  flips among the first findings by {name:10s} {shares}")
+            print_shares({"confidence": by_confidence, "agreement": by_agreement}, flipped_ids)
     print(f"{time.perf_counter() - t0:.0f} s")
 
 
