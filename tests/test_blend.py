@@ -375,3 +375,19 @@ def test_cut_out_photos_match_colour_under_any_white_balance_in_query_and_eval(
         assert any(report.results[0].hits[r] != base.results[0].hits[r] for r in cut)
         studio_hits = searcher.search_image(tiny_catalog / "images" / "5.jpg", blend=blend)
         assert studio_hits.blend.colour_weight == 0.3
+
+
+def test_a_photo_query_runs_numpy_blas_on_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from searchctl.query import Searcher, one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen = []
+    probe = one_blas_thread(lambda: seen.append(blas_threads()))
+    before = blas_threads()
+    probe()
+    assert seen == [{1}] and blas_threads() == before
+    assert Searcher.search_image.__wrapped__  # the photo search is the one wrapped
