@@ -376,8 +376,8 @@ def _blas_threads():
 def one_blas_thread(method):
     """Run `method` with numpy's BLAS on one thread. A query's matrix products are small,
     and on the 2-core CPU the BLAS threads woken for them fought TensorFlow's own: with one,
-    the default search of a catalog photo took 32 instead of 41 ms p50, the same 200 photos
-    alternating in one process (README, "Latency now")."""
+    the finetune default's p95 on catalog photos went from 54-55 to 43-46 ms, its p50 from
+    36-39 to 32-36 ms (bench/query_latency.py; README, "Latency now")."""
 
     @functools.wraps(method)
     def limited(*args, **kwargs):
