@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from contextlib import contextmanager
@@ -1087,7 +1088,7 @@ def tag(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-tag every product of the collection with the saved classifier (and its predicted
-    baseColour with the colour tagger, trained if there is none)."""
+    baseColour with the colour tagger, trained if there is none or it is of an older recipe)."""
     from classifier.train import tag_collection
     from searchctl.config import connect, default_data_dir, pick_collection
     from searchctl.query import recorded_spec
@@ -1321,6 +1322,19 @@ def main(
 ) -> None:
     """Visual search for fashion catalogs."""
 
+
+def _unwrap_help(*apps: typer.Typer) -> None:
+    """Each command's help is its docstring with the line breaks inside paragraphs removed:
+    Typer's rich help keeps a docstring's single line breaks after the first paragraph, so
+    text wrapped at 100 columns in the source came out ragged in a terminal."""
+    for typer_app in apps:
+        for info in typer_app.registered_commands:
+            doc = info.help if info.help is not None else inspect.getdoc(info.callback)
+            if doc:
+                info.help = "\n\n".join(" ".join(p.splitlines()) for p in doc.split("\n\n"))
+
+
+_unwrap_help(app, train_app)
 
 if __name__ == "__main__":
     sys.exit(app())

@@ -195,6 +195,19 @@ def test_help_shows_every_option_text_whole():
     assert checked >= 10
 
 
+def test_help_flows_each_paragraph_of_a_docstring():
+    """A docstring's lines are wrapped for the source; --help wraps them for the terminal."""
+    import typer
+
+    for path, command in _commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
+        for paragraph in (command.help or "").split("\n\n"):
+            assert "\n" not in paragraph, path
+            assert " ".join(paragraph.split()) in " ".join(result.stdout.split()), path
+    audit_help = runner.invoke(app, ["audit", "--help"], env={"COLUMNS": "250"}).stdout
+    assert "(a finetune classifier), by the share" in audit_help
+
+
 def test_help_names_the_default_epochs():
     """The epoch defaults are literals in the help text: they must follow the constants."""
     import typer
