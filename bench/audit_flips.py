@@ -78,8 +78,12 @@ def flip_labels(payloads: list[dict], scheme, rate: float, rng) -> tuple[list[di
     return out, {int(r) for r in flipped}
 
 
-def print_shares(rankings: dict[str, list], flipped_ids: set[int]) -> None:
-    """The share of flips among the first FIRST findings of each ranking."""
+def print_shares(title: str, rankings: dict[str, list], flipped_ids: set[int]) -> None:
+    """How many findings are flips, and their share among the first FIRST findings of each
+    ranking (the first ranking holds every finding)."""
+    findings = next(iter(rankings.values()))
+    found = sum(f.id in flipped_ids for f in findings)
+    print(f"{title}, {len(findings)} findings, {found} of them flips")
     for name, ranked in rankings.items():
         shares = " ".join(
             f"@{n}={np.mean([f.id in flipped_ids for f in ranked[:n]]):.2f}" for n in FIRST
@@ -119,13 +123,9 @@ def colour_flips(args, record) -> None:
             held, held_payloads, record, args.min_confidence, [COLOUR_TAG], tagger
         )
         by_confidence = sorted(ranked, key=lambda f: (-f.confidence, f.id))
-        flipped_ids = {ids[r] for r in flipped}
-        found = sum(f.id in flipped_ids for f in ranked)
-        print(
-            f"baseColour seed {seed}: {len(flipped)} flips among {len(rows):,} held-out "
-            f"products, {len(ranked)} findings, {found} of them flips"
-        )
-        print_shares({"confidence": by_confidence, "confusion": ranked}, flipped_ids)
+        title = f"baseColour seed {seed}: {len(flipped)} flips among {len(rows):,} held-out"
+        rankings = {"confidence": by_confidence, "confusion": ranked}
+        print_shares(title, rankings, {ids[r] for r in flipped})
 
 
 def main() -> None:
@@ -166,13 +166,9 @@ def main() -> None:
                 f.id: near[row_of[f.id]][: audit.AGREEMENT_NEIGHBOURS] for f in by_confidence
             }
             by_agreement = audit.with_agreement(by_confidence, agreement)
-            flipped_ids = {ids[r] for r in flipped}
-            found = sum(f.id in flipped_ids for f in by_confidence)
-            print(
-                f"{sc.scheme} seed {seed}: {len(flipped)} flips, {len(by_confidence)} findings, "
-                f"{found} of them flips"
-            )
-            print_shares({"confidence": by_confidence, "agreement": by_agreement}, flipped_ids)
+            title = f"{sc.scheme} seed {seed}: {len(flipped)} flips"
+            rankings = {"confidence": by_confidence, "agreement": by_agreement}
+            print_shares(title, rankings, {ids[r] for r in flipped})
     print(f"{time.perf_counter() - t0:.0f} s")
 
 
