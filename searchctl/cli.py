@@ -1271,8 +1271,8 @@ def info(
     qdrant_api_key: QdrantApiKey = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Collections, their point counts, named vectors and embedder records."""
-    from searchctl.config import connect
+    """Collections, their point counts, named vectors, embedder records and models."""
+    from searchctl.config import connect, default_data_dir
 
     with user_errors(), connect(data_dir, qdrant_url, qdrant_api_key) as store:
         collections = [
@@ -1281,6 +1281,7 @@ def info(
                 "points": store.count(name),
                 "vectors": store.vector_sizes(name),
                 **store.get_metadata(name),
+                "models": _models(data_dir or default_data_dir(), name),
             }
             for name in store.list_collections()
         ]
@@ -1306,6 +1307,62 @@ def info(
                 f"preprocessing, {emb['dim']} dims",
                 highlight=False,
             )
+        for line in _describe_models(c["models"]):
+            out.print(f"  {line}", highlight=False)
+
+
+def _models(data_dir: Path, name: str) -> dict:
+    """The collection's classifier and colour tagger, as their saved records describe them."""
+    from classifier.colour_tags import ColourTagger, colour_tagger_dir
+    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+
+    def accuracy(metrics: dict) -> dict[str, float]:
+        return {scheme: round(m["accuracy"], 4) for scheme, m in metrics.items()}
+
+    models: dict = {}
+    try:
+        record = read_record(tagger_dir(data_dir, name))
+    except ClassifierMissing as exc:
+        models["classifier"] = {"unusable": str(exc)}
+        record = None
+    if record is not None:
+        models["classifier"] = {
+            "kind": record.kind,
+            "created": record.created,
+            "test_accuracy": accuracy(record.metrics),
+            "vote_test_accuracy": accuracy(record.neighbour_metrics) or None,
+        }
+    tagger = ColourTagger.load(colour_tagger_dir(data_dir, name))
+    if tagger is not None:
+        models["colour_tagger"] = {
+            "model": tagger.record.get("model", "logistic regression"),
+            "colours": len(tagger.classes),
+            "test_accuracy": tagger.record.get("test_accuracy"),
+        }
+    return models
+
+
+def _describe_models(models: dict) -> list[str]:
+    lines = []
+    classifier = models.get("classifier")
+    if classifier and "unusable" in classifier:
+        lines.append(f"classifier: {classifier['unusable']}")
+    elif classifier:
+        shown = classifier["vote_test_accuracy"] or classifier["test_accuracy"]
+        by = "the neighbours' vote" if classifier["vote_test_accuracy"] else "the network"
+        accuracy = " / ".join(f"{shown[s]:.3f}" for s in shown)
+        lines.append(
+            f"classifier: {classifier['kind']} ({classifier['created'][:10]}), test accuracy "
+            f"{accuracy} ({' / '.join(shown)}, tags by {by})"
+        )
+    tagger = models.get("colour_tagger")
+    if tagger:
+        held = tagger["test_accuracy"]
+        lines.append(
+            f"colour tagger: {tagger['model']}, {tagger['colours']} colours"
+            + (f", test accuracy {held:.3f}" if held is not None else "")
+        )
+    return lines
 
 
 def _version(value: bool) -> None:

@@ -156,6 +156,21 @@ def test_audit_finds_the_mislabelled_product(tagged):
     assert table.exit_code == 0 and str(MISLABELLED) in table.stdout and sheet.stat().st_size > 0
 
 
+def test_info_names_the_classifier_and_the_colour_tagger(tagged):
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    (shop,) = json.loads(result.stdout)["collections"]
+    classifier = shop["models"]["classifier"]
+    assert classifier["kind"] == "vectors" and classifier["vote_test_accuracy"] is None
+    assert classifier["test_accuracy"] == {
+        scheme: round(m["accuracy"], 4) for scheme, m in tagged["train"]["metrics"].items()
+    }
+    tagger = shop["models"]["colour_tagger"]
+    assert tagger["model"] == "logistic regression" and tagger["colours"] == 4  # 80 products
+    text = runner.invoke(app, ["info"], env={"COLUMNS": "250"}).stdout
+    assert "classifier: vectors" in text and "colour tagger: logistic regression, 4" in text
+
+
 def test_same_type_queries_keep_the_predicted_type(tagged):
     payloads = _payloads(tagged["data"])
     by_id = runner.invoke(app, ["query", "--id", "7", "--same-type", "--top", "10", "--json"])
