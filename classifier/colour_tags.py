@@ -23,7 +23,7 @@ from classifier.schemes import COLOUR_TAG, conf_field, pred_field
 from classifier.split import stratified_split
 from classifier.tagger import models_dir, read_record, tagger_dir
 from embedder.colour import COLOUR_VECTOR
-from embedder.files import write_json_atomic
+from embedder.files import drop_other_models, save_file_fresh, write_json_atomic
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 
 MIN_COLOUR_PRODUCTS = 20  # rarer colours are not predicted (their products are not trained on)
@@ -40,7 +40,8 @@ MLP_MIN_TRAIN = 3000
 # How taggers are trained now; one saved by an older recipe (1: the regression alone, no
 # record of it) is trained again by the next ingest or tag.
 RECIPE = 2
-WEIGHTS_FILE = "colour_tagger.npz"
+WEIGHTS_PREFIX = "colour_tagger"  # colour_tagger-<time>-<pid>.npz, named by the record
+LEGACY_WEIGHTS_FILE = "colour_tagger.npz"  # where taggers saved before that kept them
 RECORD_FILE = "colour_tagger.json"
 PAGE = 2000
 
@@ -89,13 +90,20 @@ class ColourTagger:
         ]
 
     def save(self, directory: Path) -> None:
+        """Weights under a fresh name, then the record naming them: a kill at any point
+        leaves the previous record with its own weights."""
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for i, (weights, bias) in enumerate(self.layers):
             arrays[f"weights{i}"], arrays[f"bias{i}"] = weights, bias
-        np.savez(directory / WEIGHTS_FILE, **arrays)
+        weights_file = save_file_fresh(
+            lambda path: np.savez(path, **arrays), directory, WEIGHTS_PREFIX, ".npz"
+        )
         record = {**self.record, "classes": self.classes, "backbone": self.backbone}
-        write_json_atomic(directory / RECORD_FILE, {**record, "colour_scale": self.colour_scale})
+        record.update(colour_scale=self.colour_scale, weights_file=weights_file)
+        write_json_atomic(directory / RECORD_FILE, record)
+        drop_other_models(directory, WEIGHTS_PREFIX, weights_file, ".npz")
+        (directory / LEGACY_WEIGHTS_FILE).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: Path) -> ColourTagger | None:
@@ -103,7 +111,8 @@ class ColourTagger:
         if not (directory / RECORD_FILE).exists():
             return None
         record = json.loads((directory / RECORD_FILE).read_text())
-        with np.load(directory / WEIGHTS_FILE) as arrays:
+        weights_file = record.pop("weights_file", LEGACY_WEIGHTS_FILE)
+        with np.load(directory / weights_file) as arrays:
             if "coef" in arrays:  # a logistic regression saved before the layers
                 layers = [(arrays["coef"].T, arrays["intercept"])]
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -20,18 +21,26 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def save_model_file(model, directory: Path, prefix: str) -> str:
-    """Save a Keras model under a fresh name (`<prefix>-<time>-<pid>.keras`), atomically.
+    """Save a Keras model under a fresh name (save_file_fresh), atomically.
 
     The caller then writes the record naming it, and only then calls drop_other_models: a kill
     at any point leaves the previous record pointing at its complete model."""
-    name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.keras"
-    partial = Path(directory) / f".partial-{name}"  # Keras wants the .keras suffix
-    model.save(partial)
+    return save_file_fresh(model.save, directory, prefix, ".keras")
+
+
+def save_file_fresh(write, directory: Path, prefix: str, suffix: str) -> str:
+    """`write(path)` under a fresh name (`<prefix>-<time>-<pid>-<random><suffix>`), atomically:
+    written as a partial file, then renamed. Returns the name (see save_model_file). The random
+    part keeps two saves of one process within a second apart."""
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+    name = f"{prefix}-{stamp}{suffix}"
+    partial = Path(directory) / f".partial-{name}"  # the suffix stays: Keras and numpy want it
+    write(partial)
     os.replace(partial, Path(directory) / name)
     return name
 
 
-def drop_other_models(directory: Path, prefix: str, keep: str) -> None:
-    for old in Path(directory).glob(f"{prefix}-*.keras"):
+def drop_other_models(directory: Path, prefix: str, keep: str, suffix: str = ".keras") -> None:
+    for old in Path(directory).glob(f"{prefix}-*{suffix}"):
         if old.name != keep:
             old.unlink(missing_ok=True)

@@ -174,3 +174,31 @@ def test_a_large_catalog_gets_a_hidden_layer_saved_and_loaded_whole(tmp_path, co
     tagged = {p.id: p.payload for p in s.iter_points("c")}
     assert all(p["pred_baseColour"] == p["baseColour"] for p in tagged.values())
     s.close()
+
+
+def test_a_killed_save_keeps_the_previous_tagger_and_old_files_still_load(tmp_path, monkeypatch):
+    directory = tmp_path / "tagger"
+    first = ColourTagger(["Red", "Blue"], [(np.eye(3, 2), np.zeros(2))], "s", 4.0, {"a": 1})
+    first.save(directory)
+    second = ColourTagger(["Red", "Blue"], [(np.ones((3, 2)), np.ones(2))], "s", 4.0, {"a": 2})
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(colour_tags, "write_json_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            second.save(directory)  # its weights are written, its record is not
+    loaded = ColourTagger.load(directory)
+    assert loaded.record == {"a": 1} and np.array_equal(loaded.layers[0][0], np.eye(3, 2))
+    second.save(directory)
+    assert ColourTagger.load(directory).record == {"a": 2}
+    assert len(list(directory.glob("*.npz"))) == 1  # the others are dropped once it is named
+
+    # A tagger saved before the weights had their own names: a regression, colour at 2x.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    np.savez(legacy / "colour_tagger.npz", coef=np.eye(2, 3), intercept=np.zeros(2))
+    (legacy / "colour_tagger.json").write_text('{"classes": ["Red", "Blue"], "backbone": "s"}')
+    old = ColourTagger.load(legacy)
+    assert old.colour_scale == 2.0 and np.array_equal(old.layers[0][0], np.eye(3, 2))
