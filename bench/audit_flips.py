@@ -9,7 +9,7 @@ among the first N findings ranked by the vote's confidence and by the agreement 
 product's nearest products (classifier.audit). The catalog's own mislabels count as misses
 for both rankings. Reads the store only; it writes nothing.
 
-With --colour, the colour tagger's baseColour instead (classifier.colour_tags): 1 % of the
+With --colour, the colour tagger's baseColour instead (classifier.label_tags): 1 % of the
 held-out products' colour labels (the tagger never saw them) flipped to another colour at
 random, their predicted colours kept, and the flips counted among the first held-out findings
 ranked by confidence and by confidence x (1 - the label's held-out confusion). A random flip
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier import audit
-from classifier.colour_tags import ColourTagger, colour_tagger_dir
+from classifier.label_tags import COLOUR, LabelTagger, label_tagger_dir
 from classifier.neighbours import NEIGHBOURS, nearest, vote
 from classifier.schemes import COLOUR_TAG, TUNED_VECTOR, scheme_label, tag_payload
 from classifier.tagger import read_record, tagger_dir
@@ -104,7 +104,7 @@ def flip_colours(
 
 
 def colour_flips(args, record) -> None:
-    tagger = ColourTagger.load(colour_tagger_dir(args.data_dir, args.collection))
+    tagger = LabelTagger.load(label_tagger_dir(args.data_dir, args.collection, COLOUR), COLOUR)
     if tagger is None:
         raise SystemExit(f"no colour tagger in {args.data_dir} ({args.collection})")
     with EdgeStore(args.data_dir) as store:

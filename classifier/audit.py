@@ -1,7 +1,7 @@
 """Catch sellers' mislabels: stored labels that a confident prediction disagrees with.
 
 The classifier's schemes, and baseColour where the collection has a colour tagger
-(classifier.colour_tags)."""
+(classifier.label_tags)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from classifier.colour_tags import ColourTagger
+from classifier.label_tags import LabelTagger
 from classifier.neighbours import VOTED_FIELD, nearest_labels
 from classifier.schemes import (
     COLOUR_TAG,
@@ -87,7 +87,7 @@ def find_mislabels(
     record: TaggerRecord,
     min_confidence: float = 0.9,
     schemes: Sequence[str] = SCHEMES,
-    colour_tagger: ColourTagger | None = None,
+    colour_tagger: LabelTagger | None = None,
 ) -> list[Finding]:
     """Products whose label (a class the classifier, or for baseColour the colour tagger,
     knows) differs from a prediction made with at least `min_confidence`; most confident
@@ -159,7 +159,7 @@ def audit_collection(
     record: TaggerRecord,
     min_confidence: float = 0.9,
     schemes: Sequence[str] = SCHEMES,
-    colour_tagger: ColourTagger | None = None,
+    colour_tagger: LabelTagger | None = None,
 ) -> list[Finding]:
     """The collection's findings (find_mislabels), those with voted tags ranked by agreement."""
     ids, payloads, _ = collection_payloads(store, collection)

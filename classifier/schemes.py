@@ -12,9 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEMES = ("gender_master", "subCategory", "articleType")
-# Not a classifier scheme: predicted by classifier.colour_tags into the same kind of fields.
+# Not classifier schemes: predicted by classifier.label_tags into the same kind of fields.
 COLOUR_TAG = "baseColour"
-TAGS = (*SCHEMES, COLOUR_TAG)  # every tag a product is predicted: pred_<tag>, pred_<tag>_conf
+FINE_TYPE_TAG = "fineArticleType"  # articleType over every type, rare ones too
+TAGS = (*SCHEMES, COLOUR_TAG)  # the tags the audit judges: pred_<tag>, pred_<tag>_conf
+# The catalog label each tag that is not a scheme predicts.
+TAG_LABELS = {COLOUR_TAG: "baseColour", FINE_TYPE_TAG: "articleType"}
 KINDS = ("finetune", "vectors")  # see classifier/model.py
 DEFAULT_MIN_CLASS_SIZE = 500
 PRED_PREFIX = "pred_"
@@ -34,9 +37,9 @@ def scheme_label(scheme: str, payload: dict) -> str | None:
 
 
 def tag_label(tag: str, payload: dict) -> str | None:
-    """A product's catalog label for one of the TAGS: a scheme's (scheme_label) or its
-    baseColour."""
-    return payload.get(COLOUR_TAG) if tag == COLOUR_TAG else scheme_label(tag, payload)
+    """A product's catalog label for a predicted tag: a scheme's (scheme_label), or the label
+    a label tagger predicts (TAG_LABELS)."""
+    return payload.get(TAG_LABELS[tag]) if tag in TAG_LABELS else scheme_label(tag, payload)
 
 
 def pred_field(scheme: str) -> str:

@@ -241,7 +241,8 @@ def ingest(
                     **({VECTOR_NAME: ae_config.dim} if autoencoder else {}),
                 },
             )
-        colours = ae = tags = colour_tags = None
+        colours = ae = tags = None
+        label_tags: dict[str, dict] = {}
         if colour and report.points_in_collection:
             colours = _ensure_colour(store, name)
         if autoencoder and report.points_in_collection:
@@ -251,10 +252,10 @@ def ingest(
         if classifier and report.points_in_collection:
             tags = _ensure_tags(store, name, spec, data_dir, classifier_kind, min_class_size)
             tuned = _ensure_tuned(store, name, data_dir)
-            colour_tags = _ensure_colour_tags(store, name, spec, data_dir)
+            label_tags = _ensure_label_tags(store, name, spec, data_dir)
     if as_json:
         parts = {"colour": colours, "autoencoder": ae, "classifier": tags, "tuned": tuned}
-        parts["colour_tags"] = colour_tags
+        parts.update({key: label_tags.get(key) for key in ("colour_tags", "type_tags")})
         print(json.dumps({**report.to_json(), **parts}, indent=2))
         return
     _print_ingest_report(report, store)
@@ -266,8 +267,8 @@ def ingest(
         out.print(_describe_tags(tags), highlight=False)
     if tuned and tuned["action"] != "skipped":
         out.print(_describe_tuned(tuned), highlight=False)
-    if colour_tags:
-        out.print(_describe_colour_tags(colour_tags), highlight=False)
+    for report in label_tags.values():
+        out.print(_describe_label_tags(report), highlight=False)
 
 
 def _run_stage(label: str, stage, *args) -> dict:
@@ -308,26 +309,35 @@ def _describe_tuned(tuned: dict) -> str:
     )
 
 
-def _ensure_colour_tags(store, name, spec, data_dir, retag: bool = False) -> dict:
+def _ensure_label_tags(store, name, spec, data_dir, retag: bool = False) -> dict[str, dict]:
+    """Each label tagger's stage (classifier.label_tags): report key -> its report."""
     from functools import partial
 
-    from classifier.colour_tags import ensure_colour_tags
+    from classifier.label_tags import COLOUR, FINE_TYPE, ensure_label_tags
     from searchctl.config import default_data_dir
 
-    stage = partial(ensure_colour_tags, retag=retag)
     data = data_dir or default_data_dir()
-    return _run_stage("colour tags", stage, store, name, data, spec.vector_name)
+    reports = {}
+    for key, kind, label in (
+        ("colour_tags", COLOUR, "colour tags"),
+        ("type_tags", FINE_TYPE, "type tags"),
+    ):
+        stage = partial(ensure_label_tags, kind=kind, retag=retag)
+        reports[key] = _run_stage(label, stage, store, name, data, spec.vector_name)
+        reports[key]["label"] = kind.label
+    return reports
 
 
-def _describe_colour_tags(report: dict) -> str:
+def _describe_label_tags(report: dict) -> str:
+    label = report["label"]
     if report["action"] == "skipped":
-        return f"No colour tags: {report['reason']}"
+        return f"No predicted {label} over all its classes: {report['reason']}"
     if report["action"] == "up_to_date":
-        return "Every product has its predicted baseColour."
+        return f"Every product has its predicted {label} over all its classes."
     trained = ""
     if report["action"] == "trained" and report.get("test_accuracy") is not None:
-        trained = f" (colour tagger trained: test accuracy {report['test_accuracy']:.3f})"
-    return f"Predicted baseColour of {report['tagged']:,} products{trained}."
+        trained = f" (tagger trained: test accuracy {report['test_accuracy']:.3f})"
+    return f"Predicted {label} of {report['tagged']:,} products{trained}."
 
 
 def _ensure_colour(store, name) -> dict:
@@ -1088,7 +1098,8 @@ def tag(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-tag every product of the collection with the saved classifier (and its predicted
-    baseColour with the colour tagger, trained if there is none or it is of an older recipe)."""
+    baseColour and articleType over every type with the label taggers, each trained if there
+    is none or it is out of date: an older recipe, other vectors)."""
     from classifier.train import tag_collection
     from searchctl.config import connect, default_data_dir, pick_collection
     from searchctl.query import recorded_spec
@@ -1107,7 +1118,7 @@ def tag(
                 on_progress=lambda k: bar.advance(task, k),
             )
         tuned = _ensure_tuned(store, name, data_dir)
-        colour_tags = _ensure_colour_tags(store, name, spec, data_dir, retag=True)
+        label_tags = _ensure_label_tags(store, name, spec, data_dir, retag=True)
     if as_json:
         print(
             json.dumps(
@@ -1115,7 +1126,7 @@ def tag(
                     "collection": name,
                     "tagged": report.tagged,
                     "tuned": tuned,
-                    "colour_tags": colour_tags,
+                    **label_tags,
                     "skipped": [{"id": i, "reason": r} for i, r in report.skipped],
                     "seconds": round(report.seconds, 1),
                 },
@@ -1126,7 +1137,8 @@ def tag(
     out.print(f"Tagged {report.tagged:,} products of '{name}' in {report.seconds:.1f} s.")
     if tuned["action"] != "skipped":
         out.print(_describe_tuned(tuned), highlight=False)
-    out.print(_describe_colour_tags(colour_tags), highlight=False)
+    for part in label_tags.values():
+        out.print(_describe_label_tags(part), highlight=False)
     for pid, reason in report.skipped:
         err.print(f"  id {pid} not tagged: {reason}", highlight=False)
 
@@ -1165,7 +1177,7 @@ def audit(
     1 - the share of held-out products with that label the colour tagger predicts the same
     way ("confused": Tan taken for Brown is common, Black for Blue is not)."""
     from classifier.audit import audit_collection, write_csv
-    from classifier.colour_tags import ColourTagger, colour_tagger_dir
+    from classifier.label_tags import COLOUR, LabelTagger, label_tagger_dir
     from classifier.schemes import COLOUR_TAG, SCHEMES, TAGS
     from classifier.tagger import ClassifierMissing, read_record, tagger_dir
     from searchctl.config import connect, default_data_dir, pick_collection
@@ -1186,7 +1198,7 @@ def audit(
                     )
                 )
             )
-        colour_tagger = ColourTagger.load(colour_tagger_dir(models, name))
+        colour_tagger = LabelTagger.load(label_tagger_dir(models, name, COLOUR), COLOUR)
         if colour_tagger is None and COLOUR_TAG in (scheme or []):
             raise ValueError(
                 f"no colour tagger for collection {name!r}: `searchctl tag` trains one "
@@ -1312,8 +1324,8 @@ def info(
 
 
 def _models(data_dir: Path, name: str) -> dict:
-    """The collection's classifier and colour tagger, as their saved records describe them."""
-    from classifier.colour_tags import ColourTagger, colour_tagger_dir
+    """The collection's classifier and label taggers, as their saved records describe them."""
+    from classifier.label_tags import COLOUR, load_label_taggers
     from classifier.tagger import ClassifierMissing, read_record, tagger_dir
 
     def accuracy(metrics: dict) -> dict[str, float]:
@@ -1332,13 +1344,16 @@ def _models(data_dir: Path, name: str) -> dict:
             "test_accuracy": accuracy(record.metrics),
             "vote_test_accuracy": accuracy(record.neighbour_metrics) or None,
         }
-    tagger = ColourTagger.load(colour_tagger_dir(data_dir, name))
-    if tagger is not None:
-        models["colour_tagger"] = {
+    for tagger in load_label_taggers(data_dir, name).values():
+        models[tagger.kind.name] = {
             "model": tagger.record.get("model", "logistic regression"),
-            "colours": len(tagger.classes),
+            "label": tagger.kind.label,
+            "classes": len(tagger.classes),
+            "inputs": tagger.vectors,
             "test_accuracy": tagger.record.get("test_accuracy"),
         }
+        if tagger.kind == COLOUR:
+            models[tagger.kind.name]["colours"] = len(tagger.classes)  # its key before
     return models
 
 
@@ -1355,13 +1370,15 @@ def _describe_models(models: dict) -> list[str]:
             f"classifier: {classifier['kind']} ({classifier['created'][:10]}), test accuracy "
             f"{accuracy} ({' / '.join(shown)}, tags by {by})"
         )
-    tagger = models.get("colour_tagger")
-    if tagger:
-        held = tagger["test_accuracy"]
-        lines.append(
-            f"colour tagger: {tagger['model']}, {tagger['colours']} colours"
-            + (f", test accuracy {held:.3f}" if held is not None else "")
-        )
+    for key in ("colour_tagger", "type_tagger"):
+        tagger = models.get(key)
+        if tagger:
+            held = tagger["test_accuracy"]
+            lines.append(
+                f"{key.replace('_', ' ')}: {tagger['model']}, {tagger['classes']} "
+                f"{tagger['label']} classes from {' + '.join(tagger['inputs'])}"
+                + (f", test accuracy {held:.3f}" if held is not None else "")
+            )
     return lines
 
 

@@ -538,11 +538,14 @@ def photo_queries(
                 if features is None:
                     features = searcher.embed_pixels(stacked[sizes[backbone]])[1]
                 tags = searcher.predict_tags(features)
-            if searcher.colour_tagger is not None:  # as a query photo's (Searcher.colour_tags)
+            if searcher.label_taggers:  # as a query photo's (Searcher.label_tags)
                 if backbone_vecs is None:
                     backbone_vecs = searcher.embed_pixels(stacked[sizes[backbone]])[0]
-                colours = searcher.colour_tags(photos, backbone_vecs)
-                tags = [{**t, **c} for t, c in zip(tags, colours)]
+                known = {backbone: backbone_vecs}
+                if one_pass is not None:
+                    known[TUNED_VECTOR] = one_pass[1]
+                labelled = searcher.label_tags(photos, known)
+                tags = [{**t, **mine} for t, mine in zip(tags, labelled)]
             if COLOUR_VECTOR in vectors:  # as a query photo's colour is (Searcher.colour_rows)
                 for j, photo in enumerate(photos):
                     if was_cut_out(photo):

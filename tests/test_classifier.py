@@ -12,7 +12,7 @@ import pytest
 from conftest import KINDS, ingest_args, make_catalog
 from typer.testing import CliRunner
 
-from classifier.colour_tags import ColourTagger, colour_tagger_dir
+from classifier.label_tags import COLOUR, LabelTagger, label_tagger_dir
 from classifier.neighbours import voted_tags
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
@@ -140,7 +140,7 @@ def test_audit_finds_the_mislabelled_product(tagged):
     assert len(findings) <= 5  # the other 79 labels are right
     # Its colour tagger (ingest trained one) judges every colour label right.
     assert {f["scheme"] for f in findings} <= {"gender_master", "subCategory", "articleType"}
-    colour_dir = colour_tagger_dir(tagged["data"], "shop")
+    colour_dir = label_tagger_dir(tagged["data"], "shop", COLOUR)
     colour_dir.rename(colour_dir.with_name("aside"))
     try:
         no_colours = runner.invoke(app, ["audit", "--scheme", "baseColour"])
@@ -156,7 +156,7 @@ def test_audit_finds_the_mislabelled_product(tagged):
     assert table.exit_code == 0 and str(MISLABELLED) in table.stdout and sheet.stat().st_size > 0
 
 
-def test_info_names_the_classifier_and_the_colour_tagger(tagged):
+def test_info_names_the_classifier_and_the_label_taggers(tagged):
     result = runner.invoke(app, ["info", "--json"])
     assert result.exit_code == 0, result.output
     (shop,) = json.loads(result.stdout)["collections"]
@@ -167,8 +167,11 @@ def test_info_names_the_classifier_and_the_colour_tagger(tagged):
     }
     tagger = shop["models"]["colour_tagger"]
     assert tagger["model"] == "logistic regression" and tagger["colours"] == 4  # 80 products
+    types = shop["models"]["type_tagger"]  # a vectors classifier: no tuned vectors to read
+    assert types["label"] == "articleType" and types["inputs"][1:] == ["colour"]
     text = runner.invoke(app, ["info"], env={"COLUMNS": "250"}).stdout
     assert "classifier: vectors" in text and "colour tagger: logistic regression, 4" in text
+    assert f"type tagger: logistic regression, {types['classes']} articleType classes" in text
 
 
 def test_same_type_queries_keep_the_predicted_type(tagged):
@@ -282,7 +285,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     right = sum(p["pred_baseColour"] == p["baseColour"] for p in payloads.values())
     assert right >= 0.9 * N  # the synthetic kinds differ in colour
     # It was measured on the classifier's test products, and the audit judges its tags.
-    colour_tagger = ColourTagger.load(colour_tagger_dir(tmp_path / "data", "shop"))
+    colour_tagger = LabelTagger.load(label_tagger_dir(tmp_path / "data", "shop", COLOUR), COLOUR)
     classifier_record = read_record(tagger_dir(tmp_path / "data", "shop"))
     assert sorted(colour_tagger.record["test_ids"]) == sorted(classifier_record.test_ids)
     colour_audit = runner.invoke(

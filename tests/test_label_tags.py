@@ -1,27 +1,41 @@
-"""The colour tagger: trained on stored vectors, its tags in every payload, new points only
-tagged later, the search's tag agreement reading candidates' baseColour labels, and the
-audit of colour labels."""
+"""The label taggers: trained on stored vectors, their tags in every payload, new points only
+tagged later, retrained when their input vectors change; the search's tag agreement reading
+candidates' baseColour and articleType labels; the audit of colour labels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from classifier import colour_tags
+from classifier import label_tags
 from classifier.audit import audit_collection, find_mislabels
-from classifier.colour_tags import (
-    MIN_COLOUR_PRODUCTS,
-    ColourTagger,
-    colour_tagger_dir,
-    ensure_colour_tags,
+from classifier.label_tags import (
+    COLOUR,
+    FINE_TYPE,
+    MIN_PRODUCTS,
+    LabelTagger,
+    ensure_label_tags,
+    label_tagger_dir,
+    load_label_taggers,
 )
+from classifier.schemes import TUNED_VECTOR
 from classifier.tagger import TaggerRecord
 from embedder.colour import COLOUR_VECTOR
+from ingest.tuned import CURRENT_KEY
 from qdrant import PointData
 from qdrant.edge import EdgeStore
-from searchctl.query import tag_agreement
+from searchctl.query import FINE_TYPE_WEIGHT, tag_agreement
 
 COLOURS = ["Red", "Navy Blue", "White"]
+COLOUR_INPUTS = (("s", 1.0), (COLOUR_VECTOR, 4.0))
+
+
+def ensure_colour_tags(store, collection, data, backbone, **kwargs) -> dict:
+    return ensure_label_tags(store, collection, data, backbone, COLOUR, **kwargs)
+
+
+def _colour_tagger(data) -> LabelTagger:
+    return LabelTagger.load(label_tagger_dir(data, "c", COLOUR), COLOUR)
 
 
 def _point(i: int, rng: np.random.Generator, label: str | None = "auto") -> PointData:
@@ -41,7 +55,7 @@ def store(tmp_path):
     s = EdgeStore(tmp_path / "store")
     s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
     rng = np.random.default_rng(0)
-    s.upsert("c", [_point(i, rng) for i in range(1, 3 * MIN_COLOUR_PRODUCTS + 1)])
+    s.upsert("c", [_point(i, rng) for i in range(1, 3 * MIN_PRODUCTS + 1)])
     yield s
     s.close()
 
@@ -53,7 +67,7 @@ def _payloads(store) -> dict[int, dict]:
 def test_the_colour_tagger_learns_colours_and_tags_every_point(store, tmp_path):
     data = tmp_path / "data"
     report = ensure_colour_tags(store, "c", data, "shape")
-    assert report["action"] == "trained" and report["tagged"] == 3 * MIN_COLOUR_PRODUCTS
+    assert report["action"] == "trained" and report["tagged"] == 3 * MIN_PRODUCTS
     assert report["test_accuracy"] == 1.0
     for p in _payloads(store).values():
         assert p["pred_baseColour"] == p["baseColour"]
@@ -66,15 +80,15 @@ def test_the_colour_tagger_learns_colours_and_tags_every_point(store, tmp_path):
     assert later["action"] == "tagged" and later["tagged"] == 1
     assert _payloads(store)[1000]["pred_baseColour"] == COLOURS[1000 % 3]
     # Saved and loaded, it predicts the same.
-    tagger = ColourTagger.load(colour_tagger_dir(data, "c"))
+    tagger = _colour_tagger(data)
     point = next(iter(store.retrieve("c", [1000], with_vectors=True)))
-    tags = tagger.tags(point.vectors["shape"], point.vectors[COLOUR_VECTOR])
+    tags = tagger.tags(point.vectors)
     assert tags[0]["pred_baseColour"] == COLOURS[1000 % 3]
     # A tagger of an older recipe is trained again, and every point tagged by it.
     tagger.record.pop("recipe")
-    tagger.save(colour_tagger_dir(data, "c"))
+    tagger.save(label_tagger_dir(data, "c", COLOUR))
     again = ensure_colour_tags(store, "c", data, "shape")
-    assert again["action"] == "trained" and again["tagged"] == 3 * MIN_COLOUR_PRODUCTS + 1
+    assert again["action"] == "trained" and again["tagged"] == 3 * MIN_PRODUCTS + 1
     assert ensure_colour_tags(store, "c", data, "shape")["action"] == "up_to_date"
 
 
@@ -105,7 +119,7 @@ def test_two_colours_are_learnt_too(tmp_path):
     s = EdgeStore(tmp_path / "store")
     s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
     rng = np.random.default_rng(2)
-    points = [_point(i, rng) for i in range(1, 3 * MIN_COLOUR_PRODUCTS + 1) if i % 3 != 2]
+    points = [_point(i, rng) for i in range(1, 3 * MIN_PRODUCTS + 1) if i % 3 != 2]
     s.upsert("c", points)
     report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
     assert report["action"] == "trained" and report["test_accuracy"] == 1.0
@@ -120,7 +134,7 @@ def _record(test_ids) -> TaggerRecord:
 
 def test_an_audit_ranks_colour_findings_by_how_rarely_the_tagger_confuses_them():
     layers = [(np.zeros((2, 4)), np.zeros(4))]
-    tagger = ColourTagger(["Black", "Blue", "Brown", "Tan"], layers, "s", 4.0, {})
+    tagger = LabelTagger(COLOUR, ["Black", "Blue", "Brown", "Tan"], layers, COLOUR_INPUTS, {})
     tagger.record["test_ids"] = list(range(100, 120))
     payloads = {
         # held out: 4 of 10 Tan products predicted Brown, no Black one predicted Blue
@@ -150,12 +164,12 @@ def test_an_audit_ranks_colour_findings_by_how_rarely_the_tagger_confuses_them()
 
 def test_an_audit_finds_a_product_whose_colour_label_its_photo_contradicts(store, tmp_path):
     ensure_colour_tags(store, "c", tmp_path / "data", "shape")
-    tagger = ColourTagger.load(colour_tagger_dir(tmp_path / "data", "c"))
+    tagger = _colour_tagger(tmp_path / "data")
     store.set_payloads("c", {7: {"baseColour": "White"}})  # a Navy Blue product (7 % 3 == 1)
     findings = audit_collection(store, "c", _record([]), 0.5, ["baseColour"], tagger)
     assert [(f.id, f.label, f.predicted) for f in findings] == [(7, "White", "Navy Blue")]
     # The tagger kept the products it was measured on: without a classifier, a seeded split.
-    assert len(tagger.record["test_ids"]) == round(0.2 * 3 * MIN_COLOUR_PRODUCTS)
+    assert len(tagger.record["test_ids"]) == round(0.2 * 3 * MIN_PRODUCTS)
 
 
 @pytest.mark.parametrize("colours", [3, 2])
@@ -163,14 +177,14 @@ def test_a_large_catalog_gets_a_hidden_layer_saved_and_loaded_whole(tmp_path, co
     s = EdgeStore(tmp_path / "store")
     s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
     rng = np.random.default_rng(3)
-    count = colour_tags.MLP_MIN_TRAIN * 2  # 80 % of 2 colours in 3 are training enough
+    count = label_tags.MLP_MIN_TRAIN * 2  # 80 % of 2 colours in 3 are training enough
     points = [_point(i, rng) for i in range(1, count + 1)]
     s.upsert("c", [p for p in points if colours == 3 or p.id % 3 != 2])
     report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
     assert report["action"] == "trained" and report["test_accuracy"] == 1.0
-    tagger = ColourTagger.load(colour_tagger_dir(tmp_path / "data", "c"))
+    tagger = _colour_tagger(tmp_path / "data")
     assert tagger.record["model"] == "mlp" and len(tagger.layers) == 2
-    assert tagger.layers[0][0].shape == (4 + 6, colour_tags.HIDDEN_UNITS)
+    assert tagger.layers[0][0].shape == (4 + 6, label_tags.HIDDEN_UNITS)
     tagged = {p.id: p.payload for p in s.iter_points("c")}
     assert all(p["pred_baseColour"] == p["baseColour"] for p in tagged.values())
     s.close()
@@ -178,21 +192,25 @@ def test_a_large_catalog_gets_a_hidden_layer_saved_and_loaded_whole(tmp_path, co
 
 def test_a_killed_save_keeps_the_previous_tagger_and_old_files_still_load(tmp_path, monkeypatch):
     directory = tmp_path / "tagger"
-    first = ColourTagger(["Red", "Blue"], [(np.eye(3, 2), np.zeros(2))], "s", 4.0, {"a": 1})
+    first = LabelTagger(
+        COLOUR, ["Red", "Blue"], [(np.eye(3, 2), np.zeros(2))], COLOUR_INPUTS, {"a": 1}
+    )
     first.save(directory)
-    second = ColourTagger(["Red", "Blue"], [(np.ones((3, 2)), np.ones(2))], "s", 4.0, {"a": 2})
+    second = LabelTagger(
+        COLOUR, ["Red", "Blue"], [(np.ones((3, 2)), np.ones(2))], COLOUR_INPUTS, {"a": 2}
+    )
 
     def killed(*_):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(colour_tags, "write_json_atomic", killed)
+        m.setattr(label_tags, "write_json_atomic", killed)
         with pytest.raises(KeyboardInterrupt):
             second.save(directory)  # its weights are written, its record is not
-    loaded = ColourTagger.load(directory)
+    loaded = LabelTagger.load(directory, COLOUR)
     assert loaded.record == {"a": 1} and np.array_equal(loaded.layers[0][0], np.eye(3, 2))
     second.save(directory)
-    assert ColourTagger.load(directory).record == {"a": 2}
+    assert LabelTagger.load(directory, COLOUR).record == {"a": 2}
     assert len(list(directory.glob("*.npz"))) == 1  # the others are dropped once it is named
 
     # A tagger saved before the weights had their own names: a regression, colour at 2x.
@@ -200,5 +218,81 @@ def test_a_killed_save_keeps_the_previous_tagger_and_old_files_still_load(tmp_pa
     legacy.mkdir()
     np.savez(legacy / "colour_tagger.npz", coef=np.eye(2, 3), intercept=np.zeros(2))
     (legacy / "colour_tagger.json").write_text('{"classes": ["Red", "Blue"], "backbone": "s"}')
-    old = ColourTagger.load(legacy)
-    assert old.colour_scale == 2.0 and np.array_equal(old.layers[0][0], np.eye(3, 2))
+    old = LabelTagger.load(legacy, COLOUR)
+    assert old.inputs == (("s", 1.0), (COLOUR_VECTOR, 2.0)) and np.array_equal(
+        old.layers[0][0], np.eye(3, 2)
+    )
+
+
+TYPES = ["Tshirts", "Tunics", "Kurtis"]  # the last two rarer than a classifier keeps
+
+
+def _typed_store(tmp_path, tuned_model: str | None) -> EdgeStore:
+    """Products whose articleType only their tuned vector tells."""
+    s = EdgeStore(tmp_path / "store")
+    s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6, TUNED_VECTOR: 6}, {}, {})
+    rng = np.random.default_rng(4)
+    points = []
+    for i in range(1, 3 * MIN_PRODUCTS + 1):
+        tuned = rng.uniform(0, 0.2, 6).astype(np.float32)
+        tuned[(i % 3) * 2] = 1.0
+        vectors = {
+            "shape": rng.normal(size=4).astype(np.float32),
+            COLOUR_VECTOR: rng.uniform(0, 1, 6).astype(np.float32),
+            TUNED_VECTOR: tuned,
+        }
+        points.append(PointData(i, vectors, {"articleType": TYPES[i % 3]}))
+    s.upsert("c", points)
+    s.set_metadata("c", {**s.get_metadata("c"), CURRENT_KEY: tuned_model})
+    return s
+
+
+def test_the_type_tagger_reads_current_tuned_vectors_and_follows_them(tmp_path):
+    store = _typed_store(tmp_path, "model-1")
+    data = tmp_path / "data"
+    try:
+        report = ensure_label_tags(store, "c", data, "shape", FINE_TYPE)
+        assert report["action"] == "trained" and report["test_accuracy"] == 1.0
+        tagger = LabelTagger.load(label_tagger_dir(data, "c", FINE_TYPE), FINE_TYPE)
+        assert tagger.inputs == (("shape", 1.0), (TUNED_VECTOR, 1.0))
+        assert tagger.record["tuned_model"] == "model-1"
+        for p in _payloads(store).values():
+            assert p["pred_fineArticleType"] == p["articleType"]
+            assert "pred_baseColour" not in p  # one tagger, one tag
+        assert ensure_label_tags(store, "c", data, "shape", FINE_TYPE)["action"] == "up_to_date"
+        # A retrained finetune classifier re-embeds the tuned vectors: the tagger follows.
+        # Until then a query does not use it.
+        assert set(load_label_taggers(data, "c", "model-1", current=True)) == {"fineArticleType"}
+        assert load_label_taggers(data, "c", "model-2", current=True) == {}
+        store.set_metadata("c", {**store.get_metadata("c"), CURRENT_KEY: "model-2"})
+        again = ensure_label_tags(store, "c", data, "shape", FINE_TYPE)
+        assert again["action"] == "trained" and again["tagged"] == 3 * MIN_PRODUCTS
+        tagger = LabelTagger.load(label_tagger_dir(data, "c", FINE_TYPE), FINE_TYPE)
+        assert tagger.record["tuned_model"] == "model-2"
+        # Stale tuned vectors (a classifier of another kind now): backbone and colour.
+        store.set_metadata("c", {**store.get_metadata("c"), CURRENT_KEY: None})
+        stale = ensure_label_tags(store, "c", data, "shape", FINE_TYPE)
+        assert stale["action"] == "trained"
+        tagger = LabelTagger.load(label_tagger_dir(data, "c", FINE_TYPE), FINE_TYPE)
+        assert tagger.inputs == (("shape", 1.0), (COLOUR_VECTOR, label_tags.COLOUR_SCALE))
+        assert "tuned_model" not in tagger.record
+    finally:
+        store.close()
+
+
+def test_the_agreement_weighs_every_articletype_in_place_of_the_classifiers():
+    query = {
+        "pred_articleType": "Tops",
+        "pred_articleType_conf": 1.0,
+        "pred_fineArticleType": "Tunics",
+        "pred_fineArticleType_conf": 0.5,
+    }
+    weight = FINE_TYPE_WEIGHT * 0.5
+    assert tag_agreement(query, {"articleType": "Tunics"}) == pytest.approx(weight)
+    assert tag_agreement(query, {"articleType": "Tops"}) == 0.0
+    # A candidate without the label: its own prediction, at its confidence.
+    unlabelled = {"pred_fineArticleType": "Tunics", "pred_fineArticleType_conf": 0.8}
+    assert tag_agreement(query, unlabelled) == pytest.approx(weight * 0.8)
+    # A collection without the type tagger: the classifier's articleType.
+    del query["pred_fineArticleType"]
+    assert tag_agreement(query, {"articleType": "Tops"}) == pytest.approx(1.0)

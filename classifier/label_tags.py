@@ -1,0 +1,361 @@
+"""Label taggers: small networks on a product's stored vectors that predict one catalog label
+over all its classes with MIN_PRODUCTS products, where the classifier leaves classes out.
+
+- baseColour (`COLOUR`), from the backbone and colour vectors. The default search's tag
+  agreement (searchctl.query.tag_agreement) also counts a candidate whose baseColour label is
+  the query's predicted colour: on the shared catalog's held-out products it took the
+  baseColour match of the top 5 from 0.50 to 0.60, and to 0.615 with the hidden layer
+  (README, "Colour tags").
+- articleType over every type (`FINE_TYPE`), from the backbone and tuned vectors (the colour
+  vector where there are no current tuned ones). The classifier's articleType scheme leaves
+  out types under 500 products, a fifth of the shared catalog; in the search's agreement this
+  tag stands for it (README, "Every articleType").
+
+Every point gets `pred_<tag>` and `pred_<tag>_conf`, like the classifier's schemes.
+Trained with scikit-learn (a one-hidden-layer MLP; a logistic regression for small catalogs);
+predicted with numpy (no TensorFlow, under a millisecond a photo).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from classifier.schemes import COLOUR_TAG, FINE_TYPE_TAG, TUNED_VECTOR, conf_field, pred_field
+from classifier.split import stratified_split
+from classifier.tagger import models_dir, read_record, tagger_dir
+from embedder.colour import COLOUR_VECTOR
+from embedder.files import drop_other_models, save_file_fresh, write_json_atomic
+from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
+
+MIN_PRODUCTS = 20  # rarer classes are not predicted (their products are not trained on)
+# The colour histogram's weight beside the unit backbone vector. On the shared catalog's
+# held-out products the MLP predicted 0.655 of colours at 4 (0.647 at 2, 0.654 at 6), the
+# logistic regression 0.629 at 2 and 0.628 at 4. A colour tagger saved before it kept its
+# scale used 2.
+COLOUR_SCALE = 4.0
+HIDDEN_UNITS = 512  # 1,024 predicted no better colours (0.655)
+# Fewer training products than this get a logistic regression. Held-out colours predicted by
+# the regression / the MLP from random parts of the shared catalog's training products:
+# 1,000: 0.566 / 0.560; 3,000: 0.593 / 0.593; 10,000: 0.617 / 0.623; all 35,226: 0.629 / 0.655.
+MLP_MIN_TRAIN = 3000
+# How taggers are trained now; one saved by an older recipe (1: the regression alone, no
+# record of it) is trained again by the next ingest or tag.
+RECIPE = 2
+LEGACY_WEIGHTS_FILE = "colour_tagger.npz"  # where colour taggers saved before kept them
+PAGE = 2000
+
+Inputs = tuple[tuple[str, float], ...]  # (named vector, scale) per part of a tagger's input
+
+
+@dataclass(frozen=True)
+class TaggedLabel:
+    """What a label tagger predicts: `tag` (its payload fields pred_<tag>, pred_<tag>_conf)
+    from the catalog label `label`; its files are `name`-*.npz and `name`.json in a folder
+    `name` of the collection's models."""
+
+    tag: str
+    label: str
+    name: str
+
+
+COLOUR = TaggedLabel(COLOUR_TAG, "baseColour", "colour_tagger")
+FINE_TYPE = TaggedLabel(FINE_TYPE_TAG, "articleType", "type_tagger")
+LABEL_TAGGERS = (COLOUR, FINE_TYPE)
+
+
+def label_tagger_dir(data_dir: Path, collection: str, kind: TaggedLabel) -> Path:
+    return models_dir(data_dir, collection) / kind.name
+
+
+def tagger_inputs(
+    kind: TaggedLabel, vectors: Collection[str], backbone: str, tuned_current: bool
+) -> Inputs | None:
+    """The named vectors (and scales) a `kind` tagger reads in a collection of `vectors`, or
+    None when it lacks them. articleType over every type, held out on the shared catalog:
+    0.873 from backbone and tuned vectors (types the classifier leaves out: 0.744), 0.823 from
+    backbone and colour."""
+    if kind == COLOUR:
+        return (
+            ((backbone, 1.0), (COLOUR_VECTOR, COLOUR_SCALE)) if COLOUR_VECTOR in vectors else None
+        )
+    if tuned_current and TUNED_VECTOR in vectors:
+        return ((backbone, 1.0), (TUNED_VECTOR, 1.0))
+    if COLOUR_VECTOR in vectors:
+        return ((backbone, 1.0), (COLOUR_VECTOR, COLOUR_SCALE))
+    return ((backbone, 1.0),)
+
+
+def tagger_input(vectors: Mapping[str, np.ndarray], inputs: Inputs) -> np.ndarray:
+    """Rows of [scale x unit vector] for each of the `inputs`."""
+    parts = [
+        scale * unit_rows(np.atleast_2d(np.asarray(vectors[name], np.float32)))
+        for name, scale in inputs
+    ]
+    return np.hstack(parts)
+
+
+@dataclass
+class LabelTagger:
+    kind: TaggedLabel
+    classes: list[str]
+    # (inputs x outputs, outputs) per layer, ReLU between; the last one's outputs are the
+    # classes' logits
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    inputs: Inputs
+    # test accuracy, products, seconds, test_ids (the products it never saw), tuned_model
+    # (the mark of the tuned vectors it read, ingest.tuned)
+    record: dict
+
+    @property
+    def vectors(self) -> list[str]:
+        return [name for name, _ in self.inputs]
+
+    def reads_current(self, tuned_mark: str | None) -> bool:
+        """It reads no tuned vectors, or those of the collection's current mark (ingest.tuned):
+        a retrained classifier re-embeds them, and then this tagger is out of date."""
+        return TUNED_VECTOR not in self.vectors or (
+            tuned_mark is not None and self.record.get("tuned_model") == tuned_mark
+        )
+
+    def probs(self, vectors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Class probabilities of rows of the named `vectors` it reads."""
+        logits = tagger_input(vectors, self.inputs)
+        for i, (weights, bias) in enumerate(self.layers):
+            logits = logits @ weights + bias
+            if i < len(self.layers) - 1:
+                logits = np.maximum(logits, 0.0)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def tags(self, vectors: Mapping[str, np.ndarray]) -> list[dict]:
+        """Payload-shaped tags (pred_<tag>, pred_<tag>_conf), one per row."""
+        probs = self.probs(vectors)
+        best = probs.argmax(axis=1)
+        tag = self.kind.tag
+        return [
+            {pred_field(tag): self.classes[b], conf_field(tag): round(float(p[b]), 4)}
+            for b, p in zip(best, probs)
+        ]
+
+    def save(self, directory: Path) -> None:
+        """Weights under a fresh name, then the record naming them: a kill at any point
+        leaves the previous record with its own weights."""
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for i, (weights, bias) in enumerate(self.layers):
+            arrays[f"weights{i}"], arrays[f"bias{i}"] = weights, bias
+        prefix = self.kind.name
+        weights_file = save_file_fresh(
+            lambda path: np.savez(path, **arrays), directory, prefix, ".npz"
+        )
+        record = {**self.record, "tag": self.kind.tag, "classes": self.classes}
+        record.update(inputs=[list(i) for i in self.inputs], weights_file=weights_file)
+        write_json_atomic(directory / f"{prefix}.json", record)
+        drop_other_models(directory, prefix, weights_file, ".npz")
+        (directory / LEGACY_WEIGHTS_FILE).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: Path, kind: TaggedLabel) -> LabelTagger | None:
+        """The saved tagger, or None if there is none."""
+        path = directory / f"{kind.name}.json"
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        weights_file = record.pop("weights_file", LEGACY_WEIGHTS_FILE)
+        with np.load(directory / weights_file) as arrays:
+            if "coef" in arrays:  # a logistic regression saved before the layers
+                layers = [(arrays["coef"].T, arrays["intercept"])]
+            else:
+                count = len(arrays.files) // 2
+                layers = [(arrays[f"weights{i}"], arrays[f"bias{i}"]) for i in range(count)]
+        if "inputs" in record:
+            inputs = tuple((name, float(scale)) for name, scale in record.pop("inputs"))
+        else:  # a colour tagger saved before taggers named their inputs
+            scale = record.pop("colour_scale", 2.0)
+            inputs = ((record.pop("backbone"), 1.0), (COLOUR_VECTOR, scale))
+        record.pop("tag", None)
+        return cls(kind, record.pop("classes"), layers, inputs, record)
+
+
+def load_label_taggers(
+    data_dir: Path, collection: str, tuned_mark: str | None = None, current: bool = False
+) -> dict[str, LabelTagger]:
+    """tag -> the collection's saved label tagger, for those it has; with `current`, only
+    those that read current vectors (reads_current: `tuned_mark` is the collection's)."""
+    found = {}
+    for kind in LABEL_TAGGERS:
+        tagger = LabelTagger.load(label_tagger_dir(data_dir, collection, kind), kind)
+        if tagger is not None and (not current or tagger.reads_current(tuned_mark)):
+            found[kind.tag] = tagger
+    return found
+
+
+def _points(store: VectorStore, collection: str, names: list[str], ids=None):
+    """ids, payloads and {name: vectors} of the points that have every vector of `names`."""
+    out_ids, payloads, rows = [], [], {name: [] for name in names}
+    for p in store.iter_points(collection, ids, with_vectors=names):
+        vectors = p.vectors or {}
+        if all(name in vectors for name in names):
+            out_ids.append(p.id)
+            payloads.append(p.payload or {})
+            for name in names:
+                rows[name].append(vectors[name])
+    return out_ids, payloads, {name: np.asarray(r, np.float32) for name, r in rows.items()}
+
+
+def _fit(x: np.ndarray, y: np.ndarray, seed: int):
+    """The fitted scikit-learn model and its layers (weights, bias), float32."""
+    if len(x) >= MLP_MIN_TRAIN:
+        from sklearn.neural_network import MLPClassifier
+
+        model = MLPClassifier((HIDDEN_UNITS,), early_stopping=True, random_state=seed)
+        model.fit(x, y)
+        pairs = zip(model.coefs_, model.intercepts_)
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(max_iter=300)
+        model.fit(x, y)
+        pairs = [(model.coef_.T, model.intercept_)]
+    return model, [(w.astype(np.float32), b.astype(np.float32)) for w, b in pairs]
+
+
+def _all_classes(weights: np.ndarray, bias: np.ndarray, fitted: np.ndarray, count: int):
+    """The output layer widened to all `count` classes from the model's `fitted` ones; a
+    class absent from training can never win."""
+    out_w = np.zeros((weights.shape[0], count), np.float32)
+    out_b = np.full(count, -1e9, np.float32)
+    if len(fitted) == 2:  # one logit, of the second class: softmax([0, z]) is sigmoid(z)
+        out_b[fitted[0]] = 0.0
+        out_w[:, fitted[1]], out_b[fitted[1]] = weights[:, 0], bias[0]
+    else:
+        out_w[:, fitted], out_b[fitted] = weights, bias
+    return out_w, out_b
+
+
+def train_label_tagger(
+    store: VectorStore,
+    collection: str,
+    kind: TaggedLabel,
+    inputs: Inputs,
+    test_ids: Collection[int] | None = None,
+    seed: int = 0,
+) -> LabelTagger | None:
+    """Fit on every product but `test_ids` (the classifier's test products, so that the audit
+    knows which labels it never saw), measure on those; without them, on a seeded stratified
+    split. None when fewer than two classes have MIN_PRODUCTS products."""
+    t0 = time.perf_counter()
+    names = [name for name, _ in inputs]
+    ids, payloads, vectors = _points(store, collection, names)
+    labels = [p.get(kind.label) for p in payloads]
+    counts: dict[str, int] = {}
+    for label in labels:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+    classes = sorted(c for c, n in counts.items() if n >= MIN_PRODUCTS)
+    if len(classes) < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(label, -1) for label in labels])
+    if test_ids is None:
+        split = stratified_split(payloads, seed)
+        train, test = np.concatenate([split.train, split.val]), split.test
+    else:
+        is_test = np.isin(np.array(ids, dtype=np.int64), np.array(list(test_ids), np.int64))
+        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    train, test = train[y[train] >= 0], test[y[test] >= 0]
+    x = tagger_input({n: v[train] for n, v in vectors.items()}, inputs)
+    model, layers = _fit(x, y[train], seed)
+    layers[-1] = _all_classes(*layers[-1], model.classes_, len(classes))
+    tagger = LabelTagger(kind, classes, layers, inputs, {})
+    accuracy = None
+    if len(test):
+        predicted = tagger.probs({n: v[test] for n, v in vectors.items()}).argmax(axis=1)
+        accuracy = round(float((predicted == y[test]).mean()), 4)
+    tagger.record = {
+        "test_accuracy": accuracy,
+        "test_products": int(len(test)),
+        "trained_on": int(len(train)),
+        "model": "mlp" if len(layers) > 1 else "logistic regression",
+        "recipe": RECIPE,
+        "seed": seed,  # the split's without test_ids, and the MLP's initial weights
+        "test_ids": [ids[r] for r in test],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return tagger
+
+
+def ensure_label_tags(
+    store: VectorStore,
+    collection: str,
+    data_dir: Path,
+    backbone: str,
+    kind: TaggedLabel,
+    *,
+    retag: bool = False,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Train the `kind` tagger if the collection has none, or one of other inputs (another
+    backbone; tuned vectors made by another model), or of an older RECIPE, and tag every
+    point; else tag the points without its predicted tag (every point if `retag`). Skipped,
+    with the reason, without the vectors or the labels to learn from."""
+    from ingest.tuned import CURRENT_KEY
+
+    t0 = time.perf_counter()
+    tuned_mark = store.get_metadata(collection).get(CURRENT_KEY)
+    inputs = tagger_inputs(kind, store.vector_sizes(collection), backbone, bool(tuned_mark))
+    if inputs is None:
+        return {"action": "skipped", "reason": "no colour vectors (ingest without --no-colour)"}
+    directory = label_tagger_dir(data_dir, collection, kind)
+    tagger = LabelTagger.load(directory, kind)
+    trained = (
+        tagger is None
+        or tagger.inputs != inputs
+        or tagger.record.get("recipe") != RECIPE
+        or not tagger.reads_current(tuned_mark)
+    )
+    if trained:
+        classifier = read_record(tagger_dir(data_dir, collection))
+        test_ids = classifier.test_ids if classifier else None
+        tagger = train_label_tagger(store, collection, kind, inputs, test_ids)
+        if tagger is None:
+            return {
+                "action": "skipped",
+                "reason": f"fewer than two {kind.label} labels with {MIN_PRODUCTS} products",
+            }
+        if TUNED_VECTOR in tagger.vectors:
+            tagger.record["tuned_model"] = tuned_mark
+        tagger.save(directory)
+    field = pred_field(kind.tag)
+    todo = [
+        p.id
+        for p in store.iter_points(collection)
+        if trained or retag or (p.payload or {}).get(field) is None
+    ]
+    if on_plan:
+        on_plan(len(todo))
+    store.create_index(collection, field, KEYWORD_INDEX)
+    tagged = 0
+    for start in range(0, len(todo), PAGE):
+        ids, _, vectors = _points(store, collection, tagger.vectors, todo[start : start + PAGE])
+        if ids:
+            store.set_payloads(collection, dict(zip(ids, tagger.tags(vectors))))
+            tagged += len(ids)
+        if on_progress:
+            on_progress(len(todo[start : start + PAGE]))
+    if tagged:
+        store.optimize(collection)  # payload writes leave points outside the HNSW index
+    return {
+        "action": "trained" if trained else ("tagged" if todo else "up_to_date"),
+        "tagged": tagged,
+        "test_accuracy": tagger.record.get("test_accuracy"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
