@@ -638,6 +638,9 @@ class Searcher:
             query_vector = self.embed_batch(self.fit(image, vector)[None], vector)[0]
             features = None
         query_vectors: dict[str, np.ndarray] = {}
+        made: dict[str, np.ndarray] = {}  # the photo's vectors, made once for all readers
+        if vector == self.spec.vector_name:
+            made[vector] = query_vector
         if self.tags_from_photo:
             features = self.fit(image, TUNED_VECTOR)[None]
             wants_tuned = blend is not None and blend.tuned_weight
@@ -645,6 +648,7 @@ class Searcher:
                 # One pass through the fine-tuned network for the tags and the tuned vector.
                 probs, tuned = self.tagger.predict_and_embed(features)
                 predicted = self.photo_tags(probs, tuned)[0]
+                made[TUNED_VECTOR] = tuned[0]
                 if wants_tuned:
                     query_vectors[TUNED_VECTOR] = tuned[0]
         elif self.tagger is not None and features is None:
@@ -655,13 +659,11 @@ class Searcher:
             query_vectors[TUNED_VECTOR] = self.embed_batch(
                 self.fit(image, TUNED_VECTOR)[None], TUNED_VECTOR
             )[0]
-        searched_backbone = vector == self.spec.vector_name
         # Another vector searched: the label tags only where the re-rank reads them.
-        wants_labels = searched_backbone or (blend is not None and blend.tag_weight)
+        wants_labels = vector == self.spec.vector_name or (blend is not None and blend.tag_weight)
         if predicted is not None and self.label_taggers and wants_labels:
-            known = {name: v[None] for name, v in query_vectors.items() if np.ndim(v) == 1}
-            if searched_backbone:
-                known[vector] = query_vector[None]
+            known = {**made, **query_vectors}
+            known = {name: v[None] for name, v in known.items() if np.ndim(v) == 1}
             predicted = {**predicted, **self.label_tags([image], known)[0]}
         if same_type:
             if predicted is None:

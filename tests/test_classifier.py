@@ -370,6 +370,21 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
             shot = prepare_photo(queries.images[row], searcher.cutout)
             alone = searcher.embed_batch(searcher.fit(shot, "tuned")[None], "tuned")[0]
             np.testing.assert_allclose(queries.vectors["tuned"][row], alone, atol=1e-4)
+        # The type tagger reads the backbone and tuned vectors (the finetune classifier's);
+        # a query takes its tuned vector from the one pass that tags the photo, even where
+        # it does not blend it.
+        assert searcher.label_taggers["fineArticleType"].vectors == ["mobilenet_v2", "tuned"]
+        passes = []
+        with monkeypatch.context() as m:
+            embed = Tagger.embed
+            m.setattr(Tagger, "embed", lambda self, px: passes.append(1) or embed(self, px))
+            same = searcher.search_image(photo, same_type=True)
+            blended = searcher.search_image(photo, blend=blend)
+        assert passes == []
+        expected = searcher.label_tags([prepare_photo(photo)], {})[0]  # every vector made anew
+        for result in (same, blended):
+            for field, value in expected.items():
+                assert result.predicted[field] == pytest.approx(value, abs=2e-3), field
     tuned = json.loads(
         runner.invoke(app, ["query", str(photo), "--vector", "tuned", "--json"]).stdout
     )
