@@ -120,7 +120,7 @@ def colour_flips(args, record) -> None:
         flipped_payloads, flipped = flip_colours(payloads, rows, tagger.classes, args.rate, rng)
         held_payloads = [flipped_payloads[r] for r in rows]
         ranked = audit.find_mislabels(
-            held, held_payloads, record, args.min_confidence, [COLOUR_TAG], tagger
+            held, held_payloads, record, args.min_confidence, [COLOUR_TAG], {COLOUR_TAG: tagger}
         )
         by_confidence = sorted(ranked, key=lambda f: (-f.confidence, f.id))
         title = f"baseColour seed {seed}: {len(flipped)} flips among {len(rows):,} held-out"

@@ -1,6 +1,7 @@
 """Catch sellers' mislabels: stored labels that a confident prediction disagrees with.
 
-The classifier's schemes, and baseColour where the collection has a colour tagger
+The classifier's schemes; baseColour where the collection has a colour tagger, and the
+articleType of the types the classifier leaves out where it has a type tagger
 (classifier.label_tags)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from classifier.label_tags import LabelTagger
 from classifier.neighbours import VOTED_FIELD, nearest_labels
 from classifier.schemes import (
     COLOUR_TAG,
+    FINE_TYPE_TAG,
     SCHEMES,
     TUNED_VECTOR,
     conf_field,
@@ -39,14 +41,14 @@ AGREEMENT_NEIGHBOURS = 100
 # and Bronze predicted Brown; Navy Blue predicted Blue) are confused often and fall behind.
 # Of the shared catalog's first 40 findings at 0.9, looked at: by confidence alone, 11 photos
 # plainly of another colour than the label and 12 near names; by this, 24 and none (README,
-# "Colour labels in the audit").
-RANKED_BY_CONFUSION = (COLOUR_TAG,)
+# "Colour labels in the audit"). Rare types are ranked so too (Kurtis taken for Kurtas).
+RANKED_BY_CONFUSION = (COLOUR_TAG, FINE_TYPE_TAG)
 
 
 @dataclass(frozen=True)
 class Finding:
     id: int
-    scheme: str  # one of the classifier's SCHEMES, or baseColour
+    scheme: str  # one of the classifier's SCHEMES, or a label tagger's tag
     label: str
     predicted: str
     confidence: float
@@ -87,17 +89,20 @@ def find_mislabels(
     record: TaggerRecord,
     min_confidence: float = 0.9,
     schemes: Sequence[str] = SCHEMES,
-    colour_tagger: LabelTagger | None = None,
+    label_taggers: Mapping[str, LabelTagger] | None = None,
 ) -> list[Finding]:
-    """Products whose label (a class the classifier, or for baseColour the colour tagger,
+    """Products whose label (a class the classifier, or a label tagger (tag -> tagger),
     knows) differs from a prediction made with at least `min_confidence`; most confident
-    first. Labels of left-out classes are not judged: they cannot be predicted."""
+    first. Labels of left-out classes are not judged: they cannot be predicted. The type
+    tagger judges only the types the classifier leaves out (the classifier judges the others)."""
     test_ids = {scheme: set(record.test_ids) for scheme in SCHEMES}
     known = {sc.scheme: set(sc.classes) for sc in record.schemes}
-    if colour_tagger is not None:
-        known[COLOUR_TAG] = set(colour_tagger.classes)
+    for tag, tagger in (label_taggers or {}).items():
+        known[tag] = set(tagger.classes)
         # A tagger saved before it kept its own split was trained on the same seeded split.
-        test_ids[COLOUR_TAG] = set(colour_tagger.record.get("test_ids", record.test_ids))
+        test_ids[tag] = set(tagger.record.get("test_ids", record.test_ids))
+    if FINE_TYPE_TAG in known:
+        known[FINE_TYPE_TAG] -= known.get("articleType", set())
     findings = []
     for pid, payload in zip(ids, payloads):
         for scheme in schemes:
@@ -159,11 +164,11 @@ def audit_collection(
     record: TaggerRecord,
     min_confidence: float = 0.9,
     schemes: Sequence[str] = SCHEMES,
-    colour_tagger: LabelTagger | None = None,
+    label_taggers: Mapping[str, LabelTagger] | None = None,
 ) -> list[Finding]:
     """The collection's findings (find_mislabels), those with voted tags ranked by agreement."""
     ids, payloads, _ = collection_payloads(store, collection)
-    findings = find_mislabels(ids, payloads, record, min_confidence, schemes, colour_tagger)
+    findings = find_mislabels(ids, payloads, record, min_confidence, schemes, label_taggers)
     voted = {pid for pid, p in zip(ids, payloads) if p.get(VOTED_FIELD) == record.model_file}
     judged = sorted({f.id for f in findings if f.scheme in SCHEMES} & voted)
     if not judged:

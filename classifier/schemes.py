@@ -15,7 +15,8 @@ SCHEMES = ("gender_master", "subCategory", "articleType")
 # Not classifier schemes: predicted by classifier.label_tags into the same kind of fields.
 COLOUR_TAG = "baseColour"
 FINE_TYPE_TAG = "fineArticleType"  # articleType over every type, rare ones too
-TAGS = (*SCHEMES, COLOUR_TAG)  # the tags the audit judges: pred_<tag>, pred_<tag>_conf
+# Every tag a product is predicted (pred_<tag>, pred_<tag>_conf), and the audit judges.
+TAGS = (*SCHEMES, COLOUR_TAG, FINE_TYPE_TAG)
 # The catalog label each tag that is not a scheme predicts.
 TAG_LABELS = {COLOUR_TAG: "baseColour", FINE_TYPE_TAG: "articleType"}
 KINDS = ("finetune", "vectors")  # see classifier/model.py

@@ -159,7 +159,7 @@ FINE_TYPE_WEIGHT = 1.8
 # The payload fields tag_agreement reads: all a candidate brings from the search (the hits
 # kept get their whole payload after the re-rank; 100 whole payloads took 2 ms to transfer).
 TAG_FIELDS = [
-    *(field(tag) for tag in (*TAGS, FINE_TYPE_TAG) for field in (pred_field, conf_field)),
+    *(field(tag) for tag in TAGS for field in (pred_field, conf_field)),
     *LABEL_FIELDS,
     COLOUR_TAG,
 ]
@@ -177,11 +177,13 @@ def candidate_tag(tag: str, hit: Mapping) -> tuple[str | None, float]:
 
 
 def agreement_weights(query: Mapping) -> dict[str, float]:
-    """The tags the agreement counts for a query, with their weights: the TAGS, 1 each, with
-    the articleType over every type (FINE_TYPE_WEIGHT) for the classifier's where the query
-    has it."""
+    """The tags the agreement counts for a query, with their weights: the TAGS, 1 each, the
+    articleType over every type (FINE_TYPE_WEIGHT) in place of the classifier's where the
+    query has it."""
     weights = dict.fromkeys(TAGS, 1.0)
-    if query.get(pred_field(FINE_TYPE_TAG)) is not None:
+    if query.get(pred_field(FINE_TYPE_TAG)) is None:
+        del weights[FINE_TYPE_TAG]
+    else:
         del weights["articleType"]
         weights[FINE_TYPE_TAG] = FINE_TYPE_WEIGHT
     return weights

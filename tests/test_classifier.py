@@ -12,7 +12,7 @@ import pytest
 from conftest import KINDS, ingest_args, make_catalog
 from typer.testing import CliRunner
 
-from classifier.label_tags import COLOUR, LabelTagger, label_tagger_dir
+from classifier.label_tags import COLOUR, FINE_TYPE, LabelTagger, label_tagger_dir
 from classifier.neighbours import voted_tags
 from classifier.schemes import IGNORE, SchemeClasses, scheme_label
 from classifier.split import stratified_split
@@ -147,6 +147,16 @@ def test_audit_finds_the_mislabelled_product(tagged):
         assert no_colours.exit_code != 0 and "no colour tagger" in no_colours.output
     finally:
         colour_dir.with_name("aside").rename(colour_dir)
+    # The type tagger's findings come only when asked for (every type is kept here: none).
+    types = runner.invoke(app, ["audit", "--scheme", "fineArticleType", "--json"])
+    assert types.exit_code == 0 and json.loads(types.stdout)["findings"] == []
+    type_dir = label_tagger_dir(tagged["data"], "shop", FINE_TYPE)
+    type_dir.rename(type_dir.with_name("aside"))
+    try:
+        no_types = runner.invoke(app, ["audit", "--scheme", "fineArticleType"])
+        assert no_types.exit_code != 0 and "no type tagger" in no_types.output
+    finally:
+        type_dir.with_name("aside").rename(type_dir)
 
     as_csv = runner.invoke(app, ["audit", "--min-confidence", "0.5", "--csv", "-"])
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))

@@ -18,7 +18,7 @@ from classifier.label_tags import (
     label_tagger_dir,
     load_label_taggers,
 )
-from classifier.schemes import TUNED_VECTOR
+from classifier.schemes import TUNED_VECTOR, SchemeClasses
 from classifier.tagger import TaggerRecord
 from embedder.colour import COLOUR_VECTOR
 from ingest.tuned import CURRENT_KEY
@@ -151,7 +151,7 @@ def test_an_audit_ranks_colour_findings_by_how_rarely_the_tagger_confuses_them()
     for pid, p in payloads.items():
         p["pred_baseColour_conf"] = confs.get(pid, 0.8)
     ids, rows = list(payloads), list(payloads.values())
-    findings = find_mislabels(ids, rows, _record([]), 0.9, ["baseColour"], tagger)
+    findings = find_mislabels(ids, rows, _record([]), 0.9, ["baseColour"], {"baseColour": tagger})
     # Tan predicted Brown is a common confusion: the surer finding ranks second.
     assert [(f.id, f.confusion, f.held_out) for f in findings] == [
         (1, 0.0, False),
@@ -166,7 +166,9 @@ def test_an_audit_finds_a_product_whose_colour_label_its_photo_contradicts(store
     ensure_colour_tags(store, "c", tmp_path / "data", "shape")
     tagger = _colour_tagger(tmp_path / "data")
     store.set_payloads("c", {7: {"baseColour": "White"}})  # a Navy Blue product (7 % 3 == 1)
-    findings = audit_collection(store, "c", _record([]), 0.5, ["baseColour"], tagger)
+    findings = audit_collection(
+        store, "c", _record([]), 0.5, ["baseColour"], {"baseColour": tagger}
+    )
     assert [(f.id, f.label, f.predicted) for f in findings] == [(7, "White", "Navy Blue")]
     # The tagger kept the products it was measured on: without a classifier, a seeded split.
     assert len(tagger.record["test_ids"]) == round(0.2 * 3 * MIN_PRODUCTS)
@@ -296,3 +298,43 @@ def test_the_agreement_weighs_every_articletype_in_place_of_the_classifiers():
     # A collection without the type tagger: the classifier's articleType.
     del query["pred_fineArticleType"]
     assert tag_agreement(query, {"articleType": "Tops"}) == pytest.approx(1.0)
+
+
+def test_an_audit_judges_the_types_the_classifier_leaves_out_by_the_type_tagger():
+    layers = [(np.zeros((2, 5)), np.zeros(5))]
+    types = LabelTagger(
+        FINE_TYPE, ["Kurtas", "Kurtis", "Shirts", "Tshirts", "Tunics"], layers, (), {}
+    )
+    types.record["test_ids"] = list(range(100, 110))
+    record = TaggerRecord(
+        "vectors",
+        {},
+        [4],
+        [SchemeClasses("articleType", ("Kurtas", "Shirts", "Tshirts"), {})],
+        1,
+        0,
+    )
+    payloads = {
+        # held out: 5 of 10 Kurtis products taken for Kurtas
+        **{
+            100 + i: {
+                "articleType": "Kurtis",
+                "pred_fineArticleType": "Kurtas" if i < 5 else "Kurtis",
+            }
+            for i in range(10)
+        },
+        1: {"articleType": "Tunics", "pred_fineArticleType": "Tshirts"},  # a rare type, mislabelled
+        2: {
+            "articleType": "Tshirts",
+            "pred_fineArticleType": "Shirts",
+        },  # a kept type: the classifier's
+    }
+    for p in payloads.values():
+        p["pred_fineArticleType_conf"] = 0.95
+    ids, rows = list(payloads), list(payloads.values())
+    taggers = {"fineArticleType": types}
+    findings = find_mislabels(ids, rows, record, 0.9, ["fineArticleType"], taggers)
+    assert [(f.id, f.label, f.predicted, f.confusion) for f in findings] == [
+        (1, "Tunics", "Tshirts", 0.0),
+        *[(100 + i, "Kurtis", "Kurtas", 0.5) for i in range(5)],
+    ]
