@@ -280,6 +280,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert json.loads(first.stdout)["tuned"]["embedded"] == 60
     # 15 products of each colour are too few to learn colours from.
     assert json.loads(first.stdout)["colour_tags"]["action"] == "skipped"
+    assert json.loads(first.stdout)["type_tags"]["action"] == "skipped"  # and types
 
     second = json.loads(runner.invoke(app, args).stdout)
     assert second["stored"] == N - 60
@@ -288,6 +289,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert second["tuned"]["embedded"] == N - 60  # the new products only
     assert second["colour_tags"]["action"] == "trained"  # 20 of each now
     assert second["colour_tags"]["tagged"] == N
+    assert second["type_tags"]["action"] == "trained" and second["type_tags"]["tagged"] == N
     payloads = _payloads(tmp_path / "data")
     assert all(p.get("pred_articleType") for p in payloads.values())
     right = sum(p["pred_baseColour"] == p["baseColour"] for p in payloads.values())
@@ -445,6 +447,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     retag = json.loads(runner.invoke(app, ["tag", "--json"]).stdout)
     assert retag["tagged"] == N and retag["tuned"]["voted"] == 0
     assert retag["colour_tags"]["action"] == "tagged" and retag["colour_tags"]["tagged"] == N
+    assert retag["type_tags"] == {**retag["type_tags"], "action": "tagged", "tagged": N}
     assert {p["pred_voted_by"] for p in _payloads(tmp_path / "data").values()} == {
         record.model_file
     }
@@ -462,6 +465,14 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     assert runner.invoke(app, retrain).exit_code == 0
     after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
     assert after["blend"]["tuned_weight"] == 0.0
+    assert "pred_fineArticleType" not in after["predicted"]  # its tagger read the tuned vectors
+    # The next ingest retrains it on what there is: the backbone and colour vectors.
+    again = json.loads(runner.invoke(app, args).stdout)
+    assert (
+        again["type_tags"]["action"] == "trained" and again["colour_tags"]["action"] == "up_to_date"
+    )
+    after = json.loads(runner.invoke(app, ["query", str(photo), "--json"]).stdout)
+    assert after["predicted"]["pred_fineArticleType"] is not None
     assert after["blend"]["tag_weight"] == DEFAULT_BLEND.tag_weight  # the vectors default's
     assert after["blend"]["tuned_candidates"] == 0
     # Asked for by weight, the tuned vector blends and brings its candidates; 0 turns both off.
