@@ -903,7 +903,9 @@ def train_classifier_cmd(
     """Train the tagger (gender_master, subCategory, articleType) and tag every product.
 
     Stratified 80/20 split with a seed; early stopping on 10 % of the training part. Writes
-    pred_<scheme> and pred_<scheme>_conf into each point's payload (filterable).
+    pred_<scheme> and pred_<scheme>_conf into each point's payload (filterable). Then the
+    tuned vectors of a finetune classifier, and the label taggers where they are out of date
+    (the type tagger reads the tuned vectors).
     """
     from classifier.schemes import check_kind
     from classifier.tagger import read_record
@@ -940,6 +942,8 @@ def train_classifier_cmd(
                 on_epoch=on_epoch,
             )
         tuned = _ensure_tuned(store, name, data_dir)
+        # A type tagger that read the old tuned vectors is out of date: trained again now.
+        label_tags = _ensure_label_tags(store, name, spec, data_dir)
     # The tuned vector stage adds the neighbours' vote's test metrics to the saved record.
     record = read_record(report.directory) or report.record
     if as_json:
@@ -947,6 +951,7 @@ def train_classifier_cmd(
         data.pop("test_ids")
         data["tagged"] = report.tagged
         data["tuned"] = tuned
+        data.update(label_tags)
         data["figures"] = [str(f) for f in report.figures]
         data["skipped"] = [{"id": i, "reason": r} for i, r in report.skipped]
         print(json.dumps(data, indent=2))
@@ -993,6 +998,9 @@ def train_classifier_cmd(
     out.print("Figures: " + ", ".join(str(f) for f in report.figures), highlight=False)
     if tuned["action"] != "skipped":
         out.print(_describe_tuned(tuned), highlight=False)
+    for part in label_tags.values():
+        if part["action"] != "up_to_date":
+            out.print(_describe_label_tags(part), highlight=False)
 
 
 @train_app.command("autoencoder")
