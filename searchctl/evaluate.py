@@ -532,6 +532,8 @@ def photo_queries(
                 else:
                     vecs = searcher.embed_batch(stacked[sizes[v]], v)
                 rows[v].append(vecs)
+            if one_pass is None and tagger_size:  # the type tagger may read the tuned vectors
+                one_pass = searcher.tagger.predict_and_embed(stacked[tagger_size])
             if one_pass is not None:  # tags and tuned vectors from one pass, as a query's
                 tags = searcher.photo_tags(*one_pass)
             elif searcher.tagger is not None:

@@ -375,6 +375,18 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
         blend = default_blend(store, "shop")
         mode = SearchMode("blend", searcher.spec.vector_name, blend=blend)
         queries, _ = photo_queries(read_catalog(catalog), searcher, mode.vectors)
+        # Without the tuned vector among those evaluated, the photos still go through the
+        # network once, for their tags and the type tagger's tuned vector.
+        with monkeypatch.context() as m:
+            calls = []
+            embed = Tagger.embed
+            m.setattr(Tagger, "embed", lambda self, px: calls.append(1) or embed(self, px))
+            backbone_only, _ = photo_queries(read_catalog(catalog), searcher, ["mobilenet_v2"])
+        assert calls == []
+        fine = ("pred_fineArticleType", "pred_gender_master")
+        assert [[q[f] for f in fine] for q in backbone_only.labels] == [
+            [q[f] for f in fine] for q in queries.labels
+        ]
         # Each photo's tuned vector is the query path's, and its tags are the vote of that
         # vector's nearest products. (Products of a kind tie here: the query path's vector,
         # equal to 1e-4, may be voted otherwise.)
