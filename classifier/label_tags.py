@@ -49,6 +49,7 @@ MLP_MIN_TRAIN = 3000
 RECIPE = 2
 LEGACY_WEIGHTS_FILE = "colour_tagger.npz"  # where colour taggers saved before kept them
 PAGE = 2000
+TAGGED_ALL = "tagged_all"  # in a tagger's record: every point carries its tags
 
 Inputs = tuple[tuple[str, float], ...]  # (named vector, scale) per part of a tagger's input
 
@@ -292,6 +293,14 @@ def train_label_tagger(
     return tagger
 
 
+def _mark_tagged_all(directory: Path, kind: TaggedLabel, done: bool) -> None:
+    """Record whether every point carries the saved tagger's tags."""
+    path = directory / f"{kind.name}.json"
+    record = json.loads(path.read_text())
+    if record.get(TAGGED_ALL) != done:
+        write_json_atomic(path, {**record, TAGGED_ALL: done})
+
+
 def ensure_label_tags(
     store: VectorStore,
     collection: str,
@@ -333,12 +342,17 @@ def ensure_label_tags(
             }
         if TUNED_VECTOR in tagger.vectors:
             tagger.record["tuned_model"] = tuned_mark
+        tagger.record[TAGGED_ALL] = False  # until every point carries its tags
         tagger.save(directory)
+    # A run killed while it re-tagged left some points with the old tagger's tags.
+    everyone = trained or retag or not tagger.record.get(TAGGED_ALL, True)
+    if everyone:
+        _mark_tagged_all(directory, kind, False)
     field = pred_field(kind.tag)
     todo = [
         p.id
         for p in store.iter_points(collection)
-        if trained or retag or (p.payload or {}).get(field) is None
+        if everyone or (p.payload or {}).get(field) is None
     ]
     if on_plan:
         on_plan(len(todo))
@@ -353,6 +367,8 @@ def ensure_label_tags(
             on_progress(len(todo[start : start + PAGE]))
     if tagged:
         store.optimize(collection)  # payload writes leave points outside the HNSW index
+    if everyone:
+        _mark_tagged_all(directory, kind, True)
     return {
         "action": "trained" if trained else ("tagged" if todo else "up_to_date"),
         "tagged": tagged,

@@ -338,3 +338,26 @@ def test_an_audit_judges_the_types_the_classifier_leaves_out_by_the_type_tagger(
         (1, "Tunics", "Tshirts", 0.0),
         *[(100 + i, "Kurtis", "Kurtas", 0.5) for i in range(5)],
     ]
+
+
+def test_a_run_killed_while_tagging_is_finished_by_the_next_for_every_point(store, tmp_path):
+    data = tmp_path / "data"
+    ensure_colour_tags(store, "c", data, "shape")
+    # An older recipe: the next run trains the tagger again and is killed while tagging, with
+    # every point still carrying the old tagger's tags.
+    old = _colour_tagger(data)
+    old.record.pop("recipe")
+    old.save(label_tagger_dir(data, "c", COLOUR))
+
+    def killed(*_):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(store, "set_payloads", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ensure_colour_tags(store, "c", data, "shape")
+    assert _colour_tagger(data).record["tagged_all"] is False
+    finished = ensure_colour_tags(store, "c", data, "shape")
+    assert finished["action"] == "tagged" and finished["tagged"] == 3 * MIN_PRODUCTS
+    assert _colour_tagger(data).record["tagged_all"] is True
+    assert ensure_colour_tags(store, "c", data, "shape")["action"] == "up_to_date"
