@@ -64,6 +64,11 @@ class TaggedLabel:
     label: str
     name: str
 
+    @property
+    def stage(self) -> str:
+        """Its stage's key in ingest, tag and train reports: colour_tags, type_tags."""
+        return self.name.replace("_tagger", "_tags")
+
 
 COLOUR = TaggedLabel(COLOUR_TAG, "baseColour", "colour_tagger")
 FINE_TYPE = TaggedLabel(FINE_TYPE_TAG, "articleType", "type_tagger")

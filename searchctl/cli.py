@@ -192,6 +192,7 @@ def ingest(
 
     Resumable and idempotent: a re-run stores only what is missing.
     """
+    from classifier.label_tags import LABEL_TAGGERS
     from classifier.schemes import check_kind
     from embedder.autoencoder import VECTOR_NAME, get_config
     from embedder.colour import COLOUR_DIM, COLOUR_VECTOR
@@ -255,7 +256,7 @@ def ingest(
             label_tags = _ensure_label_tags(store, name, spec, data_dir)
     if as_json:
         parts = {"colour": colours, "autoencoder": ae, "classifier": tags, "tuned": tuned}
-        parts.update({key: label_tags.get(key) for key in ("colour_tags", "type_tags")})
+        parts.update({kind.stage: label_tags.get(kind.stage) for kind in LABEL_TAGGERS})
         print(json.dumps({**report.to_json(), **parts}, indent=2))
         return
     _print_ingest_report(report, store)
@@ -313,18 +314,16 @@ def _ensure_label_tags(store, name, spec, data_dir, retag: bool = False) -> dict
     """Each label tagger's stage (classifier.label_tags): report key -> its report."""
     from functools import partial
 
-    from classifier.label_tags import COLOUR, FINE_TYPE, ensure_label_tags
+    from classifier.label_tags import LABEL_TAGGERS, ensure_label_tags
     from searchctl.config import default_data_dir
 
     data = data_dir or default_data_dir()
     reports = {}
-    for key, kind, label in (
-        ("colour_tags", COLOUR, "colour tags"),
-        ("type_tags", FINE_TYPE, "type tags"),
-    ):
+    for kind in LABEL_TAGGERS:
         stage = partial(ensure_label_tags, kind=kind, retag=retag)
-        reports[key] = _run_stage(label, stage, store, name, data, spec.vector_name)
-        reports[key]["label"] = kind.label
+        bar_label = kind.stage.replace("_", " ")
+        reports[kind.stage] = _run_stage(bar_label, stage, store, name, data, spec.vector_name)
+        reports[kind.stage]["label"] = kind.label
     return reports
 
 
@@ -1386,15 +1385,14 @@ def _describe_models(models: dict) -> list[str]:
             f"classifier: {classifier['kind']} ({classifier['created'][:10]}), test accuracy "
             f"{accuracy} ({' / '.join(shown)}, tags by {by})"
         )
-    for key in ("colour_tagger", "type_tagger"):
-        tagger = models.get(key)
-        if tagger:
-            held = tagger["test_accuracy"]
-            lines.append(
-                f"{key.replace('_', ' ')}: {tagger['model']}, {tagger['classes']} "
-                f"{tagger['label']} classes from {' + '.join(tagger['inputs'])}"
-                + (f", test accuracy {held:.3f}" if held is not None else "")
-            )
+    taggers = {key: m for key, m in models.items() if key != "classifier"}  # _models
+    for key, tagger in taggers.items():
+        held = tagger["test_accuracy"]
+        lines.append(
+            f"{key.replace('_', ' ')}: {tagger['model']}, {tagger['classes']} "
+            f"{tagger['label']} classes from {' + '.join(tagger['inputs'])}"
+            + (f", test accuracy {held:.3f}" if held is not None else "")
+        )
     return lines
 
 
