@@ -24,7 +24,7 @@ from embedder.colour import COLOUR_VECTOR
 from ingest.tuned import CURRENT_KEY
 from qdrant import PointData
 from qdrant.edge import EdgeStore
-from searchctl.query import FINE_TYPE_WEIGHT, tag_agreement
+from searchctl.query import COLOUR_TAG_WEIGHT, FINE_TYPE_WEIGHT, tag_agreement
 
 COLOURS = ["Red", "Navy Blue", "White"]
 COLOUR_INPUTS = (("s", 1.0), (COLOUR_VECTOR, 4.0))
@@ -106,12 +106,17 @@ def test_no_colour_tagger_without_colour_vectors_or_enough_labels(tmp_path):
 
 def test_tag_agreement_counts_a_candidates_colour_label_as_sure():
     query = {"pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.6}
-    assert tag_agreement(query, {"baseColour": "Navy Blue"}) == pytest.approx(0.6)
+    weight = COLOUR_TAG_WEIGHT * 0.6
+    assert tag_agreement(query, {"baseColour": "Navy Blue"}) == pytest.approx(weight)
     # The label, not the candidate's own prediction, is what counts.
     hit = {"baseColour": "Black", "pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.9}
     assert tag_agreement(query, hit) == 0.0
     unlabelled = {"pred_baseColour": "Navy Blue", "pred_baseColour_conf": 0.5}
-    assert tag_agreement(query, unlabelled) == pytest.approx(0.3)
+    assert tag_agreement(query, unlabelled) == pytest.approx(weight * 0.5)
+    # Beside a scheme's agreement, at 1.
+    query = {**query, "pred_subCategory": "Topwear", "pred_subCategory_conf": 1.0}
+    hit = {"baseColour": "Navy Blue", "pred_subCategory": "Topwear", "pred_subCategory_conf": 0.5}
+    assert tag_agreement(query, hit) == pytest.approx(weight + 0.5)
 
 
 def test_two_colours_are_learnt_too(tmp_path):
