@@ -195,6 +195,41 @@ def test_help_shows_every_option_text_whole():
     assert checked >= 10
 
 
+def test_query_help_states_the_default_searchs_own_weights():
+    """The re-rank's defaults are written out in `query --help` (the CLI does not import the
+    search to read them); they must follow the code's."""
+    import re
+
+    import typer
+
+    from searchctl.query import (
+        COLOUR_TAG_WEIGHT,
+        DEFAULT_BLEND,
+        FINE_TYPE_WEIGHT,
+        TUNED_BLEND,
+    )
+
+    command = dict(_commands(typer.main.get_command(app)))[("query",)]
+    helps = {p.name: p.help for p in command.params}
+    stated = {
+        "colour_weight": [DEFAULT_BLEND.colour_weight, DEFAULT_BLEND.cut_out.colour_weight],
+        "tag_weight": [
+            DEFAULT_BLEND.tag_weight,
+            TUNED_BLEND.tag_weight,
+            DEFAULT_BLEND.cut_out.tag_weight,
+        ],
+        "tuned_weight": [TUNED_BLEND.tuned_weight, TUNED_BLEND.cut_out.tuned_weight],
+        "candidates": [DEFAULT_BLEND.candidates, TUNED_BLEND.candidates],
+    }
+    for name, values in stated.items():
+        for value in values:  # the number whole: 0.1 is not in "0.11"
+            number = rf"(?<![\d.]){re.escape(str(value))}(?!\d)"
+            assert re.search(number, helps[name]), (name, value)
+    assert f"baseColour counts {COLOUR_TAG_WEIGHT:g}x" in helps["tag_weight"]
+    assert f"{FINE_TYPE_WEIGHT:g}x in place of the classifier's" in helps["tag_weight"]
+    assert f"{TUNED_BLEND.tuned_candidates} nearest products" in helps["tuned_weight"]
+
+
 def test_help_flows_each_paragraph_of_a_docstring():
     """A docstring's lines are wrapped for the source; --help wraps them for the terminal."""
     import typer
