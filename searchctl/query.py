@@ -83,6 +83,7 @@ class Blend:
             "tuned_weight": self.tuned_weight,
             "candidates": self.candidates,
             "tuned_candidates": self.tuned_search,
+            "tag_weights": dict(TAG_WEIGHTS),  # each tag's share of tag_weight (agreement_weights)
             "cut_out": asdict(self.cut_out) if self.cut_out else None,
         }
 
@@ -162,6 +163,13 @@ FINE_TYPE_WEIGHT = 1.8
 # than 0.996-0.998 of studio shots' own product (`searchctl eval`; README, "The colour tag at
 # 1.4x").
 COLOUR_TAG_WEIGHT = 1.4
+# Every tag's weight in the agreement (agreement_weights picks a query's), as eval and
+# query --json report them with the blend.
+TAG_WEIGHTS = {
+    **dict.fromkeys(TAGS, 1.0),
+    COLOUR_TAG: COLOUR_TAG_WEIGHT,
+    FINE_TYPE_TAG: FINE_TYPE_WEIGHT,
+}
 # The payload fields tag_agreement reads: all a candidate brings from the search (the hits
 # kept get their whole payload after the re-rank; 100 whole payloads took 2 ms to transfer).
 TAG_FIELDS = [
@@ -186,12 +194,9 @@ def agreement_weights(query: Mapping) -> dict[str, float]:
     """The tags the agreement counts for a query, with their weights: the classifier's
     schemes, 1 each, the baseColour at COLOUR_TAG_WEIGHT and the articleType over every type
     (FINE_TYPE_WEIGHT) in place of the classifier's where the query has it."""
-    weights = {**dict.fromkeys(TAGS, 1.0), COLOUR_TAG: COLOUR_TAG_WEIGHT}
-    if query.get(pred_field(FINE_TYPE_TAG)) is None:
-        del weights[FINE_TYPE_TAG]
-    else:
-        del weights["articleType"]
-        weights[FINE_TYPE_TAG] = FINE_TYPE_WEIGHT
+    weights = dict(TAG_WEIGHTS)
+    has_fine_type = query.get(pred_field(FINE_TYPE_TAG)) is not None
+    del weights["articleType" if has_fine_type else FINE_TYPE_TAG]
     return weights
 
 

@@ -40,6 +40,7 @@ from searchctl.evaluate import (
 )
 from searchctl.query import (
     DEFAULT_BLEND,
+    TAG_WEIGHTS,
     Blend,
     CutoutWeights,
     Searcher,
@@ -291,6 +292,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
         "tuned_weight": 0.0,
         "candidates": 100,
         "tuned_candidates": 0,
+        "tag_weights": TAG_WEIGHTS,
         # a cut-out photo's weights, with no tags here either
         "cut_out": {
             "colour_weight": DEFAULT_BLEND.cut_out.colour_weight,
