@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from _common import DATASET
 
+from classifier.tuned import tuned_current
 from ingest.catalog import read_catalog
-from ingest.tuned import tuned_current
 from qdrant.edge import EdgeStore
 from searchctl.query import Searcher, default_blend, default_vector
 

@@ -28,9 +28,9 @@ import numpy as np
 
 from classifier.schemes import COLOUR_TAG, FINE_TYPE_TAG, TUNED_VECTOR, conf_field, pred_field
 from classifier.split import stratified_split
-from classifier.tagger import models_dir, read_record, tagger_dir
+from classifier.tagger import read_record, tagger_dir
 from embedder.colour import COLOUR_VECTOR
-from embedder.files import drop_other_models, save_file_fresh, write_json_atomic
+from embedder.files import drop_other_models, models_dir, save_file_fresh, write_json_atomic
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 
 MIN_PRODUCTS = 20  # rarer classes are not predicted (their products are not trained on)
@@ -321,7 +321,7 @@ def ensure_label_tags(
     backbone; tuned vectors made by another model), or of an older RECIPE, and tag every
     point; else tag the points without its predicted tag (every point if `retag`). Skipped,
     with the reason, without the vectors or the labels to learn from."""
-    from ingest.tuned import CURRENT_KEY
+    from classifier.tuned import CURRENT_KEY
 
     t0 = time.perf_counter()
     tuned_mark = store.get_metadata(collection).get(CURRENT_KEY)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier.schemes import SchemeClasses
-from embedder.files import drop_other_models, save_model_file, write_json_atomic
+from embedder.files import drop_other_models, models_dir, save_model_file, write_json_atomic
 from qdrant.base import unit_rows
 
 RECORD_FILE = "classifier.json"
@@ -23,10 +23,6 @@ RECORD_FILE = "classifier.json"
 
 class ClassifierMissing(Exception):
     """No tagger has been trained for the collection."""
-
-
-def models_dir(data_dir: Path, collection: str) -> Path:
-    return Path(data_dir).expanduser() / "models" / collection
 
 
 def tagger_dir(data_dir: Path, collection: str) -> Path:

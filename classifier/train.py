@@ -34,10 +34,11 @@ from classifier.tagger import (
     save_tagger,
     tagger_dir,
 )
+from classifier.tuned import tuned_current
+from embedder.collection import NO_IMAGE, catalog_root, collection_cutout
 from embedder.files import write_json_atomic
 from embedder.images import load_images
 from embedder.spec import EmbedderSpec
-from ingest.stored import NO_IMAGE, catalog_root, collection_cutout
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 
 DEFAULT_KIND = "vectors"
@@ -354,8 +355,6 @@ def tag_collection(
     """Predict tags with the saved classifier for the given points (default: all) and store
     them. All points of a finetune collection whose tuned vectors are this model's are
     voted by their neighbours straight away: the network's tags would only be replaced."""
-    from ingest.tuned import tuned_current  # ingest.tuned imports this module
-
     t0 = time.perf_counter()
     directory = tagger_dir(data_dir, collection)
     record = read_record(directory)

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.files import drop_other_models, save_model_file, write_json_atomic
+from embedder.files import drop_other_models, models_dir, save_model_file, write_json_atomic
 from embedder.spec import sha256_file
+from qdrant.base import StoreError, VectorStore
 
 VECTOR_NAME = "autoencoder"
+RECORD_KEY = "autoencoder"  # in the collection metadata: the model of its vectors
 RECORD_FILE = "autoencoder.json"
 CHECKPOINT_FILE = "checkpoint.keras"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -368,3 +370,29 @@ class AutoencoderEmbedder:
         if self.config.colour_space == "opponent":
             out = out @ np.linalg.inv(np.asarray(OPPONENT)).T
         return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+class AutoencoderNotReady(StoreError):
+    """The collection's autoencoder vectors cannot be searched (missing or mixed)."""
+
+
+def autoencoder_dir(data_dir: Path, collection: str) -> Path:
+    return models_dir(data_dir, collection) / "autoencoder"
+
+
+def check_searchable(store: VectorStore, collection: str, data_dir: Path) -> AutoencoderRecord:
+    """The model that made the collection's autoencoder vectors; refuses mixed or missing."""
+    state = store.get_metadata(collection).get(RECORD_KEY)
+    record = read_record(autoencoder_dir(data_dir, collection))
+    if state is None or record is None:
+        raise AutoencoderNotReady(
+            f"collection {collection!r} has no autoencoder vectors yet: run "
+            "`searchctl train autoencoder`"
+        )
+    if state["model_id"] != record.model_id or not state.get("complete"):
+        raise AutoencoderNotReady(
+            f"the autoencoder vectors of {collection!r} are not all from the current model "
+            "(a retrain, an interrupted re-embed, or images that can no longer be read): run "
+            "`searchctl train autoencoder` to finish re-embedding; it lists unreadable images"
+        )
+    return record

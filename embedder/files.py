@@ -44,3 +44,8 @@ def drop_other_models(directory: Path, prefix: str, keep: str, suffix: str = ".k
     for old in Path(directory).glob(f"{prefix}-*{suffix}"):
         if old.name != keep:
             old.unlink(missing_ok=True)
+
+
+def models_dir(data_dir: Path, collection: str) -> Path:
+    """Where a collection's trained models live under the data dir."""
+    return Path(data_dir).expanduser() / "models" / collection

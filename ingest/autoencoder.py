@@ -18,30 +18,21 @@ import numpy as np
 
 from embedder.autoencoder import (
     DEFAULT_ARCH,
+    RECORD_KEY,
     VECTOR_NAME,
     AutoencoderConfig,
     AutoencoderRecord,
+    autoencoder_dir,
     get_config,
     read_record,
 )
+from embedder.collection import catalog_root, collection_cutout, collection_images, write_vectors
 from embedder.images import load_images
-from ingest.stored import catalog_root, collection_cutout, collection_images, write_vectors
-from qdrant.base import StoreError, VectorStore
+from qdrant.base import VectorStore
 
-RECORD_KEY = "autoencoder"  # in the collection metadata
 MODEL_FIELD = "ae_model"  # in each point's payload
 MIN_TRAIN_IMAGES = 20
 DEFAULT_EPOCHS = 8  # the 15-minute budget on 44k images and a 2-core CPU (README)
-
-
-class AutoencoderNotReady(StoreError):
-    """The collection's autoencoder vectors cannot be searched (missing or mixed)."""
-
-
-def autoencoder_dir(data_dir: Path, collection: str) -> Path:
-    from classifier.tagger import models_dir
-
-    return models_dir(data_dir, collection) / "autoencoder"
 
 
 def short_id(model_id: str) -> str:
@@ -226,30 +217,12 @@ def ensure_autoencoder(
     return {**summary, **embedded}
 
 
-def check_searchable(store: VectorStore, collection: str, data_dir: Path) -> AutoencoderRecord:
-    """The model that made the collection's autoencoder vectors; refuses mixed or missing."""
-    state = store.get_metadata(collection).get(RECORD_KEY)
-    record = read_record(autoencoder_dir(data_dir, collection))
-    if state is None or record is None:
-        raise AutoencoderNotReady(
-            f"collection {collection!r} has no autoencoder vectors yet: run "
-            "`searchctl train autoencoder`"
-        )
-    if state["model_id"] != record.model_id or not state.get("complete"):
-        raise AutoencoderNotReady(
-            f"the autoencoder vectors of {collection!r} are not all from the current model "
-            "(a retrain, an interrupted re-embed, or images that can no longer be read): run "
-            "`searchctl train autoencoder` to finish re-embedding; it lists unreadable images"
-        )
-    return record
-
-
 def reconstruction_sheet(
     store: VectorStore, collection: str, data_dir: Path, path: Path, n: int = 8, seed: int = 0
 ) -> Path:
     """Contact sheet: n seeded random catalog photos above, their reconstructions below."""
     from embedder.autoencoder import AutoencoderEmbedder
-    from searchctl.contact_sheet import Tile, write_contact_sheet
+    from embedder.contact_sheet import Tile, write_contact_sheet
 
     model = AutoencoderEmbedder(autoencoder_dir(data_dir, collection))
     all_ids = sorted(store.ids(collection))

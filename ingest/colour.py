@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from embedder.collection import collection_cutout, collection_images, write_vectors
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
 from embedder.images import load_images
-from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
 
 VERSION_FIELD = "colour_v"  # in each point's payload

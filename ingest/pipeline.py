@@ -19,20 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
+from embedder.collection import (
+    CATALOG_KEY,
+    CUTOUT_KEY,
+    EMBEDDER_KEY,
+    EmbedderMismatch,
+    check_embedder,
+    collection_cutout,
+)
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, Catalog, Product
-from ingest.stored import CATALOG_KEY, CUTOUT_KEY, collection_cutout
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, PointData, VectorStore
 
-RECORD_KEY = "embedder"
 PREFETCH_BATCHES = 3
 WRITE_QUEUE_BATCHES = 2
 PAYLOAD_INDEXES = {**{f: KEYWORD_INDEX for f in LABEL_FIELDS}, "year": INTEGER_INDEX}
-
-
-class EmbedderMismatch(Exception):
-    """The collection was built with another embedder than the one asked for."""
 
 
 @dataclass
@@ -67,32 +69,6 @@ class IngestReport:
         return data
 
 
-def collection_record(store: VectorStore, collection: str) -> EmbedderSpec | None:
-    """The embedder a collection was built with, or None if it has no record."""
-    record = store.get_metadata(collection).get(RECORD_KEY)
-    return EmbedderSpec.from_record(record) if record else None
-
-
-def check_embedder(store: VectorStore, collection: str, spec: EmbedderSpec) -> None:
-    """Refuse to mix vectors of different embedders in one collection."""
-    recorded = collection_record(store, collection)
-    if recorded is None:
-        return
-    have, want = recorded.identity(), spec.identity()
-    if have != want:
-        diff = [
-            f"  {k}: collection has {have[k]!r}, this run has {v!r}"
-            for k, v in want.items()
-            if have[k] != v
-        ]
-        raise EmbedderMismatch(
-            f"collection {collection!r} was built with another embedder:\n"
-            + "\n".join(diff)
-            + "\nUse the same --backbone/--weights/--input-size/--preprocess as the collection, "
-            "or ingest into another --collection."
-        )
-
-
 def create_collection(
     store: VectorStore,
     collection: str,
@@ -108,7 +84,7 @@ def create_collection(
         collection,
         {spec.vector_name: spec.dim, **(extra_vectors or {})},
         {
-            RECORD_KEY: spec.to_record(),
+            EMBEDDER_KEY: spec.to_record(),
             CATALOG_KEY: str(catalog_root.resolve()),
             CUTOUT_KEY: cutout,
         },

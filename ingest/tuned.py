@@ -19,38 +19,12 @@ from pathlib import Path
 
 from classifier.neighbours import VOTED_FIELD
 from classifier.schemes import TUNED_VECTOR
-from classifier.tagger import CATALOG_ZOOM, Tagger, read_record, tagger_dir
+from classifier.tagger import Tagger, read_record, tagger_dir
 from classifier.train import tag_by_neighbours, vote_pending
+from classifier.tuned import MODEL_FIELD, mark_tuned, tuned_mark
+from embedder.collection import collection_cutout, collection_images, write_vectors
 from embedder.images import load_images
-from ingest.stored import collection_cutout, collection_images, write_vectors
 from qdrant.base import VectorStore
-
-MODEL_FIELD = "tuned_model"  # in each point's payload
-# In the collection's metadata: the mark (tuned_mark) of every point's tuned vector, or None
-# while some are missing or the classifier there is not the one that made them (stale).
-CURRENT_KEY = "tuned_model"
-# How a photo becomes its stored vector; a store made another way is re-embedded.
-RECIPE = f"mean of photo, zoom {CATALOG_ZOOM} and mirrors"
-
-
-def tuned_mark(model_file: str) -> str:
-    """What a tuned vector made by `model_file` with today's RECIPE is marked with."""
-    return f"{model_file}+{RECIPE}"
-
-
-def tuned_current(store: VectorStore, collection: str, model_file: str | None = None) -> bool:
-    """Every point's tuned vector comes from the collection's classifier (the default search
-    blends them only then), and, if given, from `model_file` with today's recipe (a store
-    made by an older searchctl is not, until `ingest`, `tag` or `train` re-embeds it)."""
-    made_by = store.get_metadata(collection).get(CURRENT_KEY)
-    return bool(made_by) and (model_file is None or made_by == tuned_mark(model_file))
-
-
-def _mark(store: VectorStore, collection: str, mark: str | None) -> None:
-    metadata = store.get_metadata(collection)
-    if metadata.get(CURRENT_KEY) != mark:
-        metadata[CURRENT_KEY] = mark
-        store.set_metadata(collection, metadata)
 
 
 def ensure_tuned(
@@ -70,7 +44,7 @@ def ensure_tuned(
     record = read_record(directory)
     if record is None or record.kind != "finetune":
         if TUNED_VECTOR in store.vector_sizes(collection):
-            _mark(store, collection, None)  # made by a classifier that is gone: stale
+            mark_tuned(store, collection, None)  # made by a classifier that is gone: stale
         kind = record.kind if record else "no"
         return {"action": "skipped", "reason": f"{kind} classifier: only finetune has one"}
     current = tuned_mark(record.model_file)
@@ -80,13 +54,13 @@ def ensure_tuned(
     if on_plan:
         on_plan(len(todo))
     if not todo:
-        _mark(store, collection, current)
+        mark_tuned(store, collection, current)
         unvoted = any(p.get(VOTED_FIELD) != record.model_file for p in payloads.values())
         voted = 0
         if unvoted or not record.neighbour_metrics or vote_pending(store, collection):
             voted = tag_by_neighbours(store, collection, directory, record, everyone=False)
         return {"action": "up_to_date", "embedded": 0, "voted": voted}
-    _mark(store, collection, None)  # until every point is done
+    mark_tuned(store, collection, None)  # until every point is done
     tagger = Tagger(directory)
     height, width, _ = record.input_shape
     cutout = collection_cutout(store, collection)
@@ -104,7 +78,7 @@ def ensure_tuned(
     store.optimize(collection)
     voted = 0
     if not bad:
-        _mark(store, collection, current)
+        mark_tuned(store, collection, current)
         voted = tag_by_neighbours(store, collection, directory, record, everyone=True)
     return {
         "action": "embedded",

@@ -75,10 +75,10 @@ WeightsOpt = Annotated[
 def user_errors():
     """Known problems become one clear message and exit code 2, not a traceback."""
     from classifier.tagger import ClassifierMissing
+    from embedder.collection import EmbedderMismatch
     from embedder.images import BadImage
     from embedder.spec import WeightsUnavailable
     from ingest.catalog import CatalogError
-    from ingest.pipeline import EmbedderMismatch
     from qdrant import StoreError
 
     try:
@@ -640,7 +640,7 @@ def _print_hits(result) -> None:
 
 
 def _write_query_sheet(result, image, catalog_root, path) -> None:
-    from searchctl.contact_sheet import Tile, write_contact_sheet
+    from embedder.contact_sheet import Tile, write_contact_sheet
 
     def image_of(payload: dict | None) -> Path | None:
         rel = (payload or {}).get("image")
@@ -1280,7 +1280,7 @@ def _finding_score(f) -> str:
 
 
 def _write_audit_sheet(findings, catalog_root, path) -> None:
-    from searchctl.contact_sheet import Tile, write_contact_sheet
+    from embedder.contact_sheet import Tile, write_contact_sheet
 
     tiles = [
         Tile(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from searchctl.contact_sheet import Tile, write_contact_sheet
+from embedder.contact_sheet import Tile, write_contact_sheet
 from searchctl.evaluate import EVAL_FIELDS, MACRO_FIELD, EvalReport, ModeResult
 
 SHEET_QUERIES = 8

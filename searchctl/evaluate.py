@@ -181,7 +181,7 @@ def photo_modes(
     """The modes that photo queries can run, and the names of those left out: the tuned
     vectors of a collection whose classifier did not make them all (retrained as another
     kind, or their stage unfinished) cannot be matched by a photo's."""
-    from ingest.tuned import tuned_current
+    from classifier.tuned import tuned_current
 
     if tuned_current(store, collection):
         return modes, []

@@ -23,11 +23,11 @@ from classifier.schemes import (
     tag_label,
     tag_payload,
 )
+from embedder.collection import collection_record
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import fit_image, prepare_photo, was_cut_out
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
-from ingest.pipeline import collection_record
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
 
 INTEGER_FIELDS = ("id", "year")
@@ -236,7 +236,7 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     not the vector searched and they are current (ingest.tuned), and then TUNED_BLEND's
     weights; None when none of them. A cut-out photo's own weights are the backbone's alone
     (measured on its search only)."""
-    from ingest.tuned import tuned_current
+    from classifier.tuned import tuned_current
 
     backbone = default_vector(store, collection)
     vector = vector or backbone
@@ -476,7 +476,7 @@ class Searcher:
 
             self.tagger = Tagger(tagger_dir(self.data_dir, collection))
             check_tagger(self.tagger.record, self.spec, collection)
-            from ingest.tuned import CURRENT_KEY
+            from classifier.tuned import CURRENT_KEY
 
             mark = store.get_metadata(collection).get(CURRENT_KEY)
             self.label_taggers = load_label_taggers(self.data_dir, collection, mark, current=True)
@@ -510,8 +510,7 @@ class Searcher:
     @property
     def autoencoder(self):
         if self._autoencoder is None:
-            from embedder.autoencoder import AutoencoderEmbedder
-            from ingest.autoencoder import autoencoder_dir, check_searchable
+            from embedder.autoencoder import AutoencoderEmbedder, autoencoder_dir, check_searchable
 
             check_searchable(self.store, self.collection, self.data_dir)
             self._autoencoder = AutoencoderEmbedder(autoencoder_dir(self.data_dir, self.collection))
@@ -601,7 +600,7 @@ class Searcher:
         classifier whose tuned vectors are all made (as the collection's own tags are,
         classifier.neighbours)."""
         if self._voting is None:
-            from ingest.tuned import tuned_current
+            from classifier.tuned import tuned_current
 
             self._voting = self.tags_from_photo and tuned_current(
                 self.store, self.collection, self.tagger.record.model_file

@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 from embedder.autoencoder import (
     ARCHS,
     CHECKPOINT_FILE,
+    RECORD_KEY,
     AutoencoderEmbedder,
+    autoencoder_dir,
     build,
     encoder_parts,
     read_record,
     train,
 )
-from ingest.autoencoder import RECORD_KEY, autoencoder_dir
 from qdrant.edge import EdgeStore
 from searchctl.cli import app
 

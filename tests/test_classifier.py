@@ -436,7 +436,7 @@ def test_ingest_trains_then_tags_new_products(tmp_path, tiny_weights, monkeypatc
     # mean of the features of its photo, its centre enlarged and their mirror images. (This
     # tiny network's features hardly depend on the photo: a stand-in that tells left from
     # right computes them.)
-    from ingest.tuned import CURRENT_KEY, MODEL_FIELD, tuned_current
+    from classifier.tuned import CURRENT_KEY, MODEL_FIELD, tuned_current
 
     old_mark = {pid: {MODEL_FIELD: record.model_file} for pid in range(1, N + 1)}
     with EdgeStore(tmp_path / "data") as store:

@@ -282,8 +282,8 @@ def test_unreachable_server_is_a_clear_error(data_dir):
 
 
 def test_id_query_sheet_shows_the_product_even_when_filtered_out(ingested, tmp_path):
+    from embedder.contact_sheet import PAD, TILE_H, TILE_W
     from embedder.images import letterbox, open_image
-    from searchctl.contact_sheet import PAD, TILE_H, TILE_W
 
     sheet = tmp_path / "sheet.png"
     # Product 12 is a Men's shirt (12 % 4 == 0): a Women-only filter leaves it out of the hits.

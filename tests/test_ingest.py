@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATASET, SHARED_MOBILENET, needs_shared
 
+from embedder.collection import EmbedderMismatch
 from embedder.spec import make_spec
 from ingest.catalog import read_catalog
-from ingest.pipeline import EmbedderMismatch, ingest_catalog
+from ingest.pipeline import ingest_catalog
 from qdrant.edge import EdgeStore
 
 

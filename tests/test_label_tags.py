@@ -20,8 +20,8 @@ from classifier.label_tags import (
 )
 from classifier.schemes import TUNED_VECTOR, SchemeClasses
 from classifier.tagger import TaggerRecord
+from classifier.tuned import CURRENT_KEY
 from embedder.colour import COLOUR_VECTOR
-from ingest.tuned import CURRENT_KEY
 from qdrant import PointData
 from qdrant.edge import EdgeStore
 from searchctl.query import COLOUR_TAG_WEIGHT, FINE_TYPE_WEIGHT, tag_agreement

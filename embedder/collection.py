@@ -1,6 +1,7 @@
-"""What a collection records about its catalog photos: where they are and how they are
-prepared. Every stage that reads the photos of stored products (colour, autoencoder,
-classifier) goes through here, so all of a collection's vectors see the same pixels.
+"""What a collection records beside its points: the embedder that made its vectors, the
+catalog its photos come from and how they are prepared. Every stage that reads the photos of
+stored products (colour, autoencoder, classifier) goes through here, so all of a collection's
+vectors see the same pixels, and the search reads the same record as the ingest wrote.
 """
 
 from __future__ import annotations
@@ -10,11 +11,43 @@ from pathlib import Path
 
 import numpy as np
 
+from embedder.spec import EmbedderSpec
 from qdrant.base import StoreError, VectorStore
 
+EMBEDDER_KEY = "embedder"  # collection metadata: the embedder record (EmbedderSpec)
 CATALOG_KEY = "catalog"  # collection metadata: the catalog directory
 CUTOUT_KEY = "cutout"  # collection metadata: catalog photos made studio shots before embedding
 NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
+
+
+class EmbedderMismatch(Exception):
+    """The collection was built with another embedder than the one asked for."""
+
+
+def collection_record(store: VectorStore, collection: str) -> EmbedderSpec | None:
+    """The embedder a collection was built with, or None if it has no record."""
+    record = store.get_metadata(collection).get(EMBEDDER_KEY)
+    return EmbedderSpec.from_record(record) if record else None
+
+
+def check_embedder(store: VectorStore, collection: str, spec: EmbedderSpec) -> None:
+    """Refuse to mix vectors of different embedders in one collection."""
+    recorded = collection_record(store, collection)
+    if recorded is None:
+        return
+    have, want = recorded.identity(), spec.identity()
+    if have != want:
+        diff = [
+            f"  {k}: collection has {have[k]!r}, this run has {v!r}"
+            for k, v in want.items()
+            if have[k] != v
+        ]
+        raise EmbedderMismatch(
+            f"collection {collection!r} was built with another embedder:\n"
+            + "\n".join(diff)
+            + "\nUse the same --backbone/--weights/--input-size/--preprocess as the collection, "
+            "or ingest into another --collection."
+        )
 
 
 def catalog_root(store: VectorStore, collection: str) -> Path:
