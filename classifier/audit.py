@@ -188,3 +188,36 @@ def write_csv(findings: Sequence[Finding], path: Path | None, stream=None) -> No
         return
     with open(path, "w", newline="") as fh:
         write_csv(findings, None, fh)
+
+
+def audit(
+    store: VectorStore,
+    collection: str,
+    data_dir: Path,
+    min_confidence: float = 0.9,
+    schemes: Sequence[str] | None = None,
+) -> list[Finding]:
+    """`searchctl audit`: the findings of the schemes asked for (default: the classifier's and
+    the colour tagger's), each checked to have its predictor here."""
+    from classifier.label_tags import COLOUR, LABEL_TAGGERS, load_label_taggers
+    from classifier.schemes import TAGS
+    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+
+    unknown = [s for s in schemes or [] if s not in TAGS]
+    if unknown:
+        raise ValueError(f"unknown scheme {unknown[0]!r} (schemes: {', '.join(TAGS)})")
+    record = read_record(tagger_dir(data_dir, collection))
+    if record is None:
+        raise ClassifierMissing(
+            f"no classifier for collection {collection!r}: run `searchctl train classifier` first"
+        )
+    taggers = load_label_taggers(data_dir, collection)
+    for kind in LABEL_TAGGERS:
+        if kind.tag in (schemes or []) and kind.tag not in taggers:
+            needs = " (it needs colour vectors)" if kind == COLOUR else ""
+            raise ValueError(
+                f"no {kind.name.replace('_', ' ')} for collection {collection!r}: "
+                f"`searchctl tag` trains one{needs}"
+            )
+    schemes = schemes or [*SCHEMES, *(tag for tag in taggers if tag != FINE_TYPE_TAG)]
+    return audit_collection(store, collection, record, min_confidence, schemes, taggers)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,11 @@ import numpy as np
 from classifier.schemes import COLOUR_TAG, FINE_TYPE_TAG, TUNED_VECTOR, conf_field, pred_field
 from classifier.split import stratified_split
 from classifier.tagger import read_record, tagger_dir
+from classifier.tuned import CURRENT_KEY
 from embedder.colour import COLOUR_VECTOR
 from embedder.files import drop_other_models, models_dir, save_file_fresh, write_json_atomic
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
+from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport, skipped
 
 MIN_PRODUCTS = 20  # rarer classes are not predicted (their products are not trained on)
 # The colour histogram's weight beside the unit backbone vector. On the shared catalog's
@@ -314,20 +316,18 @@ def ensure_label_tags(
     kind: TaggedLabel,
     *,
     retag: bool = False,
-    on_plan: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict:
+    progress: Progress = NO_PROGRESS,
+) -> StageReport:
     """Train the `kind` tagger if the collection has none, or one of other inputs (another
     backbone; tuned vectors made by another model), or of an older RECIPE, and tag every
     point; else tag the points without its predicted tag (every point if `retag`). Skipped,
     with the reason, without the vectors or the labels to learn from."""
-    from classifier.tuned import CURRENT_KEY
-
     t0 = time.perf_counter()
+    what = f"No predicted {kind.label} over all its classes"
     tuned_mark = store.get_metadata(collection).get(CURRENT_KEY)
     inputs = tagger_inputs(kind, store.vector_sizes(collection), backbone, bool(tuned_mark))
     if inputs is None:
-        return {"action": "skipped", "reason": "no colour vectors (ingest without --no-colour)"}
+        return skipped(kind.stage, "no colour vectors (ingest without --no-colour)", what)
     directory = label_tagger_dir(data_dir, collection, kind)
     tagger = LabelTagger.load(directory, kind)
     trained = (
@@ -341,10 +341,8 @@ def ensure_label_tags(
         test_ids = classifier.test_ids if classifier else None
         tagger = train_label_tagger(store, collection, kind, inputs, test_ids)
         if tagger is None:
-            return {
-                "action": "skipped",
-                "reason": f"fewer than two {kind.label} labels with {MIN_PRODUCTS} products",
-            }
+            reason = f"fewer than two {kind.label} labels with {MIN_PRODUCTS} products"
+            return skipped(kind.stage, reason, what)
         if TUNED_VECTOR in tagger.vectors:
             tagger.record["tuned_model"] = tuned_mark
         tagger.record[TAGGED_ALL] = False  # until every point carries its tags
@@ -359,8 +357,7 @@ def ensure_label_tags(
         for p in store.iter_points(collection)
         if everyone or (p.payload or {}).get(field) is None
     ]
-    if on_plan:
-        on_plan(len(todo))
+    progress.phase(kind.stage.replace("_", " "), len(todo))
     store.create_index(collection, field, KEYWORD_INDEX)
     tagged = 0
     for start in range(0, len(todo), PAGE):
@@ -368,15 +365,20 @@ def ensure_label_tags(
         if ids:
             store.set_payloads(collection, dict(zip(ids, tagger.tags(vectors))))
             tagged += len(ids)
-        if on_progress:
-            on_progress(len(todo[start : start + PAGE]))
+        progress.advance(len(todo[start : start + PAGE]))
     if tagged:
         store.optimize(collection)  # payload writes leave points outside the HNSW index
     if everyone:
         _mark_tagged_all(directory, kind, True)
-    return {
-        "action": "trained" if trained else ("tagged" if todo else "up_to_date"),
-        "tagged": tagged,
-        "test_accuracy": tagger.record.get("test_accuracy"),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    accuracy = tagger.record.get("test_accuracy")
+    details = {"tagged": tagged, "test_accuracy": accuracy}
+    details["seconds"] = round(time.perf_counter() - t0, 1)
+    if trained:
+        held = f" (tagger trained: test accuracy {accuracy:.3f})" if accuracy is not None else ""
+        summary = f"Predicted {kind.label} of {tagged:,} products{held}."
+        return StageReport(kind.stage, Action.TRAINED, summary, details)
+    if todo:
+        summary = f"Predicted {kind.label} of {tagged:,} products."
+        return StageReport(kind.stage, Action.TAGGED, summary, details)
+    summary = f"Every product has its predicted {kind.label} over all its classes."
+    return StageReport(kind.stage, Action.UP_TO_DATE, summary, details)

@@ -7,7 +7,7 @@ test metrics -> saved tagger -> pred_* payload fields (keyword-indexed for filte
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,14 @@ from embedder.files import write_json_atomic
 from embedder.images import load_images
 from embedder.spec import EmbedderSpec
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
+from searchctl.reporting import (
+    NO_PROGRESS,
+    Action,
+    Progress,
+    StageReport,
+    TooLittleData,
+    skipped,
+)
 
 DEFAULT_KIND = "vectors"
 # finetune: 12 epochs of a cosine-decayed rate, about 6.6-6.9 minutes each for 44k photos here.
@@ -80,7 +88,7 @@ def photo_features(
     collection: str,
     ids: list[int],
     payloads: list[dict],
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Features:
     """The products' photos as the `finetune` network reads them (uint8, PHOTO_SIZE), cut out
     if the collection cuts out its photos."""
@@ -89,7 +97,7 @@ def photo_features(
     root = catalog_root(store, collection)
     paths = [root / p["image"] if p.get("image") else NO_IMAGE for p in payloads]
     cutout = collection_cutout(store, collection)
-    pixels, good, bad = load_images(paths, *PHOTO_SIZE, cutout=cutout, on_progress=on_progress)
+    pixels, good, bad = load_images(paths, *PHOTO_SIZE, cutout=cutout, progress=progress)
     return Features(
         [ids[i] for i in good], [payloads[i] for i in good], pixels, [(ids[i], r) for i, r in bad]
     )
@@ -101,16 +109,16 @@ def collection_features(
     spec: EmbedderSpec,
     kind: str,
     ids: Sequence[int] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Features:
     """What a tagger of `kind` reads: the stored vectors, or the photos."""
+    progress.phase("classifier features", len(ids) if ids is not None else store.count(collection))
     if kind == "vectors":
         got_ids, payloads, matrix = collection_payloads(store, collection, ids, spec.vector_name)
-        if on_progress:
-            on_progress(len(got_ids))
+        progress.advance(len(got_ids))
         return Features(got_ids, payloads, matrix)
     got_ids, payloads, _ = collection_payloads(store, collection, ids)
-    return photo_features(store, collection, got_ids, payloads, on_progress)
+    return photo_features(store, collection, got_ids, payloads, progress)
 
 
 @dataclass
@@ -133,9 +141,7 @@ def train_classifier(
     seed: int = 0,
     min_class_size: int = DEFAULT_MIN_CLASS_SIZE,
     figures_dir: Path | None = None,
-    on_features: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> TrainReport:
     """Train on a stratified 80 % (early stopping on 10 % of it), measure on the other 20 %,
     save, and tag every product of the collection. `epochs`: at most this many
@@ -151,15 +157,12 @@ def train_classifier(
     check_kind(kind)
     epochs = epochs or DEFAULT_EPOCHS[kind]
     t0 = time.perf_counter()
-    n = store.count(collection)
-    if on_features:
-        on_features(n)
-    feats = collection_features(store, collection, spec, kind, on_progress=on_progress)
+    feats = collection_features(store, collection, spec, kind, progress=progress)
     t_features = time.perf_counter() - t0
     schemes = [SchemeClasses.from_payloads(s, feats.payloads, min_class_size) for s in SCHEMES]
     empty = [sc.scheme for sc in schemes if len(sc.classes) < 2]
     if empty:
-        raise ValueError(
+        raise TooLittleData(
             f"too few products to train {', '.join(empty)}: a scheme needs two classes of at "
             f"least {min_class_size} products (--min-class-size); the collection has "
             f"{len(feats.ids)} products"
@@ -179,8 +182,11 @@ def train_classifier(
 
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if on_epoch:
-                on_epoch(epoch + 1, dict(logs or {}))
+            logs = logs or {}
+            progress.note(
+                f"classifier epoch {epoch + 1}: loss {logs.get('loss', 0):.4f}, "
+                f"val_loss {logs.get('val_loss', 0):.4f}"
+            )
 
     def rows(idx):
         return feats.matrix[idx], {s: y[idx] for s, y in targets.items()}
@@ -349,8 +355,7 @@ def tag_collection(
     spec: EmbedderSpec,
     data_dir: Path,
     ids: Sequence[int] | None = None,
-    on_features: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> TagReport:
     """Predict tags with the saved classifier for the given points (default: all) and store
     them. All points of a finetune collection whose tuned vectors are this model's are
@@ -361,17 +366,13 @@ def tag_collection(
     voting = record is not None and record.kind == "finetune"
     if ids is None and voting and tuned_current(store, collection, record.model_file):
         check_tagger(record, spec, collection)
-        if on_features:
-            on_features(store.count(collection))
+        progress.phase("classifier vote", store.count(collection))
         tagged = tag_by_neighbours(store, collection, directory, record, everyone=True)
-        if on_progress:
-            on_progress(tagged)
+        progress.advance(tagged)
         return TagReport(tagged, [], time.perf_counter() - t0)
     tagger = Tagger(directory)
     check_tagger(tagger.record, spec, collection)
-    if on_features:
-        on_features(len(ids) if ids is not None else store.count(collection))
-    feats = collection_features(store, collection, spec, tagger.record.kind, ids, on_progress)
+    feats = collection_features(store, collection, spec, tagger.record.kind, ids, progress)
     probs = tagger.predict(feats.matrix) if feats.ids else []
     mark = _network_mark(tagger.record.kind)
     tagged = (
@@ -397,6 +398,9 @@ def untagged_ids(store: VectorStore, collection: str) -> list[int]:
     return [i for i, p in zip(ids, payloads) if p.get(field_name) is None]
 
 
+STAGE = "classifier"
+
+
 def ensure_tags(
     store: VectorStore,
     collection: str,
@@ -404,10 +408,8 @@ def ensure_tags(
     data_dir: Path,
     kind: str = DEFAULT_KIND,
     min_class_size: int = DEFAULT_MIN_CLASS_SIZE,
-    on_features: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    on_epoch: Callable[[int, dict], None] | None = None,
-) -> dict:
+    progress: Progress = NO_PROGRESS,
+) -> StageReport:
     """After an ingest: train the classifier if there is none (and tag everything), else tag
     the points that have no tags yet. Too small a catalog to train on is not an error."""
     if not has_classifier(data_dir, collection):
@@ -419,22 +421,19 @@ def ensure_tags(
                 data_dir,
                 kind=kind,
                 min_class_size=min_class_size,
-                on_features=on_features,
-                on_progress=on_progress,
-                on_epoch=on_epoch,
+                progress=progress,
             )
-        except ValueError as exc:
-            if "too few products" not in str(exc):
-                raise
-            return {"action": "skipped", "tagged": 0, "reason": str(exc)}
-        return {
-            "action": "trained",
-            "tagged": report.tagged,
-            "accuracy": {s: m["accuracy"] for s, m in report.record.metrics.items()},
-            "seconds": report.record.seconds,
-        }
+        except TooLittleData as exc:
+            return skipped(STAGE, str(exc), "Classifier not trained", tagged=0)
+        accuracy = {s: m["accuracy"] for s, m in report.record.metrics.items()}
+        shown = ", ".join(f"{s} {a:.3f}" for s, a in accuracy.items())
+        summary = f"Classifier trained (test accuracy {shown}); tagged {report.tagged:,} products."
+        details = {"tagged": report.tagged, "accuracy": accuracy, "seconds": report.record.seconds}
+        return StageReport(STAGE, Action.TRAINED, summary, details, report.skipped)
     todo = untagged_ids(store, collection)
     if not todo:
-        return {"action": "up_to_date", "tagged": 0}
-    report = tag_collection(store, collection, spec, data_dir, todo, on_features, on_progress)
-    return {"action": "tagged", "tagged": report.tagged, "seconds": round(report.seconds, 1)}
+        return StageReport(STAGE, Action.UP_TO_DATE, "Every product is tagged.", {"tagged": 0})
+    report = tag_collection(store, collection, spec, data_dir, todo, progress)
+    summary = f"Tagged {report.tagged:,} new products with the classifier."
+    details = {"tagged": report.tagged, "seconds": round(report.seconds, 1)}
+    return StageReport(STAGE, Action.TAGGED, summary, details, report.skipped)

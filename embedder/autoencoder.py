@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from embedder.files import drop_other_models, models_dir, save_model_file, write_json_atomic
 from embedder.spec import sha256_file
 from qdrant.base import StoreError, VectorStore
+from searchctl.reporting import NO_PROGRESS, Progress
 
 VECTOR_NAME = "autoencoder"
 RECORD_KEY = "autoencoder"  # in the collection metadata: the model of its vectors
@@ -242,7 +242,7 @@ def train(
     epochs: int = 20,
     seed: int = 0,
     val_fraction: float = 0.1,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> AutoencoderRecord:
     """Train on uint8 images (N x H x W x 3 at the config's size) and save under `directory`.
 
@@ -311,8 +311,10 @@ def train(
         model.save(partial)
         os.replace(partial, ckpt_path)
         write_json_atomic(state_path, state)
-        if on_epoch:
-            on_epoch(epoch + 1, logs)
+        progress.note(
+            f"autoencoder epoch {epoch + 1}: loss {logs.get('loss', 0):.5f}, "
+            f"val_loss {logs.get('val_loss', 0):.5f}"
+        )
         if state["wait"] >= PATIENCE:
             break
     model.load_weights(best_path)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from searchctl.reporting import NO_PROGRESS, Progress
+
 WHITE = (255, 255, 255)
 STUDIO_BACKGROUND = 225  # a border this light in every channel: a studio shot, left as is
 CUTOUT_SIDE = 640  # photos are shrunk to this (longest side) before the cut-out
@@ -202,7 +204,7 @@ def load_images(
     width: int,
     fit: str = "letterbox",
     workers: int = 2,
-    on_progress=None,
+    progress: Progress = NO_PROGRESS,
     chunk: int = 512,
     cutout: bool = False,
 ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
@@ -224,6 +226,5 @@ def load_images(
         for start in range(0, len(sources), chunk):
             for i, problem in pool.map(one, range(start, min(start + chunk, len(sources)))):
                 (good.append(i) if problem is None else bad.append((i, problem)))
-            if on_progress:
-                on_progress(min(chunk, len(sources) - start))
+            progress.advance(min(chunk, len(sources) - start))
     return out[good] if len(good) < len(sources) else out, good, bad

@@ -11,7 +11,7 @@ the vector are refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,17 @@ from embedder.autoencoder import (
 from embedder.collection import catalog_root, collection_cutout, collection_images, write_vectors
 from embedder.images import load_images
 from qdrant.base import VectorStore
+from searchctl.reporting import (
+    NO_PROGRESS,
+    Action,
+    Progress,
+    StageReport,
+    TooLittleData,
+    skipped,
+)
 
 MODEL_FIELD = "ae_model"  # in each point's payload
+STAGE = "autoencoder"
 MIN_TRAIN_IMAGES = 20
 DEFAULT_EPOCHS = 8  # the 15-minute budget on 44k images and a 2-core CPU (README)
 
@@ -43,7 +52,7 @@ def decode_for(
     config: AutoencoderConfig,
     paths: Sequence,
     cutout: bool,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ):
     """uint8 images at the autoencoder's input size; (images, good indexes, bad (index, why))."""
     return load_images(
@@ -51,7 +60,7 @@ def decode_for(
         config.input_height,
         config.input_width,
         config.fit,
-        on_progress=on_progress,
+        progress=progress,
         cutout=cutout,
     )
 
@@ -64,9 +73,7 @@ def train_for_collection(
     arch: str = DEFAULT_ARCH,
     epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
-    on_decode: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> tuple[AutoencoderRecord, list[int], np.ndarray]:
     """Train on every image of the collection; returns the record and the decoded images
     (with their point ids) so the caller can embed them without decoding again."""
@@ -74,11 +81,10 @@ def train_for_collection(
 
     config = get_config(arch)
     ids, paths = collection_images(store, collection)
-    if on_decode:
-        on_decode(len(ids))
-    images, good, _ = decode_for(config, paths, collection_cutout(store, collection), on_progress)
+    progress.phase("autoencoder decode", len(ids))
+    images, good, _ = decode_for(config, paths, collection_cutout(store, collection), progress)
     if len(good) < MIN_TRAIN_IMAGES:
-        raise ValueError(
+        raise TooLittleData(
             f"too few images to train an autoencoder: {len(good)} (at least {MIN_TRAIN_IMAGES})"
         )
     good_ids = [ids[i] for i in good]
@@ -94,7 +100,7 @@ def train_for_collection(
         trained_on=trained_on,
         epochs=epochs,
         seed=seed,
-        on_epoch=on_epoch,
+        progress=progress,
     )
     return record, good_ids, images
 
@@ -105,8 +111,7 @@ def embed_collection(
     data_dir: Path,
     *,
     decoded: tuple[list[int], np.ndarray] | None = None,
-    on_plan: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
     batch_size: int = 512,
 ) -> dict:
     """Give every point the current model's autoencoder vector (only those that lack it)."""
@@ -127,8 +132,7 @@ def embed_collection(
     store.set_metadata(collection, metadata)
     made_by = {p.id: (p.payload or {}).get(MODEL_FIELD) for p in store.iter_points(collection)}
     todo = [pid for pid, model_id in made_by.items() if model_id != current]
-    if on_plan:
-        on_plan(len(todo))
+    progress.phase("autoencoder embed", len(todo))
     bad: list[tuple[int, str]] = []
     if decoded is not None:
         index = {pid: row for row, pid in enumerate(decoded[0])}
@@ -146,8 +150,7 @@ def embed_collection(
         if ids:
             vectors = model.embed(pixels)
             write_vectors(store, collection, VECTOR_NAME, ids, vectors, {MODEL_FIELD: current})
-        if on_progress:
-            on_progress(len(chunk))
+        progress.advance(len(chunk))
     # A point whose image fails now is only a problem if it still holds an older model's
     # vector: one that never had a vector just does not show up in autoencoder searches.
     metadata[RECORD_KEY]["complete"] = not any(made_by[pid] for pid, _ in bad)
@@ -171,18 +174,12 @@ def ensure_autoencoder(
     epochs: int = DEFAULT_EPOCHS,
     retrain: bool = False,
     seed: int = 0,
-    on_stage: Callable[[str, int | None], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    on_epoch: Callable[[int, dict], None] | None = None,
-) -> dict:
+    progress: Progress = NO_PROGRESS,
+) -> StageReport:
     """Train the autoencoder if there is none (or `retrain`), then embed what lacks its vector."""
     directory = autoencoder_dir(data_dir, collection)
     record = read_record(directory)
-    decoded, summary = None, {}
-
-    def stage(name: str) -> Callable[[int], None]:
-        return lambda n: on_stage(name, n) if on_stage else None
-
+    decoded, trained = None, {}
     if record is None or retrain:
         try:
             record, ids, images = train_for_collection(
@@ -192,29 +189,33 @@ def ensure_autoencoder(
                 arch=arch if retrain or record is None else record.autoencoder_config.arch,
                 epochs=epochs,
                 seed=seed,
-                on_decode=stage("decode"),
-                on_progress=on_progress,
-                on_epoch=on_epoch,
+                progress=progress,
             )
-        except ValueError as exc:
-            if "too few images" not in str(exc):
-                raise
-            return {"action": "skipped", "reason": str(exc)}
+        except TooLittleData as exc:
+            return skipped(STAGE, str(exc), "Autoencoder not trained")
         decoded = (ids, images)
-        summary = {
-            "action": "trained",
+        trained = {
             "arch": record.autoencoder_config.arch,
             "epochs": record.epochs,
             "best_val_loss": round(record.best_val_loss, 5),
             "train_seconds": record.seconds.get("train"),
         }
-    embedded = embed_collection(
-        store, collection, data_dir, decoded=decoded, on_plan=stage("embed"),
-        on_progress=on_progress,
-    )  # fmt: skip
-    if not summary:
-        summary = {"action": "embedded" if embedded["embedded"] else "up_to_date"}
-    return {**summary, **embedded}
+    embedded = embed_collection(store, collection, data_dir, decoded=decoded, progress=progress)
+    bad = [(b["id"], b["reason"]) for b in embedded.pop("bad_images")]
+    details = {**trained, **embedded}
+    if trained:
+        action = Action.TRAINED
+        summary = (
+            f"Autoencoder '{trained['arch']}' trained: {trained['epochs']} epochs, best "
+            f"validation loss {trained['best_val_loss']}, {trained['train_seconds']} s."
+        )
+    elif embedded["embedded"]:
+        action, summary = Action.EMBEDDED, "Autoencoder vectors added."
+    else:
+        action, summary = Action.UP_TO_DATE, "Every product has its autoencoder vector."
+    if embedded["embedded"]:
+        summary += f" Embedded {embedded['embedded']:,} products in {embedded['seconds']} s."
+    return StageReport(STAGE, action, summary, details, bad)
 
 
 def reconstruction_sheet(

@@ -8,12 +8,12 @@ this stage existed are all finished by the next `ingest`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from embedder.collection import collection_cutout, collection_images, write_vectors
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
 from embedder.images import load_images
 from qdrant.base import VectorStore
+from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport
 
 VERSION_FIELD = "colour_v"  # in each point's payload
 VERSION = 1  # bump when the descriptor changes: every point is described again
@@ -24,9 +24,8 @@ def ensure_colour(
     collection: str,
     *,
     batch_size: int = 1024,
-    on_plan: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict:
+    progress: Progress = NO_PROGRESS,
+) -> StageReport:
     """Give every point of the collection its current colour vector."""
     t0 = time.perf_counter()
     store.add_vector(collection, COLOUR_VECTOR, COLOUR_DIM)
@@ -35,8 +34,7 @@ def ensure_colour(
         for p in store.iter_points(collection)
         if (p.payload or {}).get(VERSION_FIELD) != VERSION
     ]
-    if on_plan:
-        on_plan(len(todo))
+    progress.phase("colour", len(todo))
     bad: list[tuple[int, str]] = []
     cutout = collection_cutout(store, collection)
     for start in range(0, len(todo), batch_size):
@@ -47,12 +45,13 @@ def ensure_colour(
             done = [ids[i] for i in good]
             vectors = colour_descriptors(pixels)
             write_vectors(store, collection, COLOUR_VECTOR, done, vectors, {VERSION_FIELD: VERSION})
-        if on_progress:
-            on_progress(len(ids))
+        progress.advance(len(ids))
     if todo:
         store.optimize(collection)
-    return {
-        "described": len(todo) - len(bad),
-        "bad_images": [{"id": i, "reason": r} for i, r in bad],
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    described, seconds = len(todo) - len(bad), round(time.perf_counter() - t0, 1)
+    if not described:
+        summary = "Every product has its colour vector."
+        return StageReport("colour", Action.UP_TO_DATE, summary, {"described": 0}, bad)
+    summary = f"Colour vectors for {described:,} products ({seconds:.1f} s)."
+    details = {"described": described, "seconds": seconds}
+    return StageReport("colour", Action.DESCRIBED, summary, details, bad)

@@ -31,6 +31,7 @@ from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, Catalog, Product
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, PointData, VectorStore
+from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport
 
 PREFETCH_BATCHES = 3
 WRITE_QUEUE_BATCHES = 2
@@ -59,6 +60,41 @@ class IngestReport:
     def images_per_second(self) -> float:
         work = self.seconds.get("pipeline", 0.0)
         return (self.stored + len(self.bad_images)) / work if work > 0 else 0.0
+
+    def stage_report(self) -> StageReport:
+        """The backbone stage's report: what was stored, and what of the catalog could not be."""
+        if self.up_to_date:
+            action = Action.UP_TO_DATE
+            lines = [
+                f"Nothing to do: all {self.selected:,} products with an image are already in "
+                f"collection '{self.collection}' ({self.points_in_collection:,} points)."
+            ]
+        else:
+            action = Action.EMBEDDED
+            lines = [
+                f"Collection '{self.collection}': {self.points_in_collection:,} points (stored "
+                f"{self.stored:,} now, {self.already_stored:,} were already there)."
+            ]
+        lines.append(
+            f"Catalog: {self.catalog_rows:,} rows; {len(self.rows_without_image):,} without an "
+            f"image; {len(self.images_without_row):,} images without a row; "
+            f"{len(self.bad_rows):,} unusable rows."
+        )
+        lines += [f"  styles.csv line {line}: {reason}" for line, reason in self.bad_rows]
+        if self.bad_images:
+            lines.append(
+                f"{len(self.bad_images)} images could not be used (not stored; fix them and "
+                "re-run ingest):"
+            )
+            lines += [f"  id {pid}: {reason}" for pid, reason in self.bad_images]
+        if self.stored:
+            s = self.seconds
+            lines.append(
+                f"Time: {s['wall']:.1f} s wall; {self.images_per_second:.0f} images/s (model "
+                f"{s.get('embed', 0):.1f} s, upserts {s.get('upsert', 0):.1f} s, index build "
+                f"{s.get('optimize', 0):.1f} s)."
+            )
+        return StageReport("backbone", action, "\n".join(lines), self.to_json())
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -187,8 +223,7 @@ def ingest_catalog(
     limit: int | None = None,
     decode_workers: int = 2,
     optimize: bool = True,
-    on_plan: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
     make_embedder: Callable[[EmbedderSpec], object] | None = None,
     extra_vectors: dict[str, int] | None = None,
     cutout: bool | None = None,
@@ -198,7 +233,7 @@ def ingest_catalog(
     `make_embedder(spec)` (default: embedder.model.Embedder) is called only when there is work.
     `extra_vectors` {name: dim}: named vectors a new collection gets for later stages.
     `cutout`: whether photos are made studio shots first (see resolve_cutout).
-    `on_plan(n)` is called with the number of products to embed, `on_progress(k)` after each batch.
+    `progress` hears of a "backbone" phase of the products to embed, advanced after each batch.
     """
     wall = time.perf_counter()
     selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
@@ -225,8 +260,7 @@ def ingest_catalog(
         embedder = make_embedder(spec)
     if not exists:
         create_collection(store, collection, spec, catalog.root, extra_vectors, cutout)
-    if on_plan:
-        on_plan(len(todo))
+    progress.phase("backbone", len(todo))
     if todo:
         _run_pipeline(
             todo,
@@ -239,7 +273,7 @@ def ingest_catalog(
             report,
             batch_size,
             decode_workers,
-            on_progress,
+            progress,
         )
         if optimize and report.stored:
             start = time.perf_counter()
@@ -261,7 +295,7 @@ def _run_pipeline(
     report,
     batch_size,
     decode_workers,
-    on_progress,
+    progress,
 ) -> None:
     start = time.perf_counter()
     embed_seconds = 0.0
@@ -289,8 +323,7 @@ def _run_pipeline(
                         ]
                     )
                     report.stored += len(batch.good)
-                if on_progress:
-                    on_progress(len(batch.products))
+                progress.advance(len(batch.products))
     finally:
         # Whatever was handed to the writer is written, even on Ctrl-C.
         writer.close()

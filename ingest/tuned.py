@@ -14,7 +14,6 @@ every vector made, the products' tags are voted by their neighbours in it
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from classifier.neighbours import VOTED_FIELD
@@ -25,6 +24,9 @@ from classifier.tuned import MODEL_FIELD, mark_tuned, tuned_mark
 from embedder.collection import collection_cutout, collection_images, write_vectors
 from embedder.images import load_images
 from qdrant.base import VectorStore
+from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport, skipped
+
+STAGE = "tuned"
 
 
 def ensure_tuned(
@@ -33,9 +35,8 @@ def ensure_tuned(
     data_dir: Path,
     *,
     batch_size: int = 512,
-    on_plan: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict:
+    progress: Progress = NO_PROGRESS,
+) -> StageReport:
     """Give every point the tuned vector of the collection's `finetune` classifier (skipped,
     with the reason, for another kind or none); then, every vector current, tag the points
     that the network tagged by their neighbours' vote (classifier.train.tag_by_neighbours)."""
@@ -46,20 +47,21 @@ def ensure_tuned(
         if TUNED_VECTOR in store.vector_sizes(collection):
             mark_tuned(store, collection, None)  # made by a classifier that is gone: stale
         kind = record.kind if record else "no"
-        return {"action": "skipped", "reason": f"{kind} classifier: only finetune has one"}
+        reason = f"{kind} classifier: only finetune has one"
+        return skipped(STAGE, reason, "No tuned vectors")
     current = tuned_mark(record.model_file)
     store.add_vector(collection, TUNED_VECTOR, int(record.embedder["dim"]))
     payloads = {p.id: p.payload or {} for p in store.iter_points(collection)}
     todo = [pid for pid, p in payloads.items() if p.get(MODEL_FIELD) != current]
-    if on_plan:
-        on_plan(len(todo))
+    progress.phase("tuned vector", len(todo))
     if not todo:
         mark_tuned(store, collection, current)
         unvoted = any(p.get(VOTED_FIELD) != record.model_file for p in payloads.values())
         voted = 0
         if unvoted or not record.neighbour_metrics or vote_pending(store, collection):
             voted = tag_by_neighbours(store, collection, directory, record, everyone=False)
-        return {"action": "up_to_date", "embedded": 0, "voted": voted}
+        summary = "Every product has its tuned vector." + _voted(voted)
+        return StageReport(STAGE, Action.UP_TO_DATE, summary, {"embedded": 0, "voted": voted})
     mark_tuned(store, collection, None)  # until every point is done
     tagger = Tagger(directory)
     height, width, _ = record.input_shape
@@ -73,17 +75,20 @@ def ensure_tuned(
             done = [ids[i] for i in good]
             vectors = tagger.embed_catalog(photos)
             write_vectors(store, collection, TUNED_VECTOR, done, vectors, {MODEL_FIELD: current})
-        if on_progress:
-            on_progress(len(ids))
+        progress.advance(len(ids))
     store.optimize(collection)
     voted = 0
     if not bad:
         mark_tuned(store, collection, current)
         voted = tag_by_neighbours(store, collection, directory, record, everyone=True)
-    return {
-        "action": "embedded",
-        "embedded": len(todo) - len(bad),
-        "voted": voted,
-        "bad_images": [{"id": i, "reason": r} for i, r in bad],
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    embedded, seconds = len(todo) - len(bad), round(time.perf_counter() - t0, 1)
+    summary = (
+        f"Tuned vectors (the finetune classifier's features) for {embedded:,} products "
+        f"({seconds:.1f} s): the default search re-ranks with them." + _voted(voted)
+    )
+    details = {"embedded": embedded, "voted": voted, "seconds": seconds}
+    return StageReport(STAGE, Action.EMBEDDED, summary, details, bad)
+
+
+def _voted(voted: int) -> str:
+    return f" Tags voted by their nearest products for {voted:,} products." if voted else ""

@@ -9,7 +9,7 @@ product id came back. Searches go through the store in batches, like the product
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 from classifier.schemes import TUNED_VECTOR
 from embedder.colour import COLOUR_VECTOR
 from qdrant.base import Hit, VectorStore
+from searchctl.config import default_data_dir
 from searchctl.query import (
     SAME_TYPE_FIELD,
     Blend,
@@ -27,6 +28,7 @@ from searchctl.query import (
     default_blend,
     rerank,
 )
+from searchctl.reporting import NO_PROGRESS, Progress
 
 EVAL_FIELDS = (
     "gender",
@@ -123,6 +125,8 @@ class EvalReport:
     seed: int | None = None
     source: str = "collection"  # or the --queries directory
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a person should know of the run
+    labels_of: dict[int, dict] = field(default_factory=dict, repr=False)  # id -> its labels
 
     @property
     def search_description(self) -> str:
@@ -242,7 +246,7 @@ def search_hits(
     limit: int,
     exact: bool = False,
     workers: int = 2,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
     row_where: list | None = None,
 ) -> list[list[Hit]]:
     """Hits (id, score) for every query row, in batches over `workers` threads (the store
@@ -255,8 +259,7 @@ def search_hits(
         found = store.search_batch(
             collection, chunk, vector, limit, exact=exact, with_payload=False, row_where=wheres
         )
-        if on_progress:
-            on_progress(len(chunk))
+        progress.advance(len(chunk))
         return found
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -400,8 +403,7 @@ def evaluate(
     exact: bool = False,
     workers: int = 2,
     labels_of: dict[int, dict] | None = None,
-    on_mode: Callable[[SearchMode, int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> EvalReport:
     """Search every query in every mode and score the top-k hits against the query's labels."""
     report = EvalReport(collection, k, queries, exact)
@@ -413,8 +415,7 @@ def evaluate(
     extra = 1 if queries.leave_one_out else 0
     vectors_of: dict[str, dict[int, np.ndarray]] = {}
     for mode in modes:
-        if on_mode:
-            on_mode(mode, len(queries.ids))
+        progress.phase(mode.name, len(queries.ids))
         t0 = time.perf_counter()
         found = search_hits(
             store,
@@ -424,7 +425,7 @@ def evaluate(
             max(k, mode.blend.candidates) + extra if mode.blend else k + extra,
             exact,
             workers,
-            on_progress,
+            progress,
             mode.row_where(queries),
         )
         if mode.blend:
@@ -479,7 +480,7 @@ def photo_queries(
     searcher,
     vectors: Sequence[str],
     batch_size: int = 64,
-    on_progress: Callable[[int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> tuple[QuerySet, list[tuple[int, str]]]:
     """External queries: embed a catalog's photos with the collection's embedders (and predict
     their tags when the searcher has the classifier).
@@ -500,6 +501,7 @@ def photo_queries(
     rows: dict[str, list[np.ndarray]] = {v: [] for v in vectors}
     colour_variants: dict[int, np.ndarray] = {}
     products = [p for p in catalog.products if p.image is not None]
+    progress.phase("query photos", len(products))
     skipped += [(p.id, "no image file") for p in catalog.products if p.image is None]
     for start in range(0, len(products), batch_size):
         pixels = {size: [] for size in set(sizes.values())}
@@ -555,10 +557,104 @@ def photo_queries(
             ids += [p.id for p in batch]
             labels += [{**p.payload, **t} for p, t in zip(batch, tags)]
             images += [p.image for p in batch]
-        if on_progress:
-            on_progress(len(products[start : start + batch_size]))
+        progress.advance(len(products[start : start + batch_size]))
     matrices = {
         v: np.concatenate(r) if r else np.zeros((0, 1), np.float32) for v, r in rows.items()
     }
     variants = {COLOUR_VECTOR: colour_variants} if colour_variants else {}
     return QuerySet(ids, labels, matrices, False, images, variants), skipped
+
+
+@dataclass
+class EvalRequest:
+    """One evaluation, as `searchctl eval` asks for it: leave-one-out on the collection's own
+    points (the classifier's held-out test products with `held_out`), or external photos in
+    the catalog layout (`queries`)."""
+
+    top: int = 5
+    sample: int | None = None
+    seed: int = 0
+    modes: list[str] | None = None  # default: every mode the collection has
+    queries: Path | None = None
+    held_out: bool = False
+    exact: bool = False
+    workers: int = 2
+    batch_size: int = 64
+    cutout: bool = True
+
+    def __post_init__(self) -> None:
+        if self.held_out and self.queries is not None:
+            raise ValueError("--held-out picks queries from the collection, not --queries")
+
+
+def held_out_ids(data_dir: Path, collection: str, ids: Sequence[int]) -> list[int]:
+    """The classifier's test products among `ids`."""
+    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+
+    record = read_record(tagger_dir(data_dir, collection))
+    if record is None:
+        raise ClassifierMissing(
+            f"--held-out: {collection!r} has no classifier to have held products out"
+        )
+    return sorted(set(record.test_ids) & set(ids))
+
+
+def run_eval(
+    store: VectorStore,
+    collection: str,
+    request: EvalRequest,
+    *,
+    data_dir: Path | None = None,
+    weights: Path | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> EvalReport:
+    """Assemble the queries a request asks for, search them in every mode, score the hits."""
+    data_dir = data_dir or default_data_dir()
+    modes = select_modes(available_modes(store, collection), request.modes)
+    notes = []
+    if request.queries is not None and not request.modes:
+        modes, left_out = photo_modes(store, collection, modes)
+        if left_out:
+            notes.append(
+                f"Left out: {', '.join(left_out)}; the tuned vectors are not all the "
+                "classifier's (see `searchctl tag`)."
+            )
+    vectors = list(dict.fromkeys(v for m in modes for v in m.vectors))
+    all_ids = sorted(store.ids(collection))
+    if not all_ids:
+        raise ValueError(f"collection {collection!r} is empty: run `searchctl ingest` first")
+    labels_of = collection_labels(store, collection, all_ids)
+    skipped: list[tuple[int, str]] = []
+    if request.queries is None:
+        ids = held_out_ids(data_dir, collection, all_ids) if request.held_out else all_ids
+        picked = sample_ids(ids, request.sample, request.seed)
+        query_set = stored_queries(store, collection, picked, vectors)
+        source = "the classifier's held-out products" if request.held_out else "the collection"
+    else:
+        from ingest.catalog import read_catalog
+        from searchctl.query import Searcher
+
+        external = read_catalog(request.queries)
+        if request.sample is not None:
+            all_external = [p.id for p in external.products]
+            chosen = set(sample_ids(all_external, request.sample, request.seed))
+            external.products = [p for p in external.products if p.id in chosen]
+        needs_tags = any(m.same_field or (m.blend and m.blend.tag_weight) for m in modes)
+        searcher = Searcher(
+            store, collection, weights, data_dir=data_dir, with_tags=needs_tags,
+            cutout=request.cutout,
+        )  # fmt: skip
+        query_set, skipped = photo_queries(
+            external, searcher, vectors, request.batch_size, progress=progress
+        )
+        source = str(external.root)
+        if not query_set.ids:
+            raise ValueError(f"no usable query photos in {external.root}")
+    report = evaluate(
+        store, collection, query_set, modes, k=request.top, exact=request.exact,
+        workers=request.workers, labels_of=labels_of, progress=progress,
+    )  # fmt: skip
+    report.sample, report.source, report.skipped = request.sample, source, skipped
+    report.seed = request.seed if request.sample else None
+    report.notes, report.labels_of = notes, labels_of
+    return report

@@ -1,10 +1,14 @@
-"""Query a collection by photo or by catalog product, with the embedder it was built with."""
+"""Query a collection by photo or by catalog product, with the embedder it was built with.
+
+`search(store, collection, SearchRequest(...))` is the one search call: the CLI's `query`,
+and any server, call it; `eval` runs the same Blend and Searcher over many queries.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
@@ -26,9 +30,10 @@ from classifier.schemes import (
 from embedder.collection import collection_record
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
-from embedder.images import fit_image, prepare_photo, was_cut_out
+from embedder.images import fit_image, open_image, prepare_photo, was_cut_out
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
+from searchctl.config import default_data_dir
 
 INTEGER_FIELDS = ("id", "year")
 AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
@@ -368,6 +373,7 @@ class SearchResult:
     predicted: dict | None = None  # the query photo's predicted tags (--same-type)
     where: list | None = None
     blend: Blend | None = None  # the re-rank applied to the vector's hits, if any
+    notes: list[str] = field(default_factory=list)  # what a person should know of the search
 
     def to_json(self) -> dict:
         return {
@@ -461,8 +467,6 @@ class Searcher:
         `data_dir` holds the collection's trained models (autoencoder, classifier);
         `with_tags` loads the classifier to predict the query photo's tags; `cutout` makes
         photos that are not studio shots look like one (embedder.images.to_studio)."""
-        from searchctl.config import default_data_dir
-
         self.store, self.collection, self.compiled = store, collection, compiled
         self.cutout = cutout
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -757,3 +761,129 @@ def search_by_id(
         top,
     )
     return SearchResult(f"id:{product_id}", vector, hits, payload, where=where, blend=blend)
+
+
+@dataclass
+class SearchRequest:
+    """One search: a photo (`image`, a path or a file object) or a catalog `product_id`, and
+    how to rank. Unset weights are the collection's default search (default_blend); a weight
+    given applies to every photo, a cut-out one's too."""
+
+    image: object | None = None
+    product_id: int | None = None
+    top: int = 5
+    vector: str | None = None
+    where: list[tuple[str, object]] = field(default_factory=list)  # parse_where
+    same_type: bool = False
+    plain: bool = False  # plain cosine on the vector: no re-rank
+    colour_weight: float | None = None
+    tag_weight: float | None = None
+    tuned_weight: float | None = None
+    candidates: int | None = None
+    cutout: bool = True  # make a photo that is not a studio shot look like one first
+
+    def __post_init__(self) -> None:
+        if (self.image is None) == (self.product_id is None):
+            raise ValueError("give either an IMAGE or --id PRODUCT_ID")
+
+    @property
+    def wants_tags(self) -> bool:
+        """The photo's predicted tags are needed whatever the collection has."""
+        return self.same_type or bool(self.tag_weight)
+
+
+def request_blend(store: VectorStore, collection: str, request: SearchRequest) -> Blend | None:
+    """The re-rank a request asks for: the collection's default search, with the weights it
+    sets; None for --plain."""
+    names = store.vector_sizes(collection)
+    if request.colour_weight and COLOUR_VECTOR not in names:
+        raise ValueError(
+            f"collection {collection!r} has no colour vectors for --colour-weight: run "
+            "`searchctl ingest` on its catalog to add them"
+        )
+    if request.tuned_weight and TUNED_VECTOR not in names:
+        raise ValueError(
+            f"collection {collection!r} has no tuned vectors for --tuned-weight: they come "
+            "with a finetune classifier (`searchctl train classifier --kind finetune`)"
+        )
+    if request.plain:
+        return None
+    blend = default_blend(store, collection, request.vector)
+    overrides = {
+        "colour_weight": request.colour_weight,
+        "tag_weight": request.tag_weight,
+        "tuned_weight": request.tuned_weight,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if request.tuned_weight is not None:
+        overrides["tuned_candidates"] = TUNED_BLEND.tuned_candidates
+    if overrides:
+        blend = (blend or Blend(0.0, 0.0)).with_weights(**overrides)
+    if blend is not None and request.candidates is not None:
+        blend = replace(blend, candidates=request.candidates)
+    return blend
+
+
+NO_CLASSIFIER_NOTE = "No classifier here: no re-rank by predicted tags."
+
+
+def open_searcher(
+    store: VectorStore,
+    collection: str,
+    *,
+    with_tags: bool,
+    tags_required: bool = False,
+    **options,
+) -> tuple[Searcher, str | None]:
+    """A Searcher with the classifier where the collection has one; without one, a Searcher
+    without tags and a note saying so (an error if `tags_required`). `options` are
+    Searcher's."""
+    from classifier.tagger import ClassifierMissing
+
+    if not with_tags:
+        return Searcher(store, collection, **options), None
+    try:
+        return Searcher(store, collection, with_tags=True, **options), None
+    except ClassifierMissing:
+        if tags_required:
+            raise
+        return Searcher(store, collection, **options), NO_CLASSIFIER_NOTE
+
+
+def search(
+    store: VectorStore,
+    collection: str,
+    request: SearchRequest,
+    *,
+    searcher: Searcher | None = None,
+    weights: Path | None = None,
+    data_dir: Path | None = None,
+) -> SearchResult:
+    """The one search call: by photo through `searcher` (a warm one, or one made for this
+    query), or by a stored product's vector."""
+    blend = request_blend(store, collection, request)
+    if request.product_id is not None:
+        return search_by_id(
+            store, collection, request.product_id, request.top, request.vector, request.where,
+            request.same_type, blend,
+        )  # fmt: skip
+    note = None
+    if searcher is None:
+        open_image(request.image)  # a clear error before the models are loaded
+        searcher, note = open_searcher(
+            store, collection, with_tags=request.wants_tags or bool(blend and blend.tag_weight),
+            tags_required=request.wants_tags, weights=weights, compiled=False,
+            data_dir=data_dir, cutout=request.cutout,
+        )  # fmt: skip
+    elif request.wants_tags and searcher.tagger is None:
+        from classifier.tagger import ClassifierMissing
+
+        raise ClassifierMissing(f"collection {collection!r} has no classifier for its tags")
+    if searcher.tagger is None and blend is not None and blend.tag_weight:
+        note = NO_CLASSIFIER_NOTE
+        blend = blend.with_weights(tag_weight=0.0)
+    result = searcher.search_image(
+        request.image, request.top, request.vector, request.where, request.same_type, blend
+    )
+    result.notes += [note] if note else []
+    return result

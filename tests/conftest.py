@@ -108,3 +108,28 @@ def needs_shared():
         not (SHARED_DATASET / "styles.csv").is_file() or not SHARED_MOBILENET.is_file(),
         reason=f"shared dataset or weights not found at {SHARED_DATASET.parents[1]}",
     )
+
+
+class RecordingProgress:
+    """The library's Progress interface, recording what it hears (searchctl.reporting)."""
+
+    def __init__(self, on_note=None):
+        self.phases: list[tuple[str, int | None]] = []
+        self.advanced = 0
+        self.notes: list[str] = []
+        self.reports: list = []
+        self.on_note = on_note
+
+    def phase(self, label, total=None):
+        self.phases.append((label, total))
+
+    def advance(self, n=1):
+        self.advanced += n
+
+    def note(self, text):
+        self.notes.append(text)
+        if self.on_note:
+            self.on_note(text)
+
+    def done(self, report):
+        self.reports.append(report)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import ingest_args, product_image
+from conftest import RecordingProgress, ingest_args, product_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -98,8 +98,8 @@ def test_killed_training_resumes_and_keeps_the_old_model(tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_after_two(epoch, logs):
-        if epoch == 2:
+    def kill_after_two(note: str):
+        if note.startswith("autoencoder epoch 2:"):
             raise Killed
 
     with pytest.raises(Killed):  # a retrain dies after its second epoch
@@ -110,14 +110,14 @@ def test_killed_training_resumes_and_keeps_the_old_model(tmp_path):
             trained_on={"n": 48, "v": 2},
             epochs=4,
             seed=1,
-            on_epoch=kill_after_two,
+            progress=RecordingProgress(on_note=kill_after_two),
         )
     # The finished model is untouched and still in use; the checkpoint waits.
     assert read_record(tmp_path).model_id == first.model_id
     assert (tmp_path / first.model_file).is_file() and (tmp_path / CHECKPOINT_FILE).is_file()
     AutoencoderEmbedder(tmp_path).embed(images[:1])
 
-    seen = []
+    heard = RecordingProgress()
     resumed = train(
         images,
         SMALL,
@@ -125,9 +125,10 @@ def test_killed_training_resumes_and_keeps_the_old_model(tmp_path):
         trained_on={"n": 48, "v": 2},
         epochs=4,
         seed=1,
-        on_epoch=lambda e, logs: seen.append(e),
+        progress=heard,
     )
-    assert seen and seen[0] == 3  # picked up after the two finished epochs
+    # picked up after the two finished epochs
+    assert heard.notes and heard.notes[0].startswith("autoencoder epoch 3:")
     assert [h["epoch"] for h in resumed.history][:2] == [1, 2]
     assert resumed.model_id != first.model_id
     assert not (tmp_path / first.model_file).exists()

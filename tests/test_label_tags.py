@@ -67,17 +67,17 @@ def _payloads(store) -> dict[int, dict]:
 def test_the_colour_tagger_learns_colours_and_tags_every_point(store, tmp_path):
     data = tmp_path / "data"
     report = ensure_colour_tags(store, "c", data, "shape")
-    assert report["action"] == "trained" and report["tagged"] == 3 * MIN_PRODUCTS
-    assert report["test_accuracy"] == 1.0
+    assert report.action == "trained" and report.details["tagged"] == 3 * MIN_PRODUCTS
+    assert report.details["test_accuracy"] == 1.0
     for p in _payloads(store).values():
         assert p["pred_baseColour"] == p["baseColour"]
         assert 0.5 < p["pred_baseColour_conf"] <= 1.0
     again = ensure_colour_tags(store, "c", data, "shape")
-    assert again["action"] == "up_to_date" and again["tagged"] == 0
+    assert again.action == "up_to_date" and again.details["tagged"] == 0
     # A new product (without a label: the tagger says what colour it is) is tagged alone.
     store.upsert("c", [_point(1000, np.random.default_rng(5), label=None)])
     later = ensure_colour_tags(store, "c", data, "shape")
-    assert later["action"] == "tagged" and later["tagged"] == 1
+    assert later.action == "tagged" and later.details["tagged"] == 1
     assert _payloads(store)[1000]["pred_baseColour"] == COLOURS[1000 % 3]
     # Saved and loaded, it predicts the same.
     tagger = _colour_tagger(data)
@@ -88,19 +88,19 @@ def test_the_colour_tagger_learns_colours_and_tags_every_point(store, tmp_path):
     tagger.record.pop("recipe")
     tagger.save(label_tagger_dir(data, "c", COLOUR))
     again = ensure_colour_tags(store, "c", data, "shape")
-    assert again["action"] == "trained" and again["tagged"] == 3 * MIN_PRODUCTS + 1
-    assert ensure_colour_tags(store, "c", data, "shape")["action"] == "up_to_date"
+    assert again.action == "trained" and again.details["tagged"] == 3 * MIN_PRODUCTS + 1
+    assert ensure_colour_tags(store, "c", data, "shape").action == "up_to_date"
 
 
 def test_no_colour_tagger_without_colour_vectors_or_enough_labels(tmp_path):
     s = EdgeStore(tmp_path / "store")
     s.create_collection("plain", {"shape": 4}, {}, {})
-    assert ensure_colour_tags(s, "plain", tmp_path, "shape")["action"] == "skipped"
+    assert ensure_colour_tags(s, "plain", tmp_path, "shape").action == "skipped"
     s.create_collection("few", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
     rng = np.random.default_rng(1)
     s.upsert("few", [_point(i, rng) for i in range(1, 10)])
     report = ensure_colour_tags(s, "few", tmp_path, "shape")
-    assert report["action"] == "skipped" and "baseColour" in report["reason"]
+    assert report.action == "skipped" and "baseColour" in report.reason
     s.close()
 
 
@@ -127,7 +127,7 @@ def test_two_colours_are_learnt_too(tmp_path):
     points = [_point(i, rng) for i in range(1, 3 * MIN_PRODUCTS + 1) if i % 3 != 2]
     s.upsert("c", points)
     report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
-    assert report["action"] == "trained" and report["test_accuracy"] == 1.0
+    assert report.action == "trained" and report.details["test_accuracy"] == 1.0
     tagged = {p.id: p.payload for p in s.iter_points("c")}
     assert all(p["pred_baseColour"] == p["baseColour"] for p in tagged.values())
     s.close()
@@ -188,7 +188,7 @@ def test_a_large_catalog_gets_a_hidden_layer_saved_and_loaded_whole(tmp_path, co
     points = [_point(i, rng) for i in range(1, count + 1)]
     s.upsert("c", [p for p in points if colours == 3 or p.id % 3 != 2])
     report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
-    assert report["action"] == "trained" and report["test_accuracy"] == 1.0
+    assert report.action == "trained" and report.details["test_accuracy"] == 1.0
     tagger = _colour_tagger(tmp_path / "data")
     assert tagger.record["model"] == "mlp" and len(tagger.layers) == 2
     assert tagger.layers[0][0].shape == (4 + 6, label_tags.HIDDEN_UNITS)
@@ -259,27 +259,27 @@ def test_the_type_tagger_reads_current_tuned_vectors_and_follows_them(tmp_path):
     data = tmp_path / "data"
     try:
         report = ensure_label_tags(store, "c", data, "shape", FINE_TYPE)
-        assert report["action"] == "trained" and report["test_accuracy"] == 1.0
+        assert report.action == "trained" and report.details["test_accuracy"] == 1.0
         tagger = LabelTagger.load(label_tagger_dir(data, "c", FINE_TYPE), FINE_TYPE)
         assert tagger.inputs == (("shape", 1.0), (TUNED_VECTOR, 1.0))
         assert tagger.record["tuned_model"] == "model-1"
         for p in _payloads(store).values():
             assert p["pred_fineArticleType"] == p["articleType"]
             assert "pred_baseColour" not in p  # one tagger, one tag
-        assert ensure_label_tags(store, "c", data, "shape", FINE_TYPE)["action"] == "up_to_date"
+        assert ensure_label_tags(store, "c", data, "shape", FINE_TYPE).action == "up_to_date"
         # A retrained finetune classifier re-embeds the tuned vectors: the tagger follows.
         # Until then a query does not use it.
         assert set(load_label_taggers(data, "c", "model-1", current=True)) == {"fineArticleType"}
         assert load_label_taggers(data, "c", "model-2", current=True) == {}
         store.set_metadata("c", {**store.get_metadata("c"), CURRENT_KEY: "model-2"})
         again = ensure_label_tags(store, "c", data, "shape", FINE_TYPE)
-        assert again["action"] == "trained" and again["tagged"] == 3 * MIN_PRODUCTS
+        assert again.action == "trained" and again.details["tagged"] == 3 * MIN_PRODUCTS
         tagger = LabelTagger.load(label_tagger_dir(data, "c", FINE_TYPE), FINE_TYPE)
         assert tagger.record["tuned_model"] == "model-2"
         # Stale tuned vectors (a classifier of another kind now): backbone and colour.
         store.set_metadata("c", {**store.get_metadata("c"), CURRENT_KEY: None})
         stale = ensure_label_tags(store, "c", data, "shape", FINE_TYPE)
-        assert stale["action"] == "trained"
+        assert stale.action == "trained"
         tagger = LabelTagger.load(label_tagger_dir(data, "c", FINE_TYPE), FINE_TYPE)
         assert tagger.inputs == (("shape", 1.0), (COLOUR_VECTOR, label_tags.COLOUR_SCALE))
         assert "tuned_model" not in tagger.record
@@ -363,6 +363,6 @@ def test_a_run_killed_while_tagging_is_finished_by_the_next_for_every_point(stor
             ensure_colour_tags(store, "c", data, "shape")
     assert _colour_tagger(data).record["tagged_all"] is False
     finished = ensure_colour_tags(store, "c", data, "shape")
-    assert finished["action"] == "tagged" and finished["tagged"] == 3 * MIN_PRODUCTS
+    assert finished.action == "tagged" and finished.details["tagged"] == 3 * MIN_PRODUCTS
     assert _colour_tagger(data).record["tagged_all"] is True
-    assert ensure_colour_tags(store, "c", data, "shape")["action"] == "up_to_date"
+    assert ensure_colour_tags(store, "c", data, "shape").action == "up_to_date"

@@ -1,0 +1,247 @@
+"""The ingest's stage plan: every stage, in its one order, behind one interface.
+
+backbone (ingest.pipeline) -> colour -> autoencoder -> classifier -> tuned -> colour_tags ->
+type_tags. `ingest` runs them all; `train classifier` and `tag` run the classifier their way
+and then every stage after it (`run_stages(..., after="classifier")`), so a retrained model
+never leaves a stage that reads it out of date. Each stage is idempotent: it does only what
+the collection lacks, so an interrupted run is finished by the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from classifier.label_tags import LABEL_TAGGERS, TaggedLabel, ensure_label_tags
+from classifier.schemes import DEFAULT_MIN_CLASS_SIZE, check_kind
+from classifier.train import (
+    DEFAULT_KIND,
+    TagReport,
+    TrainReport,
+    ensure_tags,
+    tag_collection,
+    train_classifier,
+)
+from embedder.autoencoder import DEFAULT_ARCH, VECTOR_NAME, autoencoder_dir, get_config
+from embedder.autoencoder import read_record as read_autoencoder_record
+from embedder.colour import COLOUR_DIM, COLOUR_VECTOR
+from embedder.spec import EmbedderSpec
+from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
+from ingest.catalog import Catalog
+from ingest.colour import ensure_colour
+from ingest.pipeline import IngestReport, ingest_catalog
+from ingest.tuned import ensure_tuned
+from qdrant.base import StoreError, VectorStore
+from searchctl.reporting import NO_PROGRESS, Progress, StageReport, skipped
+
+
+@dataclass
+class StagePlan:
+    """Which stages run after the backbone, and how."""
+
+    colour: bool = True
+    autoencoder: bool = True
+    autoencoder_arch: str = DEFAULT_ARCH
+    autoencoder_epochs: int = DEFAULT_EPOCHS
+    retrain_autoencoder: bool = False
+    classifier: bool = True  # the classifier, its tuned vectors and the label taggers
+    classifier_kind: str = DEFAULT_KIND
+    min_class_size: int = DEFAULT_MIN_CLASS_SIZE
+    retag: bool = False  # the label taggers tag every product again (`searchctl tag`)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_kind(self.classifier_kind)
+        get_config(self.autoencoder_arch)
+
+    def extra_vectors(self) -> dict[str, int]:
+        """The named vectors a new collection is made with, filled in by later stages."""
+        vectors = {COLOUR_VECTOR: COLOUR_DIM} if self.colour else {}
+        if self.autoencoder:
+            vectors[VECTOR_NAME] = get_config(self.autoencoder_arch).dim
+        return vectors
+
+
+@dataclass
+class StageContext:
+    """What every stage reads."""
+
+    store: VectorStore
+    collection: str
+    spec: EmbedderSpec
+    data_dir: Path
+    plan: StagePlan
+    progress: Progress = NO_PROGRESS
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: `run` gives every point what the stage adds, if `wanted` by the plan."""
+
+    name: str
+    wanted: Callable[[StagePlan], bool]
+    run: Callable[[StageContext], StageReport]
+
+
+def _colour(c: StageContext) -> StageReport:
+    return ensure_colour(c.store, c.collection, progress=c.progress)
+
+
+def _autoencoder(c: StageContext) -> StageReport:
+    p = c.plan
+    return ensure_autoencoder(
+        c.store, c.collection, c.data_dir, arch=p.autoencoder_arch, epochs=p.autoencoder_epochs,
+        retrain=p.retrain_autoencoder, seed=p.seed, progress=c.progress,
+    )  # fmt: skip
+
+
+def _classifier(c: StageContext) -> StageReport:
+    p = c.plan
+    return ensure_tags(
+        c.store, c.collection, c.spec, c.data_dir, p.classifier_kind, p.min_class_size,
+        progress=c.progress,
+    )  # fmt: skip
+
+
+def _tuned(c: StageContext) -> StageReport:
+    return ensure_tuned(c.store, c.collection, c.data_dir, progress=c.progress)
+
+
+def _label_tags(c: StageContext, kind: TaggedLabel) -> StageReport:
+    return ensure_label_tags(
+        c.store, c.collection, c.data_dir, c.spec.vector_name, kind, retag=c.plan.retag,
+        progress=c.progress,
+    )  # fmt: skip
+
+
+def _classifier_wanted(plan: StagePlan) -> bool:
+    return plan.classifier
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("colour", lambda plan: plan.colour, _colour),
+    Stage("autoencoder", lambda plan: plan.autoencoder, _autoencoder),
+    Stage("classifier", _classifier_wanted, _classifier),
+    Stage("tuned", _classifier_wanted, _tuned),
+    *(
+        Stage(kind.stage, _classifier_wanted, partial(_label_tags, kind=kind))
+        for kind in LABEL_TAGGERS
+    ),
+)
+STAGE_NAMES = ("backbone", *(s.name for s in STAGES))
+
+
+def run_stages(
+    context: StageContext, *, after: str | None = None, only: str | None = None
+) -> dict[str, StageReport]:
+    """Run the plan's stages in order (those after the stage `after`, or the one stage
+    `only`); stage name -> its report. Each report goes to `progress.done` as its stage ends.
+    A server collection made without a stage's named vector skips that stage, with the
+    reason."""
+    names = [s.name for s in STAGES]
+    first = names.index(after) + 1 if after else 0
+    reports: dict[str, StageReport] = {}
+    if not context.store.count(context.collection):
+        return reports
+    for stage in STAGES[first:]:
+        if only is not None and stage.name != only:
+            continue
+        if only is None and not stage.wanted(context.plan):
+            continue
+        try:
+            report = stage.run(context)
+        except StoreError as exc:
+            report = skipped(stage.name, str(exc), f"Stage {stage.name} skipped")
+        context.progress.done(report)
+        reports[stage.name] = report
+    return reports
+
+
+@dataclass
+class IngestResult:
+    """What `ingest` did: the backbone's report, then every later stage's."""
+
+    backbone: IngestReport
+    stages: dict[str, StageReport] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = self.backbone.to_json()
+        data.update({name: None for name in STAGE_NAMES[1:]})
+        data.update({name: report.to_json() for name, report in self.stages.items()})
+        return data
+
+
+def ingest(
+    catalog: Catalog,
+    store: VectorStore,
+    collection: str,
+    spec: EmbedderSpec,
+    data_dir: Path,
+    plan: StagePlan | None = None,
+    *,
+    batch_size: int = 64,
+    limit: int | None = None,
+    cutout: bool | None = None,
+    mixed_precision: bool = False,
+    progress: Progress = NO_PROGRESS,
+) -> IngestResult:
+    """The main job: store every catalog product the collection lacks (the backbone), then run
+    every stage of the plan."""
+    plan = plan or StagePlan()
+
+    def make_embedder(s: EmbedderSpec):
+        from embedder.model import Embedder
+
+        progress.note(f"Loading {s.describe()}")
+        return Embedder(s, mixed_precision=mixed_precision)
+
+    backbone = ingest_catalog(
+        catalog, store, collection, spec, batch_size=batch_size, limit=limit,
+        progress=progress, make_embedder=make_embedder, cutout=cutout,
+        extra_vectors=plan.extra_vectors(),
+    )  # fmt: skip
+    progress.done(backbone.stage_report())
+    context = StageContext(store, collection, spec, data_dir, plan, progress)
+    return IngestResult(backbone, run_stages(context))
+
+
+def retrain_classifier(
+    context: StageContext,
+    *,
+    epochs: int | None = None,
+    figures_dir: Path | None = None,
+) -> tuple[TrainReport, dict[str, StageReport]]:
+    """`searchctl train classifier`: train the plan's kind anew and tag every product, then
+    bring every stage after it up to date (a type tagger that read the old tuned vectors is
+    retrained at once)."""
+    c, plan = context, context.plan
+    report = train_classifier(
+        c.store, c.collection, c.spec, c.data_dir, kind=plan.classifier_kind, epochs=epochs,
+        seed=plan.seed, min_class_size=plan.min_class_size, figures_dir=figures_dir,
+        progress=c.progress,
+    )  # fmt: skip
+    return report, run_stages(context, after="classifier")
+
+
+def retag(context: StageContext) -> tuple[TagReport, dict[str, StageReport]]:
+    """`searchctl tag`: every product tagged again by the saved classifier, then every stage
+    after it, the label taggers tagging every product again."""
+    c = replace(context, plan=replace(context.plan, retag=True))
+    report = tag_collection(c.store, c.collection, c.spec, c.data_dir, progress=c.progress)
+    return report, run_stages(c, after="classifier")
+
+
+def train_autoencoder(context: StageContext) -> StageReport:
+    """`searchctl train autoencoder`: the autoencoder stage alone, trained anew with
+    `retrain_autoencoder`; an existing model of another architecture needs that."""
+    plan = context.plan
+    existing = read_autoencoder_record(autoencoder_dir(context.data_dir, context.collection))
+    arch = existing.autoencoder_config.arch if existing else plan.autoencoder_arch
+    if existing and not plan.retrain_autoencoder and arch != plan.autoencoder_arch:
+        raise ValueError(
+            f"the autoencoder of {context.collection!r} is {arch!r}; add --retrain to replace "
+            f"it with {plan.autoencoder_arch!r}"
+        )
+    return run_stages(context, only="autoencoder")["autoencoder"]

@@ -1,0 +1,5 @@
+"""`python -m searchctl.cli`."""
+
+from searchctl.cli import app
+
+app()
