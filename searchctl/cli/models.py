@@ -23,25 +23,28 @@ from searchctl.cli.common import (
     store_of,
 )
 
+MinConfidenceOpt = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Only predictions at least this sure.")
+]
+SchemeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="gender_master, subCategory, articleType, baseColour (the colour tagger's) or "
+        "fineArticleType (the type tagger's, of the types the classifier leaves out; asked "
+        "for only) \\[default: all the collection has but fineArticleType]."
+    ),
+]
+CsvPathOpt = Annotated[
+    Path | None, typer.Option("--csv", help="Write every finding as CSV ('-': stdout).")
+]
+ShowOpt = Annotated[Path | None, typer.Option(help="Contact sheet PNG of the first findings.")]
+
 
 def audit(
-    min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Only predictions at least this sure.")
-    ] = 0.9,
-    scheme: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="gender_master, subCategory, articleType, baseColour (the colour tagger's) or "
-            "fineArticleType (the type tagger's, of the types the classifier leaves out; asked "
-            "for only) \\[default: all the collection has but fineArticleType]."
-        ),
-    ] = None,
-    csv_path: Annotated[
-        Path | None, typer.Option("--csv", help="Write every finding as CSV ('-': stdout).")
-    ] = None,
-    show: Annotated[
-        Path | None, typer.Option(help="Contact sheet PNG of the first findings.")
-    ] = None,
+    min_confidence: MinConfidenceOpt = 0.9,
+    scheme: SchemeOpt = None,
+    csv_path: CsvPathOpt = None,
+    show: ShowOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Findings in the table and --show.")] = 30,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,

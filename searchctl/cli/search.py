@@ -24,92 +24,103 @@ from searchctl.cli.common import (
     store_of,
 )
 
+ImageOpt = Annotated[
+    Path | None, typer.Argument(help="Photo to search with (any size, any format).")
+]
+ProductIdOpt = Annotated[
+    int | None, typer.Option("--id", help="Search with a catalog product's stored vector.")
+]
+VectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Named vector to search \\[default: the backbone's]; tuned (made by a finetune "
+        "classifier) matches labels better, finds the very product less often."
+    ),
+]
+WhereOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Payload filter FIELD=VALUE, e.g. gender=Men (repeatable: all must hold)."),
+]
+SameTypeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--same-type",
+        help="Only hits whose predicted articleType is the query's predicted articleType "
+        "(needs the classifier).",
+    ),
+]
+PlainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--plain", help="Plain cosine on the vector: no re-rank by colour and predicted type."
+    ),
+]
+ColourWeightOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Weight of colour similarity in the re-rank of the vector's nearest products, "
+        "for every photo \\[default: 0.3 when the collection has colour vectors; 0.7 for "
+        "a photo cut out of its background, a shopper's].",
+    ),
+]
+TagWeightOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Weight of tag agreement in the re-rank: for each of gender+master, "
+        "subCategory, articleType and baseColour in which the query's predicted tag is the "
+        "hit's, the query's confidence x the hit's (its label, where it has one, counts as "
+        "sure for gender+master, articleType and baseColour); baseColour counts 1.4x, the "
+        "articleType over every type 1.8x in place of the classifier's \\[default: 0.08 "
+        "when the products carry predicted tags; 0.11 beside a tuned vector, the "
+        "classifier's own features; 0.02 for a cut-out photo].",
+    ),
+]
+TunedWeightOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Weight of the tuned vector's cosine in the re-rank \\[default: 1.0 when the "
+        "collection has tuned vectors, from a finetune classifier; 0.8 for a cut-out "
+        "photo]; with it, the tuned "
+        "vector's 50 nearest products join the candidates (0 turns both off).",
+    ),
+]
+CandidatesOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="How many nearest products of the searched vector the re-rank chooses from "
+        "\\[default: 100].",
+    ),
+]
+CutoutOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Make a photo that is not a studio shot look like one before embedding it: "
+        "its background becomes white and it is cropped to the product.",
+    ),
+]
+ShowOpt = Annotated[
+    Path | None, typer.Option(help="Write a contact sheet PNG: the query, then the hits.")
+]
+
 
 def query(
-    image: Annotated[
-        Path | None, typer.Argument(help="Photo to search with (any size, any format).")
-    ] = None,
+    image: ImageOpt = None,
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Number of hits.")] = 5,
-    product_id: Annotated[
-        int | None, typer.Option("--id", help="Search with a catalog product's stored vector.")
-    ] = None,
-    vector: Annotated[
-        str | None,
-        typer.Option(
-            help="Named vector to search \\[default: the backbone's]; tuned (made by a finetune "
-            "classifier) matches labels better, finds the very product less often."
-        ),
-    ] = None,
-    where: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Payload filter FIELD=VALUE, e.g. gender=Men (repeatable: all must hold)."
-        ),
-    ] = None,
-    same_type: Annotated[
-        bool,
-        typer.Option(
-            "--same-type",
-            help="Only hits whose predicted articleType is the query's predicted articleType "
-            "(needs the classifier).",
-        ),
-    ] = False,
-    plain: Annotated[
-        bool,
-        typer.Option(
-            "--plain", help="Plain cosine on the vector: no re-rank by colour and predicted type."
-        ),
-    ] = False,
-    colour_weight: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Weight of colour similarity in the re-rank of the vector's nearest products, "
-            "for every photo \\[default: 0.3 when the collection has colour vectors; 0.7 for "
-            "a photo cut out of its background, a shopper's].",
-        ),
-    ] = None,
-    tag_weight: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Weight of tag agreement in the re-rank: for each of gender+master, "
-            "subCategory, articleType and baseColour in which the query's predicted tag is the "
-            "hit's, the query's confidence x the hit's (its label, where it has one, counts as "
-            "sure for gender+master, articleType and baseColour); baseColour counts 1.4x, the "
-            "articleType over every type 1.8x in place of the classifier's \\[default: 0.08 "
-            "when the products carry predicted tags; 0.11 beside a tuned vector, the "
-            "classifier's own features; 0.02 for a cut-out photo].",
-        ),
-    ] = None,
-    tuned_weight: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Weight of the tuned vector's cosine in the re-rank \\[default: 1.0 when the "
-            "collection has tuned vectors, from a finetune classifier; 0.8 for a cut-out "
-            "photo]; with it, the tuned "
-            "vector's 50 nearest products join the candidates (0 turns both off).",
-        ),
-    ] = None,
-    candidates: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="How many nearest products of the searched vector the re-rank chooses from "
-            "\\[default: 100].",
-        ),
-    ] = None,
-    cutout: Annotated[
-        bool,
-        typer.Option(
-            help="Make a photo that is not a studio shot look like one before embedding it: "
-            "its background becomes white and it is cropped to the product.",
-        ),
-    ] = True,
-    show: Annotated[
-        Path | None, typer.Option(help="Write a contact sheet PNG: the query, then the hits.")
-    ] = None,
+    product_id: ProductIdOpt = None,
+    vector: VectorOpt = None,
+    where: WhereOpt = None,
+    same_type: SameTypeOpt = False,
+    plain: PlainOpt = False,
+    colour_weight: ColourWeightOpt = None,
+    tag_weight: TagWeightOpt = None,
+    tuned_weight: TunedWeightOpt = None,
+    candidates: CandidatesOpt = None,
+    cutout: CutoutOpt = True,
+    show: ShowOpt = None,
     weights: WeightsOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
@@ -208,46 +219,53 @@ def _write_query_sheet(result, image, catalog_root, path) -> None:
     write_contact_sheet(tiles, path)
 
 
+SampleOpt = Annotated[
+    int | None, typer.Option(min=1, help="Query with N random products, not all of them.")
+]
+ModeOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Search mode (a named vector, ...) to judge \\[default: every one]."),
+]
+QueriesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="External photos in the catalog layout (styles.csv + images/), embedded with "
+        "the collection's embedder; adds recall of the same product id.",
+    ),
+]
+HeldOutOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Query with the classifier's held-out test products only: the honest figure "
+        "for the tuned vector and the predicted tags, which were trained on the others.",
+    ),
+]
+ExactOpt = Annotated[bool, typer.Option(help="Exact search (full scan) instead of the HNSW index.")]
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(help="Write report.md, a bar chart and best/worst contact sheets here."),
+]
+EvalCutoutOpt = Annotated[
+    bool,
+    typer.Option(
+        help="With --queries: cut the background out of photos that are not studio shots "
+        "(as `searchctl query` does).",
+    ),
+]
+
+
 def eval_(
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Hits judged per query.")] = 5,
-    sample: Annotated[
-        int | None, typer.Option(min=1, help="Query with N random products, not all of them.")
-    ] = None,
+    sample: SampleOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample: same seed, same numbers.")] = 0,
-    mode: Annotated[
-        list[str] | None,
-        typer.Option(help="Search mode (a named vector, ...) to judge \\[default: every one]."),
-    ] = None,
-    queries: Annotated[
-        Path | None,
-        typer.Option(
-            help="External photos in the catalog layout (styles.csv + images/), embedded with "
-            "the collection's embedder; adds recall of the same product id.",
-        ),
-    ] = None,
-    held_out: Annotated[
-        bool,
-        typer.Option(
-            help="Query with the classifier's held-out test products only: the honest figure "
-            "for the tuned vector and the predicted tags, which were trained on the others.",
-        ),
-    ] = False,
-    exact: Annotated[
-        bool, typer.Option(help="Exact search (full scan) instead of the HNSW index.")
-    ] = False,
+    mode: ModeOpt = None,
+    queries: QueriesOpt = None,
+    held_out: HeldOutOpt = False,
+    exact: ExactOpt = False,
     workers: Annotated[int, typer.Option(min=1, help="Parallel search threads.")] = 2,
-    report: Annotated[
-        Path | None,
-        typer.Option(help="Write report.md, a bar chart and best/worst contact sheets here."),
-    ] = None,
+    report: ReportOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Photos per model call.")] = 64,
-    cutout: Annotated[
-        bool,
-        typer.Option(
-            help="With --queries: cut the background out of photos that are not studio shots "
-            "(as `searchctl query` does).",
-        ),
-    ] = True,
+    cutout: EvalCutoutOpt = True,
     weights: WeightsOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
@@ -329,5 +347,3 @@ def _print_eval(report) -> None:
         )
     out.print(f"Search: {report.search_description}.", highlight=False)
     out.print(f"Time: {report.seconds['total']:.1f} s.", highlight=False)
-
-
