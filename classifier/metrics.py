@@ -21,7 +21,9 @@ def scheme_metrics(sc: SchemeClasses, y_true: np.ndarray, probs: np.ndarray) -> 
     return {
         "test_products": int(keep.sum()),
         "accuracy": round(float(accuracy_score(y, pred)), 4),
-        "macro_f1": round(float(f1_score(y, pred, labels=labels, average="macro")), 4),
+        "macro_f1": round(
+            float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)), 4
+        ),
         "per_class": {
             c: {
                 "precision": round(float(p[i]), 4),

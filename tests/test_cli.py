@@ -342,3 +342,48 @@ def test_catalog_photos_are_cut_out_like_query_photos(
     refused = _ingest(catalog, tiny_weights, "--no-classifier", other)
     assert refused.exit_code != 0 and "was built with its photos" in refused.output
     assert _json(_ingest(catalog, tiny_weights, "--no-classifier"))["stored"] == 0
+
+
+def test_native_log_lines_are_told_from_the_programs_own():
+    from searchctl.cli.quiet import is_native_log
+
+    dropped = [
+        b"I0000 00:00:1796232465.258149   15078 port.cc:153] oneDNN custom operations are on.\n",
+        b"E0000 00:00:1796232468.851084   15078 cuda_platform.cc:52] failed call to cuInit\n",
+        b"W0000 00:00:12.5 7 node_def_util.cc:682] NodeDef mentions attribute\n",
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+        b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild\n",
+    ]
+    kept = [
+        b"error: file not found: shirt.jpg\n",
+        b"F0000 00:00:1796232468.851084   15078 check.cc:52] Check failed: fatal\n",
+        b"classifier epoch 1: loss 6.5527, val_loss 4.5966\n",
+        b"Traceback (most recent call last):\n",
+    ]
+    assert all(is_native_log(line) for line in dropped)
+    assert not any(is_native_log(line) for line in kept)
+
+
+def test_the_program_prints_no_tensorflow_log_lines_unless_verbose(ingested, data_dir):
+    """The installed program, as a user runs it: a photo query loads TensorFlow."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SEARCHCTL_DATA_DIR": str(data_dir)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the test session's own setting, not a user's
+    query = [sys.executable, "-m", "searchctl.cli", "query", str(ingested / "images" / "9.jpg")]
+    quiet = subprocess.run(query, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    absl_line = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]", re.M)
+    assert not absl_line.search(quiet.stderr), quiet.stderr
+    assert "cuda" not in quiet.stderr.lower() and "oneDNN" not in quiet.stderr
+    assert "rank" in quiet.stdout  # the hits' table
+    verbose = subprocess.run(
+        [*query[:3], "--verbose", *query[3:]], capture_output=True, text=True, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert verbose.returncode == 0 and verbose.stdout == quiet.stdout
+    # --verbose hides nothing: every line of the quiet run is there, with TensorFlow's own.
+    assert set(quiet.stderr.splitlines()) <= set(verbose.stderr.splitlines())

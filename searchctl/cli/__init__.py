@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from searchctl import __version__
-from searchctl.cli.common import quiet_libraries
 from searchctl.cli.ingest import ingest, tag, train_app
 from searchctl.cli.models import audit, info
+from searchctl.cli.quiet import filter_native_logs, verbose_asked
 from searchctl.cli.search import eval_, query
 
 app = typer.Typer(
@@ -47,12 +47,11 @@ def main(
         typer.Option(
             "--verbose",
             envvar="SEARCHCTL_VERBOSE",
-            help="Show TensorFlow's, absl's and CUDA's start-up log lines too.",
+            help="Show TensorFlow's, absl's and CUDA's log lines too (searchctl.cli.quiet).",
         ),
     ] = False,
 ) -> None:
     """Visual search for fashion catalogs."""
-    quiet_libraries(verbose)
 
 
 def _unwrap_help(*apps: typer.Typer) -> None:
@@ -68,7 +67,13 @@ def _unwrap_help(*apps: typer.Typer) -> None:
 
 _unwrap_help(app, train_app)
 
-__all__ = ["app"]
 
-if __name__ == "__main__":
-    sys.exit(app())
+
+def run() -> None:
+    """The `searchctl` program: the app, on a quiet terminal unless --verbose."""
+    if not verbose_asked(sys.argv[1:]):
+        filter_native_logs()
+    app()
+
+
+__all__ = ["app", "run"]

@@ -1,5 +1,5 @@
 """`python -m searchctl.cli`."""
 
-from searchctl.cli import app
+from searchctl.cli import run
 
-app()
+run()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -158,13 +157,3 @@ class BarProgress:
 
 def print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
-
-
-def quiet_libraries(verbose: bool) -> None:
-    """TensorFlow, absl and CUDA say a dozen lines at start-up (oneDNN, cuInit, XLA): set
-    before TensorFlow is imported, these keep them to --verbose."""
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

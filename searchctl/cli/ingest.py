@@ -28,8 +28,7 @@ from searchctl.cli.common import (
 )
 
 train_app = typer.Typer(
-    help="Train the models a collection uses (the classifier that tags products, the "
-    "autoencoder).",
+    help="Train the models a collection uses (the classifier that tags products, the autoencoder).",
     no_args_is_help=True,
 )
 
@@ -75,50 +74,56 @@ KindOpt = Annotated[
 PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0.873}
 
 
-
-
 def _context(store, name: str, spec, data_dir: Path | None, plan, progress):
     from ingest.plan import StageContext
 
     return StageContext(store, name, spec, data_dir_or_default(data_dir), plan, progress)
 
 
+IngestCollectionOpt = Annotated[
+    str | None,
+    typer.Option("--collection", "-c", help="Collection \\[default: the catalog's dir name]."),
+]
+BackboneOpt = Annotated[
+    str, typer.Option(help="keras.applications backbone: resnet50 or mobilenet_v2.")
+]
+InputSizeOpt = Annotated[
+    str | None, typer.Option(help="Model input HEIGHTxWIDTH \\[default: 160x120].")
+]
+PreprocessOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Input normalisation: caffe, tf or torch \\[default: what the weights expect]."
+    ),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option(min=1, help="Only the first N products with an image.")
+]
+MixedPrecisionOpt = Annotated[bool, typer.Option(help="float16 compute (pays on a GPU only).")]
+AutoencoderArchOpt = Annotated[
+    str, typer.Option(help="Architecture of an autoencoder trained here: default or paper.")
+]
+ClassifierKindOpt = Annotated[
+    str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
+]
+
+
 def ingest(
     catalog: Annotated[Path, typer.Argument(help="Catalog directory: styles.csv and images/.")],
-    collection: Annotated[
-        str | None,
-        typer.Option("--collection", "-c", help="Collection \\[default: the catalog's dir name]."),
-    ] = None,
-    backbone: Annotated[
-        str, typer.Option(help="keras.applications backbone: resnet50 or mobilenet_v2.")
-    ] = "resnet50",
+    collection: IngestCollectionOpt = None,
+    backbone: BackboneOpt = "resnet50",
     weights: WeightsOpt = None,
-    input_size: Annotated[
-        str | None, typer.Option(help="Model input HEIGHTxWIDTH \\[default: 160x120].")
-    ] = None,
-    preprocess: Annotated[
-        str | None,
-        typer.Option(
-            help="Input normalisation: caffe, tf or torch \\[default: what the weights expect]."
-        ),
-    ] = None,
+    input_size: InputSizeOpt = None,
+    preprocess: PreprocessOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 64,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Only the first N products with an image.")
-    ] = None,
-    mixed_precision: Annotated[
-        bool, typer.Option(help="float16 compute (pays on a GPU only).")
-    ] = False,
+    limit: LimitOpt = None,
+    mixed_precision: MixedPrecisionOpt = False,
     cutout: CutoutOpt = None,
     colour: ColourOpt = True,
     autoencoder: AutoencoderOpt = True,
-    autoencoder_arch: Annotated[
-        str, typer.Option(help="Architecture of an autoencoder trained here: default or paper.")
-    ] = "default",
+    autoencoder_arch: AutoencoderArchOpt = "default",
     classifier: ClassifierOpt = True,
-    classifier_kind: Annotated[
-        str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
-    ] = "vectors",
+    classifier_kind: ClassifierKindOpt = "vectors",
     min_class_size: MinClassSize = 500,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
@@ -157,21 +162,25 @@ def ingest(
         print_json(result.to_json())
 
 
+EpochsOpt = Annotated[
+    int | None, typer.Option(min=1, help="At most this many epochs \\[default: 12].")
+]
+FiguresOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write the confusion matrices and precision-recall curves here "
+        "\\[default: next to the model]."
+    ),
+]
+
+
 @train_app.command("classifier")
 def train_classifier(
     kind: KindOpt = "vectors",
-    epochs: Annotated[
-        int | None, typer.Option(min=1, help="At most this many epochs \\[default: 12].")
-    ] = None,
+    epochs: EpochsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the initial weights.")] = 0,
     min_class_size: MinClassSize = 500,
-    figures: Annotated[
-        Path | None,
-        typer.Option(
-            help="Write the confusion matrices and precision-recall curves here "
-            "\\[default: next to the model]."
-        ),
-    ] = None,
+    figures: FiguresOpt = None,
     weights: WeightsOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
@@ -254,23 +263,29 @@ def _print_training(name: str, record, report) -> None:
     out.print("Figures: " + ", ".join(str(f) for f in report.figures), highlight=False)
 
 
+ArchOpt = Annotated[
+    str,
+    typer.Option(help="default (ours, chosen by label match rates) or paper (reference)."),
+]
+TrainAutoencoderEpochsOpt = Annotated[
+    int | None, typer.Option(min=1, help="At most this many epochs \\[default: 8].")
+]
+RetrainOpt = Annotated[
+    bool, typer.Option("--retrain", help="Train anew and re-embed every product.")
+]
+ShowOpt = Annotated[
+    Path | None,
+    typer.Option(help="Write a PNG: catalog photos above, their reconstructions below."),
+]
+
+
 @train_app.command("autoencoder")
 def train_autoencoder(
-    arch: Annotated[
-        str,
-        typer.Option(help="default (ours, chosen by label match rates) or paper (reference)."),
-    ] = "default",
-    epochs: Annotated[
-        int | None, typer.Option(min=1, help="At most this many epochs \\[default: 8].")
-    ] = None,
+    arch: ArchOpt = "default",
+    epochs: TrainAutoencoderEpochsOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the validation split and weights.")] = 0,
-    retrain: Annotated[
-        bool, typer.Option("--retrain", help="Train anew and re-embed every product.")
-    ] = False,
-    show: Annotated[
-        Path | None,
-        typer.Option(help="Write a PNG: catalog photos above, their reconstructions below."),
-    ] = None,
+    retrain: RetrainOpt = False,
+    show: ShowOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
