@@ -5,11 +5,11 @@ over all its classes with MIN_PRODUCTS products, where the classifier leaves cla
   agreement (searchctl.query.tag_agreement) also counts a candidate whose baseColour label is
   the query's predicted colour: on the shared catalog's held-out products it took the
   baseColour match of the top 5 from 0.50 to 0.60, and to 0.615 with the hidden layer
-  (README, "Colour tags").
+  (docs/quality.md, "Colour tags").
 - articleType over every type (`FINE_TYPE`), from the backbone and tuned vectors (the colour
   vector where there are no current tuned ones). The classifier's articleType scheme leaves
   out types under 500 products, a fifth of the shared catalog; in the search's agreement this
-  tag stands for it (README, "Every articleType").
+  tag stands for it (docs/quality.md, "Every articleType").
 
 Every point gets `pred_<tag>` and `pred_<tag>_conf`, like the classifier's schemes.
 Trained with scikit-learn (a one-hidden-layer MLP; a logistic regression for small catalogs);

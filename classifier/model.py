@@ -7,7 +7,7 @@
   the network), with flips, shifts, zooms, tilts and colour casts (a shopper's photo is
   tilted and tinted; its tuned vector should still find the product); about 1 h 25 min
   (12 epochs) for 44k products on a 2-core CPU, and 1-3 points more accurate than `vectors` on
-  every scheme here, more with tags voted by neighbours (README).
+  every scheme here, more with tags voted by neighbours (docs/classifier.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DROPOUT = 0.3
 # finetune: photos are decoded to PHOTO_SIZE (the shared catalog's own 80x60) and resized to
 # NETWORK_SIZE inside the network: 128x96 trained as fast as 96x72 here (73 images/s) and
 # 1.65 times as fast as 160x120, which was no more accurate (4 epochs from the ImageNet
-# weights, and 2 more epochs from the 12-epoch model's; README, "Classifier").
+# weights, and 2 more epochs from the 12-epoch model's; docs/classifier.md).
 PHOTO_SIZE = (80, 60)
 NETWORK_SIZE = (128, 96)
 AUGMENT_SHIFT = 0.06

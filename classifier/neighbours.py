@@ -2,7 +2,7 @@
 
 A `finetune` classifier's tuned vector (its backbone's features) puts products of one type,
 gender and category together. Voting among the 20 nearest labelled products tagged the shared
-catalog's held-out test products better than the network's own head did (README,
+catalog's held-out test products better than the network's own head did (docs/classifier.md,
 "Classifier"), and a near-duplicate photo of a labelled product gets that product's label.
 Wherever a collection's tuned vectors are current (ingest.tuned), its products are tagged by
 their neighbours (never by themselves), and so is a query photo (by the store's nearest).

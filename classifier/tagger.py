@@ -124,7 +124,7 @@ class Tagger:
         """The tuned vector stored for catalog photos: the unit mean of the features of each
         photo, its centre enlarged CATALOG_ZOOM times, and both their mirror images (three
         passes more per catalog photo, none per query). The vote's test accuracy and
-        leave-one-out search gained on every scheme here (README)."""
+        leave-one-out search gained on every scheme here (docs/classifier.md)."""
         from embedder.images import zoom_in
 
         photos = np.asarray(photos, np.uint8)
@@ -163,7 +163,7 @@ PREDICT_BATCH = 512  # stored vectors per model call
 # Photos per call through the whole network: 512 peaked at 11 GB on the CPU, 128 at 2.8 GB.
 PHOTO_BATCH = 64
 # embed_catalog's second view: the photo's centre, a crop of 1/CATALOG_ZOOM of its sides
-# (1.2 and a zoom out voted worse, README).
+# (1.2 and a zoom out voted worse, docs/classifier.md).
 CATALOG_ZOOM = 1.1
 
 

@@ -41,7 +41,7 @@ from searchctl.reporting import (
 MODEL_FIELD = "ae_model"  # in each point's payload
 STAGE = "autoencoder"
 MIN_TRAIN_IMAGES = 20
-DEFAULT_EPOCHS = 8  # the 15-minute budget on 44k images and a 2-core CPU (README)
+DEFAULT_EPOCHS = 8  # the 15-minute budget on 44k images and a 2-core CPU (docs/embedders.md)
 
 
 def short_id(model_id: str) -> str:

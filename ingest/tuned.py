@@ -2,7 +2,7 @@
 
 Trained on the catalog's labels, these features put products of one type, gender and category
 closer than ImageNet features do, and find the very product in a phone-like photo less often
-(README, "Search quality"): the default search adds their cosine to its re-rank of the
+(docs/quality.md): the default search adds their cosine to its re-rank of the
 backbone's neighbours, and `searchctl query --vector tuned` searches them. A product's vector
 is the mean of four views of its photo (Tagger.embed_catalog). Each point records which model
 and recipe made its vector (`tuned_model`, tuned_mark): a retrained finetune classifier, or a

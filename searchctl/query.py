@@ -67,7 +67,7 @@ class Blend:
     scored by their shape cosine like the others: a tinted, tilted phone photo often has
     its product among those and not among the shape vector's neighbours.
 
-    The defaults were chosen with `searchctl eval` on the shared catalog (README, "Search
+    The defaults were chosen with `searchctl eval` on the shared catalog (docs/quality.md, "Search
     quality"): a re-rank of the shape vector's neighbours, so colour decides between products
     of like shape and never pulls in a sock for its colour. A tag weight of 0.2 matched
     labels a little better but found the very product in 4 points fewer phone-like photos,
@@ -116,7 +116,7 @@ class Blend:
 
 
 # The weights of both default re-ranks were chosen with numpy grids on cached vectors and
-# checked with `searchctl eval` (README, "Search quality"). For a cut-out photo (a shopper's)
+# checked with `searchctl eval` (docs/quality.md). For a cut-out photo (a shopper's)
 # more colour, fewer tags (and less tuned cosine) found the very product in 8-9 more
 # phone-like photos of 100 here (4-5 beside a tuned vector) at the same articleType; such
 # weights for every query would have cost catalog and studio queries up to a point of
@@ -137,7 +137,7 @@ DEFAULT_BLEND = Blend(
 # they were halved to 0.05; since the agreement reads the candidates' labels and a predicted
 # colour, 0.11 matched the classifier's held-out products' labels better than 0.05 (gender
 # +0.7 points, articleType +0.3, baseColour +3.3; 0.08 was within 0.05 points of it or
-# behind) and kept 99.8 % of studio shots' own product (README, "The finetune default").
+# behind) and kept 99.8 % of studio shots' own product (docs/quality.md, "The finetune default").
 TUNED_BLEND = Blend(
     colour_weight=0.3,
     tag_weight=0.11,
@@ -151,8 +151,8 @@ TUNED_BLEND = Blend(
 # The tags for which a candidate's own catalog label stands for its predicted tag, where it has
 # one: on the classifier's held-out products, agreeing with the candidates' gender+master and
 # articleType labels, rather than their predicted tags, matched gender 1.3 and articleType 0.7
-# points better; with the subCategory label too, subCategory and articleType lost (README,
-# "Labels, not predictions, of the candidates"). baseColour is a label only (README, "Colour
+# points better; with the subCategory label too, subCategory and articleType lost (docs/quality.md,
+# "Labels, not predictions, of the candidates"). baseColour is a label only (docs/quality.md, "Colour
 # tags").
 LABELLED_TAGS = ("gender_master", "articleType", COLOUR_TAG, FINE_TYPE_TAG)
 # The weight of the articleType over every type (classifier.label_tags) in the agreement, where
@@ -160,12 +160,12 @@ LABELLED_TAGS = ("gender_master", "articleType", COLOUR_TAG, FINE_TYPE_TAG)
 # classifier leaves out types under 500 products, a fifth of the shared catalog; on its
 # held-out products this took the articleType match of the top 5 from 0.842 to 0.863 beside
 # a tuned vector and from 0.772 to 0.816 without, at tag weights 0.11 and 0.08 (numpy on cached
-# vectors; README, "Every articleType").
+# vectors; docs/quality.md, "Every articleType").
 FINE_TYPE_WEIGHT = 1.8
 # The weight of the predicted baseColour in the agreement. At 1 the default searches' top 5
 # matched the query's baseColour in 0.626-0.635 of leave-one-out queries, at 1.4 in
 # 0.648-0.653 (held out +1.2-1.7 points), for 0.2-0.4 points of articleType and 0.994 rather
-# than 0.996-0.998 of studio shots' own product (`searchctl eval`; README, "The colour tag at
+# than 0.996-0.998 of studio shots' own product (`searchctl eval`; docs/quality.md, "The colour tag at
 # 1.4x").
 COLOUR_TAG_WEIGHT = 1.4
 # Every tag's weight in the agreement (agreement_weights picks a query's), as eval and
@@ -227,7 +227,7 @@ def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
 
 def default_vector(store: VectorStore, collection: str, spec: EmbedderSpec | None = None) -> str:
     """The vector searched when none is asked for: the backbone's. The `tuned` vector matches
-    labels better (README, "Search quality") but found the very product in phone-like photos
+    labels better (docs/quality.md) but found the very product in phone-like photos
     far less often (0.394 of 500 against 0.596), and that is what a shopper's photo is."""
     spec = spec or collection_record(store, collection)
     return spec.vector_name if spec else next(iter(store.vector_sizes(collection)))
@@ -415,7 +415,7 @@ def one_blas_thread(method):
     """Run `method` with numpy's BLAS on one thread. A query's matrix products are small,
     and on the 2-core CPU the BLAS threads woken for them fought TensorFlow's own: with one,
     the finetune default's p95 on catalog photos went from 54-55 to 43-46 ms, its p50 from
-    36-39 to 32-36 ms (bench/query_latency.py; README, "Latency now")."""
+    36-39 to 32-36 ms (bench/query_latency.py; docs/quality.md, "Latency now")."""
 
     @functools.wraps(method)
     def limited(*args, **kwargs):
