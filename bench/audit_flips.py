@@ -14,8 +14,8 @@ held-out products' colour labels (the tagger never saw them) flipped to another 
 random, their predicted colours kept, and the flips counted among the first held-out findings
 ranked by confidence and by confidence x (1 - the label's held-out confusion). A random flip
 is rarely to a near name of the same colour (Tan for Brown), the kind the confusion demotes,
-so this favours the confusion by construction; the README's audit section has what the first
-findings of the real catalog look like.
+so this favours the confusion by construction; docs/classifier.md's audit sections have
+what the first findings of the real catalog look like.
 
     python bench/audit_flips.py --data-dir /tmp/s7/aug3 --collection bench --seeds 0 1 2
     python bench/audit_flips.py --data-dir /tmp/s12/v2 --colour

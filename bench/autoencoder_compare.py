@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _common import DATASET, peak_rss_mb
+from _common import DATASET, PrintNotes, peak_rss_mb
 from eval_check import brute_force_top_k, label_rates
 
 from embedder.autoencoder import ARCHS, AutoencoderConfig, AutoencoderEmbedder, train
@@ -84,16 +84,13 @@ def main() -> None:
         t_decode = time.perf_counter() - t0
         directory = args.out / name
 
-        def report(epoch: int, logs: dict, name: str = name) -> None:
-            print(f"  {name} epoch {epoch}: {logs}", flush=True)
-
         record = train(
             images,
             config,
             directory,
             trained_on={"catalog": str(DATASET)},
             epochs=args.epochs,
-            on_epoch=report,
+            progress=PrintNotes(f"  {name}: "),
         )
         t1 = time.perf_counter()
         encoder = AutoencoderEmbedder(directory)

@@ -40,8 +40,9 @@ AGREEMENT_NEIGHBOURS = 100
 # colour for held-out products with that label). Near names of one colour (Tan, Coffee Brown
 # and Bronze predicted Brown; Navy Blue predicted Blue) are confused often and fall behind.
 # Of the shared catalog's first 40 findings at 0.9, looked at: by confidence alone, 11 photos
-# plainly of another colour than the label and 12 near names; by this, 24 and none (docs/classifier.md,
-# "Colour labels in the audit"). Rare types are ranked so too (Kurtis taken for Kurtas).
+# plainly of another colour than the label and 12 near names; by this, 24 and none
+# (docs/classifier.md, "Colour labels in the audit"). Rare types are ranked so too (Kurtis
+# taken for Kurtas).
 RANKED_BY_CONFUSION = (COLOUR_TAG, FINE_TYPE_TAG)
 
 

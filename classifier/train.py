@@ -53,8 +53,8 @@ DEFAULT_KIND = "vectors"
 # finetune: 12 epochs of a cosine-decayed rate, about 6.6-6.9 minutes each for 44k photos here.
 # 8 rather than 4 gave +0.8 / +0.1 / +0.2 points of voted test accuracy; 12 rather than 8 gave
 # the network +0.6 / +0.2 / +0.6 and the vote -0.2 / +0.1 / +0.4, and each step lifted the
-# default search's leave-one-out, held-out and phone-like figures but baseColour (docs/classifier.md,
-# "Classifier"), at 50 % more training time.
+# default search's leave-one-out, held-out and phone-like figures but baseColour
+# (docs/classifier.md), at 50 % more training time.
 DEFAULT_EPOCHS = {"finetune": 12, "vectors": 12}
 PATIENCE = 3
 BATCH = {"finetune": 64, "vectors": 128}

@@ -5,7 +5,8 @@ Two architectures, both selectable so the comparison can be rerun (bench/autoenc
 - `paper`: the paper's model. 60x60 input (the 60x80 photos squashed), conv 16-8-8 with
   max-pooling down to 8x8x8 = 512 floats, mirrored decoder, sigmoid output, binary
   cross-entropy, Adam.
-- `default`: ours, chosen by top-5 label match rates on a sample (docs/embedders.md has both tables).
+- `default`: ours, chosen by top-5 label match rates on a sample (docs/embedders.md has both
+  tables).
 
 Training keeps a checkpoint after every epoch under the model directory; an interrupted run
 resumes from it, and the finished model is written under a fresh name before the record that
@@ -82,7 +83,8 @@ ARCHS = {
     # Native 3:4 aspect (no squashing), a 10x8x16 bottleneck with a signed (linear) code, MSE
     # in a luminance + colour-difference space. Chosen over the other candidates of
     # bench/autoencoder_compare.py on a 10k-product sample; on the whole catalog it keeps colour
-    # slightly better than the paper's model but is the weaker shape vector (docs/embedders.md tables).
+    # slightly better than the paper's model but is the weaker shape vector (docs/embedders.md
+    # tables).
     "default": AutoencoderConfig(
         "default",
         80,

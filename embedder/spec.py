@@ -27,7 +27,8 @@ KNOWN_WEIGHT_FILES: dict[str, str] = {
 }
 
 # height x width: the catalog photos are 3:4, so no padding; chosen by bench/input_size.py
-# (docs/embedders.md: +2.3 points articleType over 128x96; 224x168 adds 2.5 more at about half the speed).
+# (docs/embedders.md: +2.3 points articleType over 128x96; 224x168 adds 2.5 more at about
+# half the speed).
 DEFAULT_INPUT_SIZE = (160, 120)
 
 

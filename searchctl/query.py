@@ -151,9 +151,9 @@ TUNED_BLEND = Blend(
 # The tags for which a candidate's own catalog label stands for its predicted tag, where it has
 # one: on the classifier's held-out products, agreeing with the candidates' gender+master and
 # articleType labels, rather than their predicted tags, matched gender 1.3 and articleType 0.7
-# points better; with the subCategory label too, subCategory and articleType lost (docs/quality.md,
-# "Labels, not predictions, of the candidates"). baseColour is a label only (docs/quality.md, "Colour
-# tags").
+# points better; with the subCategory label too, subCategory and articleType lost
+# (docs/quality.md, "Labels, not predictions, of the candidates"). baseColour is a label only
+# (docs/quality.md, "Colour tags").
 LABELLED_TAGS = ("gender_master", "articleType", COLOUR_TAG, FINE_TYPE_TAG)
 # The weight of the articleType over every type (classifier.label_tags) in the agreement, where
 # the query has it, in place of the classifier's articleType (1, like every other tag). The
@@ -165,8 +165,8 @@ FINE_TYPE_WEIGHT = 1.8
 # The weight of the predicted baseColour in the agreement. At 1 the default searches' top 5
 # matched the query's baseColour in 0.626-0.635 of leave-one-out queries, at 1.4 in
 # 0.648-0.653 (held out +1.2-1.7 points), for 0.2-0.4 points of articleType and 0.994 rather
-# than 0.996-0.998 of studio shots' own product (`searchctl eval`; docs/quality.md, "The colour tag at
-# 1.4x").
+# than 0.996-0.998 of studio shots' own product (`searchctl eval`; docs/quality.md, "The
+# colour tag at 1.4x").
 COLOUR_TAG_WEIGHT = 1.4
 # Every tag's weight in the agreement (agreement_weights picks a query's), as eval and
 # query --json report them with the blend.
