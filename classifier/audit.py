@@ -200,25 +200,23 @@ def audit(
 ) -> list[Finding]:
     """`searchctl audit`: the findings of the schemes asked for (default: the classifier's and
     the colour tagger's), each checked to have its predictor here."""
-    from classifier.label_tags import COLOUR, LABEL_TAGGERS, load_label_taggers
+    from classifier.label_tags import LABEL_TAGGERS, label_tagger_advice, load_label_taggers
     from classifier.schemes import TAGS
-    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+    from classifier.tagger import read_record, tagger_dir
+    from classifier.train import missing_classifier
 
     unknown = [s for s in schemes or [] if s not in TAGS]
     if unknown:
         raise ValueError(f"unknown scheme {unknown[0]!r} (schemes: {', '.join(TAGS)})")
     record = read_record(tagger_dir(data_dir, collection))
     if record is None:
-        raise ClassifierMissing(
-            f"no classifier for collection {collection!r}: run `searchctl train classifier` first"
-        )
+        raise missing_classifier(store, collection, "the audit")
     taggers = load_label_taggers(data_dir, collection)
     for kind in LABEL_TAGGERS:
         if kind.tag in (schemes or []) and kind.tag not in taggers:
-            needs = " (it needs colour vectors)" if kind == COLOUR else ""
             raise ValueError(
                 f"no {kind.name.replace('_', ' ')} for collection {collection!r}: "
-                f"`searchctl tag` trains one{needs}"
+                + label_tagger_advice(store, collection, kind)
             )
     schemes = schemes or [*SCHEMES, *(tag for tag in taggers if tag != FINE_TYPE_TAG)]
     return audit_collection(store, collection, record, min_confidence, schemes, taggers)

@@ -58,6 +58,7 @@ class SchemeClasses:
     scheme: str
     classes: tuple[str, ...]
     left_out: dict[str, int]  # class -> products, too few to train on
+    kept_products: int = 0  # products of the kept classes (0 in records made before it)
 
     @classmethod
     def from_payloads(
@@ -67,7 +68,7 @@ class SchemeClasses:
         counts.pop(None, None)
         kept = tuple(sorted(c for c, n in counts.items() if n >= min_class_size))
         left_out = {c: n for c, n in sorted(counts.items()) if n < min_class_size}
-        return cls(scheme, kept, left_out)
+        return cls(scheme, kept, left_out, sum(counts[c] for c in kept))
 
     def encode(self, payloads: Sequence[dict]) -> np.ndarray:
         """Class index per product; IGNORE for a missing or left-out label."""
@@ -77,11 +78,49 @@ class SchemeClasses:
         )
 
     def to_record(self) -> dict:
-        return {"scheme": self.scheme, "classes": list(self.classes), "left_out": self.left_out}
+        return {
+            "scheme": self.scheme,
+            "classes": list(self.classes),
+            "left_out": self.left_out,
+            "kept_products": self.kept_products,
+        }
 
     @classmethod
     def from_record(cls, record: dict) -> SchemeClasses:
-        return cls(record["scheme"], tuple(record["classes"]), dict(record["left_out"]))
+        return cls(
+            record["scheme"],
+            tuple(record["classes"]),
+            dict(record["left_out"]),
+            int(record.get("kept_products", 0)),
+        )
+
+
+def largest_trainable_min_class_size(payloads: Sequence[dict]) -> int:
+    """The largest --min-class-size that leaves every scheme two classes to train on (0 when
+    some scheme has a single label in the whole catalog)."""
+    sizes = []
+    for scheme in SCHEMES:
+        counts = Counter(scheme_label(scheme, p) for p in payloads)
+        counts.pop(None, None)
+        ranked = sorted(counts.values(), reverse=True)
+        sizes.append(ranked[1] if len(ranked) > 1 else 0)
+    return min(sizes)
+
+
+def training_advice(payloads: Sequence[dict], min_class_size: int = DEFAULT_MIN_CLASS_SIZE) -> str:
+    """What to run to get a classifier for a catalog of these labels, in one step."""
+    best = largest_trainable_min_class_size(payloads)
+    if best < 2:
+        return (
+            "the catalog cannot train one: a scheme (gender+masterCategory, subCategory, "
+            "articleType) has a single label in it"
+        )
+    if best >= min_class_size:
+        return "run `searchctl train classifier`"
+    return (
+        f"run `searchctl train classifier --min-class-size {best}` (the default "
+        f"{min_class_size} leaves a scheme fewer than two classes of that many products here)"
+    )
 
 
 def tag_payload(scheme_classes: Sequence[SchemeClasses], probs: Sequence[np.ndarray], row: int):

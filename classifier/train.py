@@ -23,10 +23,12 @@ from classifier.schemes import (
     check_kind,
     pred_field,
     tag_payload,
+    training_advice,
 )
 from classifier.split import stratified_split
 from classifier.tagger import (
     RECORD_FILE,
+    ClassifierMissing,
     Tagger,
     TaggerRecord,
     predict_probs,
@@ -165,7 +167,7 @@ def train_classifier(
         raise TooLittleData(
             f"too few products to train {', '.join(empty)}: a scheme needs two classes of at "
             f"least {min_class_size} products (--min-class-size); the collection has "
-            f"{len(feats.ids)} products"
+            f"{len(feats.ids)} products: {training_advice(feats.payloads, min_class_size)}"
         )
     targets = {sc.scheme: sc.encode(feats.payloads) for sc in schemes}
     split = stratified_split(feats.payloads, seed)
@@ -387,6 +389,16 @@ def tag_collection(
     return TagReport(tagged, feats.skipped, time.perf_counter() - t0)
 
 
+def missing_classifier(store: VectorStore, collection: str, needed_for: str) -> ClassifierMissing:
+    """The error for a command that needs the classifier of a collection that has none,
+    with the one command that trains one on its catalog (training_advice)."""
+    _, payloads, _ = collection_payloads(store, collection)
+    return ClassifierMissing(
+        f"{needed_for} needs the classifier, and collection {collection!r} has none: "
+        f"{training_advice(payloads)}"
+    )
+
+
 def has_classifier(data_dir: Path, collection: str) -> bool:
     return read_record(tagger_dir(data_dir, collection)) is not None
 
@@ -396,6 +408,21 @@ def untagged_ids(store: VectorStore, collection: str) -> list[int]:
     ids, payloads, _ = collection_payloads(store, collection)
     field_name = pred_field(SCHEMES[-1])
     return [i for i, p in zip(ids, payloads) if p.get(field_name) is None]
+
+
+def coverage_note(schemes: Sequence[SchemeClasses]) -> str:
+    """Which schemes leave classes out (under --min-class-size): their products are tagged
+    with the nearest class it knows, so the note says how many products that is."""
+    parts = []
+    for sc in schemes:
+        left = sum(sc.left_out.values())
+        if left and sc.kept_products:
+            kept_share = sc.kept_products / (left + sc.kept_products)
+            parts.append(
+                f"{sc.scheme}: {len(sc.classes)} classes cover {kept_share:.0%} of products, "
+                f"{left:,} products of {len(sc.left_out)} smaller classes get the nearest of them"
+            )
+    return (" Classes left out (--min-class-size): " + "; ".join(parts) + ".") if parts else ""
 
 
 STAGE = "classifier"
@@ -428,6 +455,7 @@ def ensure_tags(
         accuracy = {s: m["accuracy"] for s, m in report.record.metrics.items()}
         shown = ", ".join(f"{s} {a:.3f}" for s, a in accuracy.items())
         summary = f"Classifier trained (test accuracy {shown}); tagged {report.tagged:,} products."
+        summary += coverage_note(report.record.schemes)
         details = {"tagged": report.tagged, "accuracy": accuracy, "seconds": report.record.seconds}
         return StageReport(STAGE, Action.TRAINED, summary, details, report.skipped)
     todo = untagged_ids(store, collection)

@@ -8,6 +8,7 @@ with white (the catalog's studio background) to the model's input size.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from searchctl.reporting import NO_PROGRESS, Progress
 WHITE = (255, 255, 255)
 STUDIO_BACKGROUND = 225  # a border this light in every channel: a studio shot, left as is
 CUTOUT_SIDE = 640  # photos are shrunk to this (longest side) before the cut-out
+# A JPEG is decoded at the smallest of 1/2, 1/4, 1/8 of its size that keeps this on each side
+# (libjpeg's draft mode): every use shrinks it further, and a 12000x12000 photo decoded whole
+# took 2 GB. Other formats cannot be decoded smaller; past MAX_PIXELS they are refused.
+DECODE_SIDE = 2 * CUTOUT_SIDE
+MAX_PIXELS = 64_000_000
 DETECT_SIDE = 80  # the cut-out decides and masks at this size (longest side): see to_studio
 MIN_PRODUCT_AREA = 0.02  # a cut-out keeping less of the photo has found no product
 CUT_OUT = "searchctl_cut_out"  # the mark to_studio leaves in a cut-out photo's info
@@ -60,13 +66,22 @@ def letterbox(img: Image.Image, height: int, width: int) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
+def _open_quietly(source) -> Image.Image:
+    """Image.open without PIL's DecompressionBombWarning: open_image decides on the size
+    itself, after a JPEG's draft mode has made it small (its error past twice PIL's limit
+    still comes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
 def open_image(source: str | Path | bytes) -> Image.Image:
     """Open and fully decode an image from a path or bytes, as RGB. Raises BadImage."""
     try:
         if isinstance(source, bytes):
             if not source:
                 raise BadImage("empty data (0 bytes)")
-            img = Image.open(io.BytesIO(source))
+            img = _open_quietly(io.BytesIO(source))
         else:
             path = Path(source)
             if not path.exists():
@@ -75,13 +90,23 @@ def open_image(source: str | Path | bytes) -> Image.Image:
                 raise BadImage(f"is a directory, not an image: {path}")
             if path.stat().st_size == 0:
                 raise BadImage(f"empty file (0 bytes): {path}")
-            img = Image.open(path)
+            img = _open_quietly(path)
+        if img.format == "JPEG":
+            img.draft("RGB", (DECODE_SIDE, DECODE_SIDE))
+        if img.width * img.height > MAX_PIXELS:
+            raise BadImage(
+                f"too large to decode safely: {img.width}x{img.height} pixels "
+                f"({img.width * img.height / 1e6:.0f} megapixels; at most {MAX_PIXELS / 1e6:.0f} "
+                "unless it is a JPEG)"
+            )
         img.load()
         img = ImageOps.exif_transpose(img)
         return to_rgb(img)
     except BadImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"too large to decode safely: {exc}") from exc
+    except UnidentifiedImageError as exc:
         raise BadImage(f"not a readable image: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         # Truncated/corrupt data raise OSError; permission errors too.
@@ -228,3 +253,67 @@ def load_images(
                 (good.append(i) if problem is None else bad.append((i, problem)))
             progress.advance(min(chunk, len(sources) - start))
     return out[good] if len(good) < len(sources) else out, good, bad
+
+
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 10.0
+
+
+def is_url(source: object) -> bool:
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+def fetch_image(
+    url: str,
+    *,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    timeout: float = DOWNLOAD_TIMEOUT,
+    allow_private: bool = True,
+) -> bytes:
+    """The bytes of a photo at an http(s) URL, at most `max_bytes`, within `timeout` seconds
+    for each network step. `allow_private=False` refuses hosts that resolve to loopback,
+    private, link-local or reserved addresses (a server must not fetch its own network).
+    Raises BadImage naming the URL and the problem."""
+    import ipaddress
+    import socket
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise BadImage(f"not an http(s) URL: {url}")
+    if not allow_private:
+        try:
+            port = parsed.port or 443
+            infos = socket.getaddrinfo(parsed.hostname, port, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            raise BadImage(f"cannot fetch {url}: host not found ({exc})") from exc
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise BadImage(
+                    f"cannot fetch {url}: {parsed.hostname} is a private or local address "
+                    f"({address}); fetching those is not allowed here"
+                )
+    request = urllib.request.Request(url, headers={"User-Agent": "searchctl"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise BadImage(
+                    f"cannot fetch {url}: {int(length):,} bytes, over {max_bytes:,} bytes"
+                )
+            data = response.read(max_bytes + 1)
+    except BadImage:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise BadImage(f"cannot fetch {url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BadImage(f"cannot fetch {url}: {reason}") from exc
+    if len(data) > max_bytes:
+        raise BadImage(f"cannot fetch {url}: over {max_bytes:,} bytes")
+    if not data:
+        raise BadImage(f"cannot fetch {url}: the response is empty")
+    return data

@@ -45,6 +45,8 @@ class Catalog:
     products: list[Product]  # rows in file order, each with its image or None
     orphan_images: list[str] = field(default_factory=list)  # image files with no row
     bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    # Rows kept with a value mended or left empty, and columns the catalog lacks: (line, what)
+    notes: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def with_image(self) -> list[Product]:
@@ -58,6 +60,10 @@ class Catalog:
         return {p.id: p for p in self.products}
 
 
+class _NotANumber(ValueError):
+    pass
+
+
 def _typed(column: str, value: str):
     value = value.strip()
     if value == "":
@@ -66,45 +72,78 @@ def _typed(column: str, value: str):
         try:
             return int(float(value)) if column == "year" else int(value)
         except ValueError:
-            return value if column != "id" else None
+            raise _NotANumber(column, value) from None
     return value
 
 
-def read_styles(path: Path) -> tuple[list[str], list[dict], list[tuple[int, str]]]:
-    """Parse styles.csv: columns, typed rows, and (line, reason) for each unusable row."""
+def _decoded_lines(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
+    """styles.csv as text lines: UTF-8, and a line that is not read as Windows-1252 (what
+    spreadsheets on Windows write; it maps every byte), with a note for each such line."""
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines, notes = [], []
+    for number, raw in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("cp1252", errors="replace"))
+            notes.append((number, "not UTF-8: read as Windows-1252 (Latin-1)"))
+    return lines, notes
+
+
+def read_styles(
+    path: Path,
+) -> tuple[list[str], list[dict], list[tuple[int, str]], list[tuple[int, str]]]:
+    """Parse styles.csv: columns, typed rows, (line, reason) for each unusable row, and
+    (line, note) for each row kept with a value left empty or read another way."""
     rows: list[dict] = []
     bad: list[tuple[int, str]] = []
     seen: set[int] = set()
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.reader(fh)
-        try:
-            columns = [c.strip() for c in next(reader)]
-        except StopIteration:
-            raise CatalogError(f"{path} is empty") from None
-        if "id" not in columns:
-            raise CatalogError(f"{path} has no 'id' column (columns: {', '.join(columns)})")
-        n = len(columns)
-        for fields in reader:
-            line = reader.line_num
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            if len(fields) > n:
-                # Unquoted commas in the last column: rejoin the tail.
-                fields = fields[: n - 1] + [",".join(fields[n - 1 :])]
-            elif len(fields) < n:
-                bad.append((line, f"{len(fields)} fields, expected {n}: {','.join(fields)[:80]!r}"))
-                continue
-            row = {c: _typed(c, v) for c, v in zip(columns, fields)}
+    lines, notes = _decoded_lines(path)
+    reader = csv.reader(lines)
+    try:
+        columns = [c.strip() for c in next(reader)]
+    except StopIteration:
+        raise CatalogError(f"{path} is empty") from None
+    if "id" not in columns:
+        raise CatalogError(f"{path} has no 'id' column (columns: {', '.join(columns)})")
+    missing = [c for c in LABEL_FIELDS if c not in columns]
+    if missing:
+        notes.append((1, f"no column {', '.join(missing)}: no labels, tags or match rates of it"))
+    n = len(columns)
+    for fields in reader:
+        line = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) > n:
+            # Unquoted commas in the last column: rejoin the tail.
+            fields = fields[: n - 1] + [",".join(fields[n - 1 :])]
+        elif len(fields) < n:
+            bad.append((line, f"{len(fields)} fields, expected {n}: {','.join(fields)[:80]!r}"))
+            continue
+        row = {}
+        for column, value in zip(columns, fields):
+            try:
+                row[column] = _typed(column, value)
+            except _NotANumber:
+                if column == "id":
+                    bad.append((line, f"id is not an integer: {value.strip()!r}"))
+                    break
+                notes.append((line, f"{column} {value.strip()!r} is not a number: stored empty"))
+                row[column] = None
+        else:
             pid = row["id"]
             if pid is None:
-                bad.append((line, f"id is not an integer: {fields[columns.index('id')]!r}"))
-                continue
-            if pid in seen:
+                bad.append((line, "no id"))
+            elif pid < 0:
+                bad.append((line, f"id {pid} is negative: ids are whole numbers from 0"))
+            elif pid in seen:
                 bad.append((line, f"duplicate id {pid}: the first row is kept"))
-                continue
-            seen.add(pid)
-            rows.append(row)
-    return columns, rows, bad
+            else:
+                seen.add(pid)
+                rows.append(row)
+    return columns, rows, bad, notes
 
 
 def _image_files(images_dir: Path) -> dict[str, Path]:
@@ -128,8 +167,20 @@ def read_catalog(root: str | Path) -> Catalog:
         raise CatalogError(f"catalog directory not found: {root}")
     if not styles.is_file():
         raise CatalogError(f"no {STYLES_FILE} in {root} (expected {STYLES_FILE} and {IMAGES_DIR}/)")
-    columns, rows, bad_rows = read_styles(styles)
+    if not (root / IMAGES_DIR).is_dir():
+        raise CatalogError(
+            f"no {IMAGES_DIR}/ folder in {root} (expected {STYLES_FILE} and {IMAGES_DIR}/<id>.jpg)"
+        )
+    columns, rows, bad_rows, notes = read_styles(styles)
+    if not rows:
+        first = f" (line {bad_rows[0][0]}: {bad_rows[0][1]})" if bad_rows else ""
+        raise CatalogError(f"{styles} has no usable product rows{first}")
     images = _image_files(root / IMAGES_DIR)
     products = [Product(r["id"], r, images.pop(str(r["id"]), None)) for r in rows]
+    if not any(p.image for p in products):
+        raise CatalogError(
+            f"none of the {len(products):,} products of {styles} has an image in "
+            f"{root / IMAGES_DIR} (images are named <id>.jpg, e.g. {products[0].id}.jpg)"
+        )
     orphans = sorted(images)
-    return Catalog(root, columns, products, orphans, bad_rows)
+    return Catalog(root, columns, products, orphans, bad_rows, sorted(notes))

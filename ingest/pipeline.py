@@ -51,6 +51,7 @@ class IngestReport:
     bad_images: list[tuple[int, str]] = field(default_factory=list)
     points_in_collection: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    row_notes: list[tuple[int, str]] = field(default_factory=list)  # Catalog.notes
 
     @property
     def up_to_date(self) -> bool:
@@ -81,6 +82,9 @@ class IngestReport:
             f"{len(self.bad_rows):,} unusable rows."
         )
         lines += [f"  styles.csv line {line}: {reason}" for line, reason in self.bad_rows]
+        if self.row_notes:
+            lines.append(f"{len(self.row_notes)} notes on styles.csv (the rows are stored):")
+            lines += [f"  styles.csv line {line}: {note}" for line, note in self.row_notes]
         if self.bad_images:
             lines.append(
                 f"{len(self.bad_images)} images could not be used (not stored; fix them and "
@@ -100,6 +104,7 @@ class IngestReport:
         data = asdict(self)
         data["bad_images"] = [{"id": i, "reason": r} for i, r in self.bad_images]
         data["bad_rows"] = [{"line": n, "reason": r} for n, r in self.bad_rows]
+        data["row_notes"] = [{"line": n, "note": r} for n, r in self.row_notes]
         data["images_per_second"] = round(self.images_per_second, 1)
         data["up_to_date"] = self.up_to_date
         return data
@@ -251,6 +256,7 @@ def ingest_catalog(
         bad_rows=catalog.bad_rows,
         selected=len(selected),
         already_stored=len(selected) - len(todo),
+        row_notes=catalog.notes,
     )
     embedder = None
     if todo:

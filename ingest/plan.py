@@ -21,6 +21,8 @@ from classifier.train import (
     TagReport,
     TrainReport,
     ensure_tags,
+    has_classifier,
+    missing_classifier,
     tag_collection,
     train_classifier,
 )
@@ -33,7 +35,7 @@ from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
 from ingest.pipeline import IngestReport, ingest_catalog
 from ingest.tuned import ensure_tuned
-from qdrant.base import StoreError, VectorStore
+from qdrant.base import VectorNotAddable, VectorStore
 from searchctl.reporting import NO_PROGRESS, Progress, StageReport, skipped
 
 
@@ -50,6 +52,7 @@ class StagePlan:
     classifier_kind: str = DEFAULT_KIND
     min_class_size: int = DEFAULT_MIN_CLASS_SIZE
     retag: bool = False  # the label taggers tag every product again (`searchctl tag`)
+    tagger_min_products: int | None = None  # label taggers' classes (None: as trained, or 20)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -112,7 +115,7 @@ def _tuned(c: StageContext) -> StageReport:
 def _label_tags(c: StageContext, kind: TaggedLabel) -> StageReport:
     return ensure_label_tags(
         c.store, c.collection, c.data_dir, c.spec.vector_name, kind, retag=c.plan.retag,
-        progress=c.progress,
+        min_products=c.plan.tagger_min_products, progress=c.progress,
     )  # fmt: skip
 
 
@@ -152,7 +155,7 @@ def run_stages(
             continue
         try:
             report = stage.run(context)
-        except StoreError as exc:
+        except VectorNotAddable as exc:
             report = skipped(stage.name, str(exc), f"Stage {stage.name} skipped")
         context.progress.done(report)
         reports[stage.name] = report
@@ -203,8 +206,17 @@ def ingest(
         extra_vectors=plan.extra_vectors(),
     )  # fmt: skip
     progress.done(backbone.stage_report())
+    if not backbone.points_in_collection:
+        raise NothingStored(
+            f"nothing could be stored: none of the {backbone.selected:,} products with an image "
+            f"has a usable one ({len(backbone.bad_images):,} unreadable, listed above)"
+        )
     context = StageContext(store, collection, spec, data_dir, plan, progress)
     return IngestResult(backbone, run_stages(context))
+
+
+class NothingStored(ValueError):
+    """An ingest that could not store a single product."""
 
 
 def retrain_classifier(
@@ -229,6 +241,8 @@ def retag(context: StageContext) -> tuple[TagReport, dict[str, StageReport]]:
     """`searchctl tag`: every product tagged again by the saved classifier, then every stage
     after it, the label taggers tagging every product again."""
     c = replace(context, plan=replace(context.plan, retag=True))
+    if not has_classifier(c.data_dir, c.collection):
+        raise missing_classifier(c.store, c.collection, "`searchctl tag`")
     report = tag_collection(c.store, c.collection, c.spec, c.data_dir, progress=c.progress)
     return report, run_stages(c, after="classifier")
 

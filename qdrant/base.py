@@ -38,7 +38,15 @@ class CollectionNotFound(StoreError):
 
 
 class StoreLocked(StoreError):
-    pass
+    """The embedded collection is open in another process."""
+
+
+class ReadOnlyCollection(StoreError):
+    """A collection this process may read but not change."""
+
+
+class VectorNotAddable(StoreError):
+    """The store cannot add (or resize) a named vector of an existing collection."""
 
 
 @dataclass(frozen=True)

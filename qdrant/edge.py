@@ -17,6 +17,7 @@ from qdrant.base import (
     CollectionNotFound,
     Hit,
     PointData,
+    ReadOnlyCollection,
     StoredPoint,
     StoreError,
     StoreLocked,
@@ -59,6 +60,13 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _writable(path: Path) -> bool:
+    """This process may change the shard's files (its directory and the files in it)."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        return False
+    return all(os.access(f, os.W_OK) for f in path.rglob("*") if f.is_file())
+
+
 def _filter(where: Where | None) -> qe.Filter | None:
     if not where:
         return None
@@ -71,6 +79,8 @@ class EdgeStore(VectorStore):
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir).expanduser() / "collections"
         self._shards: dict[str, qe.EdgeShard] = {}
+        # Collections this process may not write to: opened from a temporary copy (_shard).
+        self._copies: dict[str, Path] = {}
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.root.parent)!r})"
@@ -96,8 +106,9 @@ class EdgeStore(VectorStore):
     def create_collection(self, name, vectors, metadata, indexes) -> None:
         directory = self._dir(name)
         if (directory / COLLECTION_FILE).exists():
+            self._shard(name)  # another process making it right now: StoreLocked says so
             raise StoreError(f"collection {name!r} already exists in {self.root.parent}")
-        directory.mkdir(parents=True, exist_ok=True)
+        self._make_dir(directory)
         config = qe.EdgeConfig(
             vectors={
                 v: qe.EdgeVectorParams(size=int(dim), distance=qe.Distance.Cosine)
@@ -105,7 +116,10 @@ class EdgeStore(VectorStore):
             },
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
         )
-        shard = qe.EdgeShard.create(str(directory / SHARD_DIR), config)
+        try:
+            shard = qe.EdgeShard.create(str(directory / SHARD_DIR), config)
+        except Exception as exc:
+            raise self._open_error(name, directory / SHARD_DIR, exc) from exc
         for field, kind in indexes.items():
             shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
         shard.flush()
@@ -121,23 +135,66 @@ class EdgeStore(VectorStore):
         if shard is None:
             self._config(name)
             path = self._dir(name) / SHARD_DIR
+            if not _writable(path):
+                path = self._read_only_copy(name, path)
             try:
                 shard = qe.EdgeShard.load(str(path))
             except Exception as exc:
-                if "WouldBlock" in str(exc):
-                    raise StoreLocked(
-                        f"collection {name!r} is open in another searchctl process "
-                        f"(the embedded store allows one at a time): {path}. Wait for it to "
-                        "finish, or use a Qdrant server (--qdrant-url) for concurrent access."
-                    ) from exc
-                raise StoreError(f"cannot open collection {name!r} at {path}: {exc}") from exc
+                raise self._open_error(name, path, exc) from exc
             self._shards[name] = shard
         return shard
+
+    def _read_only_copy(self, name: str, path: Path) -> Path:
+        """Qdrant Edge opens a shard for writing (its WAL, its mmaps) even to read it: a
+        collection this process may not write to (a read-only mount, another user's files) is
+        searched from a temporary copy, and every write to it is refused (_for_writing)."""
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix=f"searchctl-{name}-"))
+        shutil.copytree(path, copy / SHARD_DIR, copy_function=shutil.copyfile)
+        for folder, _, files in os.walk(copy):  # copytree kept the folders' read-only modes
+            os.chmod(folder, 0o700)
+            for file in files:
+                os.chmod(os.path.join(folder, file), 0o600)
+        self._copies[name] = copy
+        return copy / SHARD_DIR
+
+    def _for_writing(self, name: str) -> qe.EdgeShard:
+        shard = self._shard(name)
+        if name in self._copies:
+            raise ReadOnlyCollection(
+                f"collection {name!r} is read-only here (no write permission on "
+                f"{self._dir(name)}): it can be searched, not changed. Copy the data dir "
+                "somewhere writable, or fix its permissions."
+            )
+        return shard
+
+    def _open_error(self, name: str, path: Path, exc: Exception) -> StoreError:
+        """Qdrant Edge's error opening a shard as ours; its text is all it gives to tell a
+        shard another process holds (its WAL lock) from other failures."""
+        if "WouldBlock" in str(exc):
+            return StoreLocked(
+                f"collection {name!r} is open in another searchctl process (the embedded "
+                f"store allows one at a time): {path}. Wait for it to finish, or use a Qdrant "
+                "server (--qdrant-url) for concurrent access."
+            )
+        return StoreError(f"cannot open collection {name!r} at {path}: {exc}")
+
+    def _make_dir(self, directory: Path) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the data dir {self.root.parent}: {exc.strerror} ({exc.filename}). "
+                "Choose another with --data-dir or SEARCHCTL_DATA_DIR."
+            ) from exc
 
     def get_metadata(self, name: str) -> dict:
         return self._config(name)["metadata"]
 
     def set_metadata(self, name: str, metadata: dict) -> None:
+        self._for_writing(name)
         config = self._config(name)
         config["metadata"] = metadata
         _write_json_atomic(self._dir(name) / COLLECTION_FILE, config)
@@ -164,7 +221,7 @@ class EdgeStore(VectorStore):
     def upsert(self, name: str, points: Sequence[PointData]) -> None:
         if not points:
             return
-        shard = self._shard(name)
+        shard = self._for_writing(name)
         shard.update(
             qe.UpdateOperation.upsert_points(
                 [
@@ -188,14 +245,14 @@ class EdgeStore(VectorStore):
         return stored_points(wanted, records, with_vectors)
 
     def set_payloads(self, name: str, payloads: dict[int, dict]) -> None:
-        shard = self._shard(name)
+        shard = self._for_writing(name)
         for payload, ids in payload_groups(payloads):
             shard.update(qe.UpdateOperation.set_payload(ids, payload))
         shard.flush()
 
     def add_vector(self, name: str, vector: str, dim: int) -> None:
         config = self._config(name)
-        shard = self._shard(name)
+        shard = self._for_writing(name)
         if vector in config["vectors"]:
             if config["vectors"][vector] == int(dim):
                 return
@@ -208,7 +265,7 @@ class EdgeStore(VectorStore):
     def update_vectors(self, name: str, vectors: dict[int, dict[str, np.ndarray]]) -> None:
         if not vectors:
             return
-        self._shard(name).update(
+        self._for_writing(name).update(
             qe.UpdateOperation.update_vectors(
                 [
                     qe.PointVectors(int(i), {k: unit_rows(v)[0].tolist() for k, v in named.items()})
@@ -218,7 +275,7 @@ class EdgeStore(VectorStore):
         )
 
     def create_index(self, name: str, field: str, kind: str) -> None:
-        shard = self._shard(name)
+        shard = self._for_writing(name)
         shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
         shard.flush()
 
@@ -263,13 +320,19 @@ class EdgeStore(VectorStore):
         return {int(p.id): float(p.score) for p in self._shard(name).query(request)}
 
     def optimize(self, name: str) -> None:
-        self._shard(name).optimize()
+        self._for_writing(name).optimize()
 
     def flush(self) -> None:
-        for shard in self._shards.values():
-            shard.flush()
+        for name, shard in self._shards.items():
+            if name not in self._copies:
+                shard.flush()
 
     def close(self) -> None:
+        import shutil
+
         for shard in self._shards.values():
             shard.close()
         self._shards.clear()
+        for copy in self._copies.values():
+            shutil.rmtree(copy, ignore_errors=True)
+        self._copies.clear()

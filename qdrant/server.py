@@ -19,6 +19,7 @@ from qdrant.base import (
     PointData,
     StoredPoint,
     StoreError,
+    VectorNotAddable,
     VectorSelection,
     VectorStore,
     Where,
@@ -161,7 +162,7 @@ class ServerStore(VectorStore):
             return
         # Qdrant's API cannot add a named vector to an existing collection.
         have = f"it has {vector!r} at {sizes[vector]} dims" if vector in sizes else "it lacks it"
-        raise StoreError(
+        raise VectorNotAddable(
             f"collection {name!r} on {self.description} needs vector {vector!r} with {dim} dims "
             f"and {have}; a server cannot add or resize a named vector: ingest into a new "
             "collection"

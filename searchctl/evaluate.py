@@ -587,15 +587,16 @@ class EvalRequest:
             raise ValueError("--held-out picks queries from the collection, not --queries")
 
 
-def held_out_ids(data_dir: Path, collection: str, ids: Sequence[int]) -> list[int]:
+def held_out_ids(
+    store: VectorStore, data_dir: Path, collection: str, ids: Sequence[int]
+) -> list[int]:
     """The classifier's test products among `ids`."""
-    from classifier.tagger import ClassifierMissing, read_record, tagger_dir
+    from classifier.tagger import read_record, tagger_dir
+    from classifier.train import missing_classifier
 
     record = read_record(tagger_dir(data_dir, collection))
     if record is None:
-        raise ClassifierMissing(
-            f"--held-out: {collection!r} has no classifier to have held products out"
-        )
+        raise missing_classifier(store, collection, "--held-out")
     return sorted(set(record.test_ids) & set(ids))
 
 
@@ -626,7 +627,7 @@ def run_eval(
     labels_of = collection_labels(store, collection, all_ids)
     skipped: list[tuple[int, str]] = []
     if request.queries is None:
-        ids = held_out_ids(data_dir, collection, all_ids) if request.held_out else all_ids
+        ids = held_out_ids(store, data_dir, collection, all_ids) if request.held_out else all_ids
         picked = sample_ids(ids, request.sample, request.seed)
         query_set = stored_queries(store, collection, picked, vectors)
         source = "the classifier's held-out products" if request.held_out else "the collection"

@@ -30,7 +30,15 @@ from classifier.schemes import (
 from embedder.collection import collection_record
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
-from embedder.images import fit_image, open_image, prepare_photo, was_cut_out
+from embedder.images import (
+    BadImage,
+    fetch_image,
+    fit_image,
+    is_url,
+    open_image,
+    prepare_photo,
+    was_cut_out,
+)
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
 from searchctl.config import default_data_dir
@@ -374,6 +382,7 @@ class SearchResult:
     where: list | None = None
     blend: Blend | None = None  # the re-rank applied to the vector's hits, if any
     notes: list[str] = field(default_factory=list)  # what a person should know of the search
+    photo: Image.Image | None = None  # the query photo as the search saw it (cut out)
 
     def to_json(self) -> dict:
         return {
@@ -394,6 +403,11 @@ def parse_where(conditions: list[str] | None) -> list[tuple[str, object]]:
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"--where takes FIELD=VALUE, got {text!r}")
+        if "=" in value:
+            raise ValueError(
+                f"--where {text!r}: one FIELD=VALUE each (all must hold); repeat --where for "
+                "more conditions"
+            )
         if key in INTEGER_FIELDS:
             try:
                 parsed.append((key, int(value)))
@@ -687,7 +701,9 @@ class Searcher:
             where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
         if blend is None:
             hits = self.store.search(self.collection, query_vector, vector, top, where)
-            return SearchResult(str(source), vector, hits, predicted=predicted, where=where)
+            return SearchResult(
+                str(source), vector, hits, predicted=predicted, where=where, photo=image
+            )
         if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
             query_vectors[COLOUR_VECTOR] = self.colour_rows(image)
         candidates = search_candidates(
@@ -698,7 +714,7 @@ class Searcher:
             self.store, self.collection, candidates, query_vectors, predicted, blend, top
         )
         return SearchResult(
-            str(source), vector, hits, predicted=predicted, where=where, blend=blend
+            str(source), vector, hits, predicted=predicted, where=where, blend=blend, photo=image
         )
 
 
@@ -785,11 +801,27 @@ class SearchRequest:
     def __post_init__(self) -> None:
         if (self.image is None) == (self.product_id is None):
             raise ValueError("give either an IMAGE or --id PRODUCT_ID")
+        if self.product_id is not None and not 0 <= self.product_id < 2**63:
+            raise ValueError(f"--id {self.product_id}: product ids are whole numbers from 0")
 
     @property
     def wants_tags(self) -> bool:
         """The photo's predicted tags are needed whatever the collection has."""
         return self.same_type or bool(self.tag_weight)
+
+
+def check_where(store: VectorStore, collection: str, where: Where) -> None:
+    """A filter on a field no product has would answer nothing: an error naming the fields."""
+    if not where:
+        return
+    sample = store.retrieve(collection, sorted(store.ids(collection))[:50])
+    fields = sorted({key for p in sample for key in (p.payload or {})})
+    for key, _ in where:
+        if key not in fields:
+            raise ValueError(
+                f"--where {key}: collection {collection!r} has no field {key!r}; its fields: "
+                + ", ".join(fields)
+            )
 
 
 def request_blend(store: VectorStore, collection: str, request: SearchRequest) -> Blend | None:
@@ -846,6 +878,11 @@ def open_searcher(
         return Searcher(store, collection, with_tags=True, **options), None
     except ClassifierMissing:
         if tags_required:
+            from classifier.train import has_classifier, missing_classifier
+
+            data_dir = options.get("data_dir") or default_data_dir()
+            if not has_classifier(data_dir, collection):
+                raise missing_classifier(store, collection, "--same-type or --tag-weight") from None
             raise
         return Searcher(store, collection, **options), NO_CLASSIFIER_NOTE
 
@@ -859,17 +896,21 @@ def search(
     weights: Path | None = None,
     data_dir: Path | None = None,
 ) -> SearchResult:
-    """The one search call: by photo through `searcher` (a warm one, or one made for this
-    query), or by a stored product's vector."""
+    """The one search call: by photo (a file, bytes, or an http(s) URL) through `searcher` (a
+    warm one, or one made for this query), or by a stored product's vector."""
+    check_where(store, collection, request.where)
     blend = request_blend(store, collection, request)
     if request.product_id is not None:
         return search_by_id(
             store, collection, request.product_id, request.top, request.vector, request.where,
             request.same_type, blend,
         )  # fmt: skip
-    note = None
+    note, image = None, request.image
+    try:  # decoded once, before any model is loaded: a bad photo is a clear error at once
+        image = open_image(fetch_image(image) if is_url(image) else image)
+    except BadImage as exc:
+        raise BadImage(f"{request.image}: {exc}" if is_url(request.image) else str(exc)) from None
     if searcher is None:
-        open_image(request.image)  # a clear error before the models are loaded
         searcher, note = open_searcher(
             store, collection, with_tags=request.wants_tags or bool(blend and blend.tag_weight),
             tags_required=request.wants_tags, weights=weights, compiled=False,
@@ -883,7 +924,8 @@ def search(
         note = NO_CLASSIFIER_NOTE
         blend = blend.with_weights(tag_weight=0.0)
     result = searcher.search_image(
-        request.image, request.top, request.vector, request.where, request.same_type, blend
+        image, request.top, request.vector, request.where, request.same_type, blend
     )
+    result.query = str(request.image) if not isinstance(request.image, bytes) else "photo"
     result.notes += [note] if note else []
     return result

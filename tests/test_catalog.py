@@ -30,7 +30,7 @@ def test_joins_images_and_counts_what_is_missing(tmp_path):
 
 def test_duplicate_and_non_integer_ids_are_reported(tmp_path):
     (tmp_path / "styles.csv").write_text("id,name\n1,a\n1,b\nx7,c\n2,d\n")
-    columns, rows, bad = read_styles(tmp_path / "styles.csv")
+    columns, rows, bad, _ = read_styles(tmp_path / "styles.csv")
     assert [r["id"] for r in rows] == [1, 2]
     assert [line for line, _ in bad] == [3, 4]
     assert "duplicate id 1" in bad[0][1] and "not an integer" in bad[1][1]
@@ -42,6 +42,9 @@ def test_missing_catalog_pieces_are_clear_errors(tmp_path):
     with pytest.raises(CatalogError, match="no styles.csv"):
         read_catalog(tmp_path)
     (tmp_path / "styles.csv").write_text("name,colour\na,b\n")
+    with pytest.raises(CatalogError, match="no images/ folder"):
+        read_catalog(tmp_path)
+    (tmp_path / "images").mkdir()
     with pytest.raises(CatalogError, match="no 'id' column"):
         read_catalog(tmp_path)
 
@@ -51,7 +54,7 @@ def test_missing_catalog_pieces_are_clear_errors(tmp_path):
 def test_shared_styles_csv_keeps_every_row():
     cat = read_catalog(SHARED_DATASET)
     assert len(cat.products) == 44_446
-    assert cat.bad_rows == []
+    assert cat.bad_rows == [] and cat.notes == []
     assert len(cat.with_image) == 44_072 and len(cat.without_image) == 374
     assert sum("," in (p.payload["productDisplayName"] or "") for p in cat.products) == 22
     assert cat.by_id()[15970].payload == {

@@ -16,7 +16,7 @@ from ingest.plan import (
     retag,
     run_stages,
 )
-from qdrant.base import StoreError
+from qdrant.base import VectorNotAddable
 from qdrant.edge import EdgeStore
 from searchctl.reporting import Action, StageReport
 
@@ -80,7 +80,7 @@ def test_a_stage_the_store_refuses_is_skipped_with_the_reason(shop, tiny_weights
             colour=False, autoencoder=False, classifier=False))  # fmt: skip
 
         def refuse(*args, **kwargs):
-            raise StoreError("collection 'c' was made without the vector 'colour'")
+            raise VectorNotAddable("collection 'c' was made without the vector 'colour'")
 
         store.add_vector = refuse
         context = StageContext(store, "c", _spec(tiny_weights), tmp_path, plan)

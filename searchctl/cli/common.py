@@ -69,7 +69,8 @@ MinClassSize = Annotated[
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Known problems become one clear message and exit code 2, not a traceback."""
+    """Known problems become one clear message and exit code 2, not a traceback; Ctrl-C
+    says what is kept and exits 130."""
     from classifier.tagger import ClassifierMissing
     from embedder.collection import EmbedderMismatch
     from embedder.images import BadImage
@@ -90,6 +91,13 @@ def user_errors() -> Iterator[None]:
     ) as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print(
+            "[yellow]Interrupted.[/] What finished is stored (the stages above); run the same "
+            "command again to go on from there.",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
 
 
 @contextmanager

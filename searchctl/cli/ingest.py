@@ -71,6 +71,16 @@ KindOpt = Annotated[
         "min for 44k products on a 2-core CPU, 1-4 points more accurate: docs/classifier.md)."
     ),
 ]
+TaggerMinProducts = Annotated[
+    int | None,
+    typer.Option(
+        min=2,
+        help="The colour and type taggers learn the labels with this many products; they train "
+        "only when 3 such labels cover 80 % of the products \\[default: what they were trained "
+        "with, else 20].",
+        show_default=False,
+    ),
+]
 PAPER_ACCURACY = {"gender_master": 0.884, "subCategory": 0.966, "articleType": 0.873}
 
 
@@ -125,6 +135,7 @@ def ingest(
     classifier: ClassifierOpt = True,
     classifier_kind: ClassifierKindOpt = "vectors",
     min_class_size: MinClassSize = 500,
+    tagger_min_products: TaggerMinProducts = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
     qdrant_api_key: QdrantApiKey = None,
@@ -146,7 +157,7 @@ def ingest(
         plan = StagePlan(
             colour=colour, autoencoder=autoencoder, autoencoder_arch=autoencoder_arch,
             classifier=classifier, classifier_kind=classifier_kind,
-            min_class_size=min_class_size,
+            min_class_size=min_class_size, tagger_min_products=tagger_min_products,
         )  # fmt: skip
         size = parse_input_size(input_size) if input_size else DEFAULT_INPUT_SIZE
         spec = make_spec(backbone, weights, size, preprocess)
@@ -316,6 +327,7 @@ def train_autoencoder(
 
 
 def tag(
+    tagger_min_products: TaggerMinProducts = None,
     weights: WeightsOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
@@ -334,7 +346,8 @@ def tag(
         name = pick_collection(store, collection)
         spec = recorded_spec(store, name, weights)
         with BarProgress(summaries=False) as progress:
-            report, stages = retag(_context(store, name, spec, data_dir, StagePlan(), progress))
+            plan = StagePlan(tagger_min_products=tagger_min_products)
+            report, stages = retag(_context(store, name, spec, data_dir, plan, progress))
     if as_json:
         print_json({
             "collection": name, "tagged": report.tagged,

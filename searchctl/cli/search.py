@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -25,7 +26,12 @@ from searchctl.cli.common import (
 )
 
 ImageOpt = Annotated[
-    Path | None, typer.Argument(help="Photo to search with (any size, any format).")
+    str | None,
+    typer.Argument(
+        help="Photo to search with: a file (any size, any format) or an http(s) URL "
+        "(at most 20 MB, 10 s).",
+        show_default=False,
+    ),
 ]
 ProductIdOpt = Annotated[
     int | None, typer.Option("--id", help="Search with a catalog product's stored vector.")
@@ -203,7 +209,8 @@ def _write_query_sheet(result, image, catalog_root, path) -> None:
         return Path(catalog_root) / rel if catalog_root and rel else None
 
     # With --id, the product's own photo: it need not be among the hits (filters, duplicates).
-    query_source = image if image is not None else image_of(result.query_payload)
+    photo = result.photo
+    query_source = np.asarray(photo) if photo is not None else image_of(result.query_payload)
     tiles = [Tile(query_source, ["query", result.query[-20:]])]
     tiles += [
         Tile(
