@@ -387,3 +387,40 @@ def test_the_program_prints_no_tensorflow_log_lines_unless_verbose(ingested, dat
     assert verbose.returncode == 0 and verbose.stdout == quiet.stdout
     # --verbose hides nothing: every line of the quiet run is there, with TensorFlow's own.
     assert set(quiet.stderr.splitlines()) <= set(verbose.stderr.splitlines())
+
+
+def test_query_gives_the_hits_the_search_pieces_give_by_hand(tmp_path, tiny_weights, data_dir):
+    """`query` (the command over search()) against the pieces the command composed by hand
+    before the search moved into the library: default_blend, its weights, Searcher."""
+    from conftest import make_catalog
+
+    from qdrant.edge import EdgeStore
+    from searchctl.query import Searcher, default_blend
+
+    catalog = make_catalog(tmp_path / "shop", n=40)
+    ingested = _ingest(catalog, tiny_weights, "--no-autoencoder", "--min-class-size", "5")
+    assert ingested.exit_code == 0, ingested.output
+    photo = tmp_path / "photo.png"
+    product_image(9).resize((90, 120)).save(photo)
+    cases = [
+        ([], {}),
+        (["--plain"], None),
+        (["--colour-weight", "0.6"], {"colour_weight": 0.6}),
+        (["--tag-weight", "0.3", "--where", "gender=Men"], {"tag_weight": 0.3}),
+        (["--same-type"], {}),
+    ]
+    for flags, weights in cases:
+        shown = _json(runner.invoke(app, ["query", str(photo), "--top", "4", "--json", *flags]))
+        where = [("gender", "Men")] if "--where" in flags else []
+        with EdgeStore(data_dir) as store:
+            blend = default_blend(store, "shop")
+            if weights is None:
+                blend = None
+            elif weights:
+                blend = blend.with_weights(**weights)
+            searcher = Searcher(store, "shop", compiled=False, with_tags=True)
+            by_hand = searcher.search_image(photo, 4, None, where, "--same-type" in flags, blend)
+        assert [h["id"] for h in shown["hits"]] == [h.id for h in by_hand.hits], flags
+        assert [h["score"] for h in shown["hits"]] == pytest.approx(
+            [h.score for h in by_hand.hits], abs=1e-6
+        )
