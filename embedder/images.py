@@ -107,7 +107,8 @@ def open_image(source: str | Path | bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise BadImage(f"too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise BadImage(f"not a readable image: {exc}") from exc
+        what = f"{len(source):,} bytes of data" if isinstance(source, bytes) else f"{source}"
+        raise BadImage(f"not a readable image: {what} is in no image format known here") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         # Truncated/corrupt data raise OSError; permission errors too.
         raise BadImage(f"cannot decode image: {exc}") from exc

@@ -15,6 +15,7 @@ STYLES_FILE = "styles.csv"
 IMAGES_DIR = "images"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 INT_COLUMNS = ("id", "year")
+TEXT_FIELD = "productDisplayName"  # the product's name: full-text indexed
 # Label fields: keyword-indexed in the store and shown in query results.
 LABEL_FIELDS = (
     "gender",

@@ -29,13 +29,17 @@ from embedder.collection import (
 )
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
-from ingest.catalog import LABEL_FIELDS, Catalog, Product
-from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, PointData, VectorStore
+from ingest.catalog import LABEL_FIELDS, TEXT_FIELD, Catalog, Product
+from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, TEXT_INDEX, PointData, VectorStore
 from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport
 
 PREFETCH_BATCHES = 3
 WRITE_QUEUE_BATCHES = 2
-PAYLOAD_INDEXES = {**{f: KEYWORD_INDEX for f in LABEL_FIELDS}, "year": INTEGER_INDEX}
+PAYLOAD_INDEXES = {
+    **{f: KEYWORD_INDEX for f in LABEL_FIELDS},
+    "year": INTEGER_INDEX,
+    TEXT_FIELD: TEXT_INDEX,  # words of the name: `query --text`
+}
 
 
 @dataclass

@@ -11,6 +11,7 @@ from qdrant.base import (
     VectorNotAddable,
     VectorStore,
     Where,
+    Words,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "StoredPoint",
     "VectorStore",
     "Where",
+    "Words",
     "open_store",
 ]
 

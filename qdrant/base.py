@@ -9,13 +9,22 @@ from typing import Any
 
 import numpy as np
 
-# A conjunction of equality conditions on payload fields: [("gender", "Men"), ("year", 2012)].
+# A conjunction of conditions on payload fields: [("gender", "Men"), ("year", 2012)] are
+# equalities; a Words value, ("productDisplayName", Words("navy shirt")), asks for every word.
 Where = Sequence[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class Words:
+    """A full-text condition: the field (with a TEXT_INDEX) holds every one of these words."""
+
+    text: str
 VectorSelection = bool | Sequence[str]  # all named vectors, none, or these
 
 # Payload fields indexed for filtering, by type.
 KEYWORD_INDEX = "keyword"
 INTEGER_INDEX = "integer"
+TEXT_INDEX = "text"  # words, lower-cased, with BM25 scores where the store has them
 
 
 def unit_rows(vectors) -> np.ndarray:
@@ -208,6 +217,13 @@ class VectorStore(ABC):
     ) -> list[Hit]:
         batch = np.asarray(vector, dtype=np.float32)[None, :]
         return self.search_batch(name, batch, using, limit, where, exact, with_payload)[0]
+
+    @abstractmethod
+    def text_search(
+        self, name: str, field: str, text: str, limit: int, where: Where | None = None
+    ) -> list[Hit]:
+        """Points whose `field` (a TEXT_INDEX) holds the words of `text`, most relevant first
+        (BM25 where the store ranks text; else by the share of the words each holds)."""
 
     def iter_points(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import qdrant_edge as qe
 from qdrant.base import (
     INTEGER_INDEX,
     KEYWORD_INDEX,
+    TEXT_INDEX,
     CollectionNotFound,
     Hit,
     PointData,
@@ -24,6 +26,7 @@ from qdrant.base import (
     VectorSelection,
     VectorStore,
     Where,
+    Words,
     payload_groups,
     row_conditions,
     stored_points,
@@ -32,6 +35,7 @@ from qdrant.base import (
 
 COLLECTION_FILE = "collection.json"
 SHARD_DIR = "shard"
+HOLDER_FILE = "holder.json"  # which process has the collection open (for StoreLocked)
 SCROLL_PAGE = 10_000
 HNSW_EF = 128  # search-time beam; recall@5 checked against exact search in tests/bench
 _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -39,6 +43,9 @@ _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _INDEX_TYPES = {
     KEYWORD_INDEX: qe.PayloadSchemaType.Keyword,
     INTEGER_INDEX: qe.PayloadSchemaType.Integer,
+    TEXT_INDEX: qe.TextIndexParams(
+        lowercase=True, scoring=qe.TextScoringParams(type=qe.TextScoringType.Bm25)
+    ),
 }
 
 
@@ -70,7 +77,14 @@ def _writable(path: Path) -> bool:
 def _filter(where: Where | None) -> qe.Filter | None:
     if not where:
         return None
-    return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in where])
+    return qe.Filter(
+        must=[
+            qe.FieldCondition(
+                key=k, match=qe.MatchText(v.text) if isinstance(v, Words) else qe.MatchValue(v)
+            )
+            for k, v in where
+        ]
+    )
 
 
 class EdgeStore(VectorStore):
@@ -124,6 +138,7 @@ class EdgeStore(VectorStore):
             shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_TYPES[kind]))
         shard.flush()
         self._shards[name] = shard
+        self._hold(name)
         # Written last: a collection exists once its config file does.
         _write_json_atomic(
             directory / COLLECTION_FILE,
@@ -142,7 +157,28 @@ class EdgeStore(VectorStore):
             except Exception as exc:
                 raise self._open_error(name, path, exc) from exc
             self._shards[name] = shard
+            if name not in self._copies:
+                self._hold(name)
         return shard
+
+    def _hold(self, name: str) -> None:
+        """Say which process holds the collection, for the message another one gets."""
+        import sys
+        import time
+
+        holder = {"pid": os.getpid(), "command": " ".join(sys.argv)[:200], "since": time.time()}
+        with contextlib.suppress(OSError):  # the message would only say less
+            _write_json_atomic(self._dir(name) / HOLDER_FILE, holder)
+
+    def _holder(self, name: str) -> str:
+        import time
+
+        try:
+            holder = json.loads((self._dir(name) / HOLDER_FILE).read_text())
+        except (OSError, ValueError):
+            return "another searchctl process"
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(holder.get("since", 0)))
+        return f"process {holder.get('pid')} ({holder.get('command')}, since {since})"
 
     def _read_only_copy(self, name: str, path: Path) -> Path:
         """Qdrant Edge opens a shard for writing (its WAL, its mmaps) even to read it: a
@@ -175,9 +211,10 @@ class EdgeStore(VectorStore):
         shard another process holds (its WAL lock) from other failures."""
         if "WouldBlock" in str(exc):
             return StoreLocked(
-                f"collection {name!r} is open in another searchctl process (the embedded "
-                f"store allows one at a time): {path}. Wait for it to finish, or use a Qdrant "
-                "server (--qdrant-url) for concurrent access."
+                f"collection {name!r} is open in another searchctl process, "
+                f"{self._holder(name)}; the embedded store allows one at a time ({path}). "
+                "Wait for it to finish or stop it, or use a Qdrant server (--qdrant-url) to "
+                "run a server and writers at once."
             )
         return StoreError(f"cannot open collection {name!r} at {path}: {exc}")
 
@@ -306,6 +343,12 @@ class EdgeStore(VectorStore):
         results = shard.query_batch(qe.QueryBatchRequest(requests))
         return [[Hit(int(p.id), float(p.score), p.payload) for p in hits] for hits in results]
 
+    def text_search(self, name, field, text, limit, where=None):
+        request = qe.QueryRequest(
+            query=qe.TextQuery(field, text), limit=limit, filter=_filter(where), with_payload=True
+        )
+        return [Hit(int(p.id), float(p.score), p.payload) for p in self._shard(name).query(request)]
+
     def score(self, name, vector, using, ids):
         wanted = {int(i) for i in ids}
         if not wanted:
@@ -330,8 +373,10 @@ class EdgeStore(VectorStore):
     def close(self) -> None:
         import shutil
 
-        for shard in self._shards.values():
+        for name, shard in self._shards.items():
             shard.close()
+            if name not in self._copies:
+                (self._dir(name) / HOLDER_FILE).unlink(missing_ok=True)
         self._shards.clear()
         for copy in self._copies.values():
             shutil.rmtree(copy, ignore_errors=True)

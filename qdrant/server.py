@@ -14,6 +14,7 @@ from qdrant_client import models as qm
 from qdrant.base import (
     INTEGER_INDEX,
     KEYWORD_INDEX,
+    TEXT_INDEX,
     CollectionNotFound,
     Hit,
     PointData,
@@ -23,6 +24,7 @@ from qdrant.base import (
     VectorSelection,
     VectorStore,
     Where,
+    Words,
     payload_groups,
     row_conditions,
     stored_points,
@@ -33,6 +35,7 @@ from qdrant.edge import HNSW_EF, SCROLL_PAGE, check_collection_name
 _INDEX_TYPES = {
     KEYWORD_INDEX: qm.PayloadSchemaType.KEYWORD,
     INTEGER_INDEX: qm.PayloadSchemaType.INTEGER,
+    TEXT_INDEX: qm.TextIndexParams(type="text", lowercase=True, tokenizer=qm.TokenizerType.WORD),
 }
 
 
@@ -40,7 +43,13 @@ def _filter(where: Where | None) -> qm.Filter | None:
     if not where:
         return None
     return qm.Filter(
-        must=[qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in where]
+        must=[
+            qm.FieldCondition(
+                key=k,
+                match=qm.MatchText(text=v.text) if isinstance(v, Words) else qm.MatchValue(value=v),
+            )
+            for k, v in where
+        ]
     )
 
 
@@ -181,6 +190,23 @@ class ServerStore(VectorStore):
             ],
             wait=True,
         )
+
+    def text_search(self, name, field, text, limit, where=None):
+        """The server ranks no text here (BM25 there needs its inference): the points holding
+        every word, ranked by how much of the field the words are."""
+        conditions = [*(where or []), (field, Words(text))]
+        points, _ = self.client.scroll(
+            self._check(name), scroll_filter=_filter(conditions), limit=max(limit * 20, 1000),
+            with_payload=True, with_vectors=False,
+        )  # fmt: skip
+        words = text.lower().split()
+
+        def score(payload: dict) -> float:
+            held = str(payload.get(field) or "").lower().split()
+            return sum(held.count(w) for w in words) / (len(held) or 1)
+
+        hits = [Hit(int(p.id), score(p.payload or {}), p.payload) for p in points]
+        return sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
 
     def create_index(self, name: str, field: str, kind: str) -> None:
         self.client.create_payload_index(self._check(name), field, _INDEX_TYPES[kind], wait=True)

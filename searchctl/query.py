@@ -6,7 +6,9 @@ and any server, call it; `eval` runs the same Blend and Searcher over many queri
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
@@ -40,10 +42,20 @@ from embedder.images import (
     was_cut_out,
 )
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
-from qdrant.base import Hit, StoreError, VectorStore, Where, unit_rows
+from qdrant.base import (
+    TEXT_INDEX,
+    Hit,
+    ReadOnlyCollection,
+    StoreError,
+    VectorStore,
+    Where,
+    Words,
+    unit_rows,
+)
 from searchctl.config import default_data_dir
 
 INTEGER_FIELDS = ("id", "year")
+TEXT_FIELD = "productDisplayName"  # ingest.catalog.TEXT_FIELD: its words are indexed
 AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 
@@ -383,6 +395,7 @@ class SearchResult:
     blend: Blend | None = None  # the re-rank applied to the vector's hits, if any
     notes: list[str] = field(default_factory=list)  # what a person should know of the search
     photo: Image.Image | None = None  # the query photo as the search saw it (cut out)
+    seconds: dict[str, float] = field(default_factory=dict)  # decode, embed, search, rerank
 
     def to_json(self) -> dict:
         return {
@@ -390,7 +403,9 @@ class SearchResult:
             "vector": self.vector,
             "blend": self.blend.to_json() if self.blend else None,
             "predicted": self.predicted,
-            "where": [list(w) for w in self.where or []],
+            "where": [
+                [k, {"words": v.text} if isinstance(v, Words) else v] for k, v in self.where or []
+            ],
             "hits": [{"id": h.id, "score": h.score, "payload": h.payload} for h in self.hits],
         }
 
@@ -416,6 +431,19 @@ def parse_where(conditions: list[str] | None) -> list[tuple[str, object]]:
                 raise ValueError(f"--where {key} needs an integer, got {value!r}") from None
         parsed.append((key, value))
     return parsed
+
+
+class _Clock:
+    """Seconds spent in each step of a search, added up per step name."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = self.laps.get(step, 0.0) + now - self.last
+        self.last = now
 
 
 @functools.cache
@@ -654,11 +682,16 @@ class Searcher:
         where: Where | None = None,
         same_type: bool = False,
         blend: Blend | None = None,
+        cutout: bool | None = None,
     ) -> SearchResult:
         """Search by photo. `blend` re-ranks the vector's nearest products by colour and
-        predicted tags (see Blend; the tags part needs `with_tags`)."""
+        predicted tags (see Blend; the tags part needs `with_tags`). `cutout`: this photo's
+        own choice, else the searcher's."""
         vector = check_vector(self.store, self.collection, vector, self.spec)
-        source, image = image, prepare_photo(image, self.cutout)  # once for all vectors
+        clock = _Clock()
+        cutout = self.cutout if cutout is None else cutout
+        source, image = image, prepare_photo(image, cutout)  # once for all vectors
+        clock.lap("decode")
         blend = blend.for_photo(was_cut_out(image)) if blend is not None else None
         where, predicted = list(where or []), None
         if vector == self.spec.vector_name:
@@ -699,23 +732,30 @@ class Searcher:
             if predicted is None:
                 raise ValueError("--same-type needs the classifier (Searcher(with_tags=True))")
             where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
+        clock.lap("embed")
         if blend is None:
             hits = self.store.search(self.collection, query_vector, vector, top, where)
+            clock.lap("search")
             return SearchResult(
-                str(source), vector, hits, predicted=predicted, where=where, photo=image
-            )
+                str(source), vector, hits, predicted=predicted, where=where, photo=image,
+                seconds=clock.laps,
+            )  # fmt: skip
         if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
             query_vectors[COLOUR_VECTOR] = self.colour_rows(image)
+        clock.lap("embed")
         candidates = search_candidates(
             self.store, self.collection, query_vector, vector, query_vectors, blend,
             max(top, blend.candidates), where, self._pool(),
         )  # fmt: skip
+        clock.lap("search")
         hits = blend_hits(
             self.store, self.collection, candidates, query_vectors, predicted, blend, top
         )
+        clock.lap("rerank")
         return SearchResult(
-            str(source), vector, hits, predicted=predicted, where=where, blend=blend, photo=image
-        )
+            str(source), vector, hits, predicted=predicted, where=where, blend=blend, photo=image,
+            seconds=clock.laps,
+        )  # fmt: skip
 
 
 def check_vector(
@@ -751,7 +791,7 @@ def search_by_id(
     vector = check_vector(store, collection, vector)
     found = store.retrieve(collection, [product_id], with_vectors=True)
     if not found:
-        raise StoreError(f"product {product_id} is not in collection {collection!r}")
+        raise ProductNotFound(f"product {product_id} is not in collection {collection!r}")
     payload = found[0].payload or {}
     where = list(where or [])
     if same_type:
@@ -797,10 +837,16 @@ class SearchRequest:
     tuned_weight: float | None = None
     candidates: int | None = None
     cutout: bool = True  # make a photo that is not a studio shot look like one first
+    offset: int = 0  # hits skipped (paging): top hits from the offset-th
+    text: str | None = None  # words of the product name: alone ranks by them, else narrows
 
     def __post_init__(self) -> None:
-        if (self.image is None) == (self.product_id is None):
-            raise ValueError("give either an IMAGE or --id PRODUCT_ID")
+        if self.top < 1 or self.offset < 0:
+            raise ValueError(f"top must be 1 or more, offset 0 or more: {self.top}, {self.offset}")
+        if self.image is not None and self.product_id is not None:
+            raise ValueError("give either an IMAGE or --id PRODUCT_ID, not both")
+        if self.image is None and self.product_id is None and not (self.text or "").strip():
+            raise ValueError("give an IMAGE, --id PRODUCT_ID or --text WORDS")
         if self.product_id is not None and not 0 <= self.product_id < 2**63:
             raise ValueError(f"--id {self.product_id}: product ids are whole numbers from 0")
 
@@ -895,21 +941,39 @@ def search(
     searcher: Searcher | None = None,
     weights: Path | None = None,
     data_dir: Path | None = None,
+    fetch: dict | None = None,
 ) -> SearchResult:
-    """The one search call: by photo (a file, bytes, or an http(s) URL) through `searcher` (a
+    """The one search call: by photo (a file, bytes, or an http(s) URL, fetched with
+    `fetch`'s options of embedder.images.fetch_image) through `searcher` (a
     warm one, or one made for this query), or by a stored product's vector."""
     check_where(store, collection, request.where)
+    limit = request.top + request.offset
+    if request.text:
+        with contextlib.suppress(ReadOnlyCollection):  # collections made before the index
+            store.create_index(collection, TEXT_FIELD, TEXT_INDEX)
+        words = (TEXT_FIELD, Words(request.text))
+        if request.image is None and request.product_id is None:
+            hits = store.text_search(collection, TEXT_FIELD, request.text, limit, request.where)
+            return SearchResult(f"text:{request.text}", "text", hits[request.offset :],
+                                where=[*request.where, words])  # fmt: skip
+        request = replace(request, where=[*request.where, words])
     blend = request_blend(store, collection, request)
     if request.product_id is not None:
-        return search_by_id(
-            store, collection, request.product_id, request.top, request.vector, request.where,
+        result = search_by_id(
+            store, collection, request.product_id, limit, request.vector, request.where,
             request.same_type, blend,
         )  # fmt: skip
-    note, image = None, request.image
+        result.hits = result.hits[request.offset :]
+        return result
+    note, image, fetch = None, request.image, fetch or {}
+    started = time.perf_counter()
+    if is_url(image):
+        image = fetch_image(image, **fetch)  # its errors name the URL
     try:  # decoded once, before any model is loaded: a bad photo is a clear error at once
-        image = open_image(fetch_image(image) if is_url(image) else image)
+        image = open_image(image)
     except BadImage as exc:
         raise BadImage(f"{request.image}: {exc}" if is_url(request.image) else str(exc)) from None
+    decoded = time.perf_counter() - started
     if searcher is None:
         searcher, note = open_searcher(
             store, collection, with_tags=request.wants_tags or bool(blend and blend.tag_weight),
@@ -924,8 +988,60 @@ def search(
         note = NO_CLASSIFIER_NOTE
         blend = blend.with_weights(tag_weight=0.0)
     result = searcher.search_image(
-        image, request.top, request.vector, request.where, request.same_type, blend
+        image, limit, request.vector, request.where, request.same_type, blend, request.cutout
     )
+    result.hits = result.hits[request.offset :]
+    result.seconds["decode"] = result.seconds.get("decode", 0.0) + decoded
     result.query = str(request.image) if not isinstance(request.image, bytes) else "photo"
     result.notes += [note] if note else []
     return result
+
+
+def recommend(
+    store: VectorStore,
+    collection: str,
+    positive: list[int],
+    negative: list[int] | None = None,
+    top: int = 10,
+    where: Where | None = None,
+    vector: str | None = None,
+    offset: int = 0,
+) -> SearchResult:
+    """More like the `positive` products, less like the `negative` ones: the mean of the
+    positives' stored vectors minus half the mean of the negatives', searched, with the
+    products given left out of the hits."""
+    negative = list(negative or [])
+    if not positive:
+        raise ValueError("recommend needs at least one positive product id")
+    vector = check_vector(store, collection, vector)
+    check_where(store, collection, where or [])
+    wanted = [*positive, *negative]
+    found = {p.id: p for p in store.retrieve(collection, wanted, with_vectors=[vector])}
+    missing = [pid for pid in wanted if pid not in found]
+    if missing:
+        raise ProductNotFound(f"product {missing[0]} is not in collection {collection!r}")
+    query = unit_rows(np.stack([found[i].vectors[vector] for i in positive])).mean(axis=0)
+    if negative:
+        away = unit_rows(np.stack([found[i].vectors[vector] for i in negative])).mean(axis=0)
+        query = query - 0.5 * away
+    given = set(wanted)
+    hits = store.search(collection, query, vector, top + offset + len(given), list(where or []))
+    hits = [h for h in hits if h.id not in given][offset : offset + top]
+    label = "+" + ",".join(map(str, positive)) + "".join(f" -{i}" for i in negative)
+    return SearchResult(f"recommend:{label}", vector, hits, where=list(where or []))
+
+
+class ProductNotFound(StoreError):
+    """A product id the collection does not hold."""
+
+
+def label_counts(store: VectorStore, collection: str, fields: tuple[str, ...]) -> dict:
+    """field -> {label: products}, most common first: the facets of a search page."""
+    counts: dict[str, dict[str, int]] = {f: {} for f in fields}
+    for point in store.iter_points(collection):
+        payload = point.payload or {}
+        for f in fields:
+            value = payload.get(f)
+            if value is not None:
+                counts[f][value] = counts[f].get(value, 0) + 1
+    return {f: dict(sorted(c.items(), key=lambda kv: -kv[1])) for f, c in counts.items()}

@@ -16,6 +16,7 @@ from searchctl.cli.ingest import ingest, tag, train_app
 from searchctl.cli.models import audit, info
 from searchctl.cli.quiet import filter_native_logs, verbose_asked
 from searchctl.cli.search import eval_, query
+from searchctl.cli.serve import serve
 
 app = typer.Typer(
     help="Visual search for fashion catalogs: ingest a catalog into Qdrant, query it by photo.",
@@ -29,6 +30,7 @@ app.add_typer(train_app, name="train")
 app.command()(tag)
 app.command()(audit)
 app.command()(info)
+app.command()(serve)
 
 
 def _version(value: bool) -> None:

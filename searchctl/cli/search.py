@@ -25,6 +25,13 @@ from searchctl.cli.common import (
     store_of,
 )
 
+TextOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Words of the product name: alone, products ranked by them (BM25); beside a "
+        "photo or --id, only hits whose name holds every word.",
+    ),
+]
 ImageOpt = Annotated[
     str | None,
     typer.Argument(
@@ -119,6 +126,7 @@ def query(
     product_id: ProductIdOpt = None,
     vector: VectorOpt = None,
     where: WhereOpt = None,
+    text: TextOpt = None,
     same_type: SameTypeOpt = False,
     plain: PlainOpt = False,
     colour_weight: ColourWeightOpt = None,
@@ -146,7 +154,7 @@ def query(
     with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
         request = SearchRequest(
             image=image, product_id=product_id, top=top, vector=vector,
-            where=parse_where(where), same_type=same_type, plain=plain,
+            where=parse_where(where), text=text, same_type=same_type, plain=plain,
             colour_weight=colour_weight, tag_weight=tag_weight, tuned_weight=tuned_weight,
             candidates=candidates, cutout=cutout,
         )  # fmt: skip

@@ -1,0 +1,1 @@
+"""`searchctl serve`: the search library over HTTP, and a web page (app.create_app)."""

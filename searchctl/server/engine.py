@@ -1,0 +1,152 @@
+"""What every request of the server shares: its settings, the warm Engine (store and one
+Searcher per collection, its backbone behind a MicroBatcher), the metrics, and ApiError."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from qdrant import ReadOnlyCollection, VectorStore
+from qdrant.base import TEXT_INDEX
+from searchctl.query import TEXT_FIELD
+from searchctl.server.batching import MicroBatcher
+
+STEPS = ("decode", "embed", "search", "rerank")
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5)
+
+
+@dataclass
+class ServerSettings:
+    """Everything `searchctl serve` is told, in one object."""
+
+    data_dir: Path
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    collections: list[str] | None = None  # default: every collection of the store
+    weights: Path | None = None
+    api_key: str | None = None  # required on /collections/... when set
+    max_body_bytes: int = 20 * 1024 * 1024
+    fetch_timeout: float = 10.0
+    allow_private_urls: bool = False  # photo URLs on loopback or private networks
+    max_batch: int = 16
+    warm: bool = True
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "searchctl_requests", "HTTP requests", ["route", "status"], registry=r
+        )
+        self.errors = Counter("searchctl_errors", "4xx and 5xx answers", ["route"], registry=r)
+        self.latency = Histogram(
+            "searchctl_request_seconds", "Request latency", ["route"], registry=r,
+            buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.steps = Histogram(
+            "searchctl_search_step_seconds", "Seconds in each step of a search", ["step"],
+            registry=r, buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.batch = Histogram(
+            "searchctl_embed_batch_rows", "Photos per backbone call (micro-batching)",
+            registry=r, buckets=(1, 2, 4, 8, 16, 32),
+        )  # fmt: skip
+
+
+class ApiError(Exception):
+    """An answer of `status` with a JSON body naming the problem."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Engine:
+    """The store and one warm Searcher per collection, shared by every request."""
+
+    def __init__(self, settings: ServerSettings, store: VectorStore | None = None):
+        self.settings = settings
+        self.store = store
+        self.searchers: dict = {}
+        self.notes: dict[str, str | None] = {}
+        self.facets: dict[str, dict] = {}
+        self.ready = False
+        self.started = time.perf_counter()
+        self.ready_seconds: float | None = None
+        self.lock = threading.Lock()
+        self.batchers: list[MicroBatcher] = []
+
+    def open(self) -> None:
+        from searchctl.config import connect
+
+        if self.store is None:
+            s = self.settings
+            self.store = connect(s.data_dir, s.qdrant_url, s.qdrant_api_key)
+        names = self.settings.collections or self.store.list_collections()
+        for name in names:
+            self.store.count(name)  # an unknown collection or a held store says so now
+            with contextlib.suppress(ReadOnlyCollection):  # collections made before it
+                self.store.create_index(name, TEXT_FIELD, TEXT_INDEX)
+        self.names = list(names)
+
+    def warm_up(self, metrics: Metrics) -> None:
+        """Load every model and run one search per collection, so that the first request is
+        as fast as the next."""
+        import numpy as np
+        from PIL import Image
+
+        from searchctl.query import SearchRequest, open_searcher, search
+
+        for name in self.names:
+            searcher, note = open_searcher(
+                self.store, name, with_tags=True, weights=self.settings.weights,
+                data_dir=self.settings.data_dir,
+            )  # fmt: skip
+            searcher.backbone.embed = self._batched(searcher.backbone.embed, metrics)
+            self.searchers[name], self.notes[name] = searcher, note
+            if self.settings.warm:
+                photo = io.BytesIO()
+                Image.fromarray(np.full((80, 60, 3), 200, np.uint8)).save(photo, "PNG")
+                search(self.store, name, SearchRequest(image=photo.getvalue()), searcher=searcher)
+                _ = searcher.finetuned if searcher.tags_from_photo else None
+        self.ready = True
+        self.ready_seconds = time.perf_counter() - self.started
+
+    def _batched(self, embed, metrics: Metrics) -> MicroBatcher:
+        """`embed` behind a MicroBatcher that counts its batches."""
+
+        def counted(rows):
+            metrics.batch.observe(len(rows))
+            return embed(rows)
+
+        batcher = MicroBatcher(counted, self.settings.max_batch)
+        self.batchers.append(batcher)
+        return batcher
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def photo_data_url(photo) -> str:
+    """A PIL photo as a PNG data URL, for the page to show what the engine saw."""
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def collection_or_404(engine: Engine, name: str) -> str:
+    if name not in engine.searchers:
+        known = ", ".join(engine.searchers) or "none"
+        raise ApiError(404, f"no collection {name!r} served here (collections: {known})")
+    return name

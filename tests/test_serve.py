@@ -1,0 +1,283 @@
+"""`searchctl serve`: the HTTP API over the search library, and its web page in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import ingest_args, make_catalog, product_image
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from searchctl.cli import app as cli
+from searchctl.server.app import create_app
+from searchctl.server.engine import ServerSettings
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, tiny_weights):
+    """A 40-product collection with its classifier and colour vectors."""
+    root = tmp_path_factory.mktemp("serve")
+    catalog = make_catalog(root / "shop", n=40)
+    args = ingest_args(catalog, tiny_weights, "--no-autoencoder", "--min-class-size", "5",
+                       "--data-dir", str(root / "data"))  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return {"catalog": catalog, "data": root / "data"}
+
+
+@pytest.fixture(scope="module")
+def client(shop):
+    settings = ServerSettings(data_dir=shop["data"], allow_private_urls=True)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _copy_of(shop: dict, where: Path) -> Path:
+    """A copy of the collection for an app of its own: the embedded store is one process
+    (here: one store object) at a time, and the module's client holds the original."""
+    import shutil
+
+    return Path(shutil.copytree(shop["data"], where / "data"))
+
+
+def _photo(i: int, size=(90, 120)) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    product_image(i).resize(size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_health_and_collections_once_warm(client):
+    assert client.get("/health").json()["status"] == "ready"
+    (shop,) = client.get("/collections").json()["collections"]
+    assert shop["name"] == "shop" and shop["points"] == 40 and "mobilenet_v2" in shop["vectors"]
+    assert shop["models"]["classifier"]["kind"] == "vectors"
+    assert "/collections/{name}/search" in client.get("/openapi.json").json()["paths"]
+
+
+def test_every_way_to_give_a_photo_finds_the_product(client):
+    upload = client.post("/collections/shop/search", files={"file": ("p.png", _photo(9))},
+                         data={"top": "3", "return_photo": "true"})  # fmt: skip
+    assert upload.status_code == 200, upload.text
+    answer = upload.json()
+    assert answer["hits"][0]["id"] == 9 and answer["photo"].startswith("data:image/png;base64,")
+    assert answer["predicted"]["pred_articleType"] and answer["blend"] is not None
+    b64 = client.post("/collections/shop/search",
+                      json={"image_base64": base64.b64encode(_photo(9)).decode(), "top": 3})
+    assert [h["id"] for h in b64.json()["hits"]] == [h["id"] for h in answer["hits"]]
+    by_id = client.post("/collections/shop/search", json={"id": 9, "top": 3, "offset": 1})
+    assert by_id.status_code == 200 and 9 not in [h["id"] for h in by_id.json()["hits"]]
+    filtered = client.post("/collections/shop/search",
+                           json={"id": 9, "top": 5, "where": {"gender": "Women"}}).json()
+    assert filtered["hits"] and all(h["payload"]["gender"] == "Women" for h in filtered["hits"])
+
+
+def test_the_api_answers_in_the_query_commands_json_shape(client):
+    """The command prints search()'s SearchResult.to_json(); the API answers the same."""
+    from searchctl.query import SearchRequest, search
+
+    store = client.app.state.engine.store
+    command = json.loads(json.dumps(search(store, "shop", SearchRequest(product_id=9, top=4))
+                                    .to_json(), default=str))  # fmt: skip
+    served = client.post("/collections/shop/search", json={"id": 9, "top": 4}).json()
+    assert set(command) <= set(served)
+    assert {k: served[k] for k in command} == command
+
+
+def test_text_alone_ranks_by_words_and_beside_a_photo_narrows(client):
+    words = client.post("/collections/shop/search", json={"text": "navy shirts", "top": 5}).json()
+    assert words["hits"] and all(
+        "Navy" in h["payload"]["productDisplayName"] for h in words["hits"]
+    )
+    narrowed = client.post("/collections/shop/search",
+                           json={"id": 9, "text": "watches", "top": 5}).json()  # fmt: skip
+    names = [h["payload"]["productDisplayName"] for h in narrowed["hits"]]
+    assert names and all("Watches" in n for n in names)
+
+
+def test_recommend_products_and_their_photos(client, shop):
+    more = client.post("/collections/shop/recommend", json={"positive": [9], "top": 3}).json()
+    assert len(more["hits"]) == 3 and 9 not in [h["id"] for h in more["hits"]]
+    less = client.post("/collections/shop/recommend",
+                       json={"positive": [9], "negative": [more["hits"][0]["id"]], "top": 3})
+    assert less.status_code == 200
+    product = client.get("/collections/shop/products/9").json()
+    assert product["payload"]["id"] == 9
+    photo = client.get("/collections/shop/products/9/image")
+    assert photo.status_code == 200
+    assert photo.content == (shop["catalog"] / "images" / "9.jpg").read_bytes()
+    facets = client.get("/collections/shop/facets").json()
+    assert sum(facets["gender"].values()) == 40
+
+
+def test_photos_arriving_together_are_embedded_in_one_model_call(client):
+    engine = client.app.state.engine
+    (batcher,) = engine.batchers
+    before = len(batcher.batches)
+    photos = [_photo(i) for i in range(1, 17)]
+
+    def one(photo: bytes):
+        return client.post("/collections/shop/search", files={"file": ("p.png", photo)},
+                           data={"top": "1", "plain": "true"}).status_code  # fmt: skip
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(one, photos)) == {200}
+    sizes = batcher.batches[before:]
+    assert sum(sizes) == 16 and max(sizes) > 1, sizes  # fewer model calls than photos
+    metrics = client.get("/metrics").text
+    assert 'searchctl_search_step_seconds_count{step="embed"}' in metrics
+    assert "searchctl_embed_batch_rows_bucket" in metrics
+
+
+@pytest.fixture(scope="module")
+def photos_on_loopback(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    (root / "shirt.png").write_bytes(_photo(9))
+    (root / "page.html").write_text("<html>no photo</html>")
+
+    def handler(*args):
+        return http.server.SimpleHTTPRequestHandler(*args, directory=str(root))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_bad_requests_get_a_4xx_naming_the_problem(client, photos_on_loopback, tmp_path):
+    from PIL import Image
+
+    big = tmp_path / "bomb.png"
+    Image.new("RGB", (9000, 9000)).save(big)
+    search = "/collections/shop/search"
+    cases = [
+        (dict(content=b"", headers={"content-type": "application/json"}), 400, "empty"),
+        (dict(content=b"{nope", headers={"content-type": "application/json"}), 422, "JSON"),
+        (dict(files={"file": ("x.txt", b"not an image")}), 400, "not a readable image"),
+        (dict(files={"file": ("e.png", b"")}), 400, "empty"),
+        (dict(files={"file": ("b.png", big.read_bytes())}), 400, "too large"),
+        (dict(json={"image_base64": "%%%"}), 400, "base64"),
+        (dict(json={"image_url": f"{photos_on_loopback}/gone.png"}), 400, "HTTP 404"),
+        (dict(json={"image_url": f"{photos_on_loopback}/page.html"}), 400, "page.html"),
+        (dict(json={"image_url": "http://127.0.0.1:9/x.png"}), 400, "cannot fetch"),
+        (dict(json={"id": 777777}), 404, "777777"),
+        (dict(json={"id": 9, "where": {"colour": "Red"}}), 422, "no field 'colour'"),
+        (dict(json={"id": 9, "top": 0}), 422, "top"),
+        (dict(json={"id": 9, "image_url": "http://x/y.png"}), 422, "one of"),
+    ]
+    for request, status, fragment in cases:
+        answer = client.post(search, **request)
+        assert answer.status_code == status, (request, answer.text)
+        assert fragment in answer.json()["error"], (fragment, answer.json())
+    assert client.post("/collections/nope/search", json={"id": 9}).status_code == 404
+    assert client.get("/collections/shop/products/777777").status_code == 404
+    assert client.get("/collections/shop/products/777777/image").status_code == 404
+    assert client.get("/health").json()["status"] == "ready"  # and it goes on serving
+
+
+def test_private_urls_refused_body_limit_and_api_key(shop, photos_on_loopback, tmp_path):
+    settings = ServerSettings(data_dir=_copy_of(shop, tmp_path), api_key="s3cret",
+                              max_body_bytes=50_000, warm=False)  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        url = {"image_url": f"{photos_on_loopback}/shirt.png"}
+        assert c.post("/collections/shop/search", json=url).status_code == 401
+        key = {"X-API-Key": "s3cret"}
+        refused = c.post("/collections/shop/search", json=url, headers=key)
+        assert refused.status_code == 400 and "private or local" in refused.json()["error"]
+        big = c.post("/collections/shop/search", headers=key,
+                     files={"file": ("p.png", _photo(9, (400, 533)) + b"\0" * 60_000)})
+        assert big.status_code == 413
+        bearer = {"Authorization": "Bearer s3cret"}
+        assert c.post("/collections/shop/search", json={"id": 9}, headers=bearer).status_code == 200
+        assert c.get("/health").status_code == 200  # health needs no key
+
+
+def test_a_writer_is_told_which_process_serves_the_collection(shop, tmp_path):
+    data = _copy_of(shop, tmp_path)
+    with TestClient(create_app(ServerSettings(data_dir=data, warm=False))):
+        result = runner.invoke(cli, ["tag", "--data-dir", str(data)])
+    assert result.exit_code == 2
+    assert "open in another searchctl process, process" in " ".join(result.output.split())
+
+
+# -- the page, in a real browser -----------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(shop, tmp_path_factory):
+    import uvicorn
+
+    port = _free_port()
+    data = _copy_of(shop, tmp_path_factory.mktemp("live"))
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(data_dir=data)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 120
+    while not server.started and time.time() < deadline:
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--window-size=1280,900"):  # fmt: skip
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_finds_a_photo_filters_and_shows_more_like_a_hit(live_server, browser, shop,
+                                                                  tmp_path):  # fmt: skip
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def cards():
+        return browser.find_elements(By.CSS_SELECTOR, ".card")
+
+    def genders():
+        return [c.find_element(By.CSS_SELECTOR, ".chip").text for c in cards()]
+
+    browser.get(live_server + "/")
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#facet-gender option"))
+    browser.find_element(By.ID, "file").send_keys(str(shop["catalog"] / "images" / "9.jpg"))
+    wait.until(lambda b: cards())
+    assert cards()[0].get_attribute("data-id") == "9"  # its own product first
+    assert browser.find_element(By.ID, "query-photo").get_attribute("src").startswith("data:")
+    assert "Women" in genders()  # product 9 is a Women's top: so are its nearest
+    Select(browser.find_element(By.ID, "facet-gender")).select_by_value("Men")
+    wait.until(lambda b: cards() and set(genders()) == {"Men"})
+    first = cards()[0].get_attribute("data-id")
+    cards()[0].find_element(By.CSS_SELECTOR, "button.more").click()
+    wait.until(lambda b: "recommend:+" + first in b.find_element(By.ID, "query").text)
+    assert first not in [c.get_attribute("data-id") for c in cards()]
+    shot = Path(tmp_path) / "page.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
