@@ -141,7 +141,7 @@ def test_query_by_id_uses_the_stored_vector(ingested):
         (["query", "{catalog}/styles.csv"], "not a readable image"),
         (["query", "{catalog}/images/902.jpg"], "empty file"),
         (["query", "{catalog}/nothing.jpg"], "file not found"),
-        (["query"], "either an IMAGE or --id"),
+        (["query"], "give an IMAGE, --id PRODUCT_ID or --text WORDS"),
         (["query", "--id", "99999"], "not in collection"),
         (["query", "--id", "1", "--where", "gender"], "FIELD=VALUE"),
         (["query", "--id", "1", "--vector", "texture"], "has no vector 'texture'"),

@@ -1,0 +1,158 @@
+"""Load on `searchctl serve` over HTTP on localhost, beside the warm library call.
+
+First the library: search() on a warm Searcher in this process (p50 of --library-queries).
+Then the server, started as a user starts it: seconds until /health says ready; for a 60x80
+catalog photo and a ~1-megapixel phone-like photo, at 1, 4 and 16 concurrent clients for
+--seconds each: p50 / p95 / p99 latency, requests/s, errors; the server's peak RSS.
+
+    python bench/serve_load.py --data-dir STORE --collection bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DATASET
+from PIL import Image, ImageFilter
+
+
+def phone_like(catalog_photo: Path, side: int = 1000) -> bytes:
+    """A ~1-megapixel JPEG: the product on a grey-beige table, tilted, warm, a little soft."""
+    product = Image.open(catalog_photo).convert("RGB").resize((540, 720), Image.BICUBIC)
+    canvas = Image.new("RGB", (side, side), (176, 164, 140))
+    canvas.paste(product.rotate(6, expand=True, fillcolor=(176, 164, 140)), (200, 120))
+    pixels = np.asarray(canvas, np.float32) * (1.06, 1.0, 0.9)
+    noisy = pixels + np.random.default_rng(0).normal(0, 6, pixels.shape)
+    photo = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).filter(ImageFilter.BLUR)
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=88)
+    return buffer.getvalue()
+
+
+def percentiles(ms: list[float]) -> tuple[float, float, float]:
+    a = np.asarray(ms)
+    return tuple(float(np.percentile(a, q)) for q in (50, 95, 99))
+
+
+def library_p50(data_dir: Path, collection: str, photos: dict[str, bytes], n: int) -> dict:
+    from qdrant.edge import EdgeStore
+    from searchctl.query import SearchRequest, open_searcher, search
+
+    out = {}
+    with EdgeStore(data_dir) as store:
+        searcher, _ = open_searcher(store, collection, with_tags=True, data_dir=data_dir)
+        for name, photo in photos.items():
+            for _ in range(5):
+                search(store, collection, SearchRequest(image=photo), searcher=searcher)
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                search(store, collection, SearchRequest(image=photo), searcher=searcher)
+                times.append((time.perf_counter() - t0) * 1000)
+            out[name] = statistics.median(times)
+    return out
+
+
+def run_clients(url: str, photo: bytes, clients: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    r = http.post(url, files={"file": ("photo.jpg", photo)}, data={"top": "10"})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    errors[0] += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    p50, p95, p99 = percentiles(latencies)
+    return {"requests": len(latencies), "rps": len(latencies) / wall, "p50": p50, "p95": p95,
+            "p99": p99, "errors": errors[0]}  # fmt: skip
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--collection", default="bench")
+    parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--library-queries", type=int, default=200)
+    parser.add_argument("--product", type=int, default=15970)
+    args = parser.parse_args()
+
+    catalog_photo = DATASET / "images" / f"{args.product}.jpg"
+    photos = {"catalog 60x80": catalog_photo.read_bytes(), "phone ~1 MP": phone_like(catalog_photo)}
+    library = library_p50(args.data_dir, args.collection, photos, args.library_queries)
+    for name, p50 in library.items():
+        print(f"library, warm search(): {name}: p50 {p50:.1f} ms", flush=True)
+
+    import httpx
+
+    command = [sys.executable, "-m", "searchctl.cli", "serve", "--data-dir", str(args.data_dir),
+               "-c", args.collection, "--port", str(args.port)]  # fmt: skip
+    started = time.perf_counter()
+    server = subprocess.Popen(command)
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                sys.exit("the server stopped before it was ready")
+            time.sleep(0.1)
+        print(f"server ready {time.perf_counter() - started:.1f} s after start", flush=True)
+        url = f"{base}/collections/{args.collection}/search"
+        print("| photo | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name, photo in photos.items():
+            for clients in args.clients:
+                r = run_clients(url, photo, clients, args.seconds)
+                print(f"| {name} | {clients} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.1f} "
+                      f"| {r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |", flush=True)
+        metrics = httpx.get(base + "/metrics").text
+        batches = [line for line in metrics.splitlines()
+                   if line.startswith("searchctl_embed_batch_rows_")]  # fmt: skip
+        print("\n".join(batches))
+        print(f"server peak RSS {peak_rss_mb(server.pid):.0f} MiB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
