@@ -225,6 +225,11 @@ class VectorStore(ABC):
         """Points whose `field` (a TEXT_INDEX) holds the words of `text`, most relevant first
         (BM25 where the store ranks text; else by the share of the words each holds)."""
 
+    def sample(self, name: str, n: int) -> list[StoredPoint]:
+        """Some `n` points with their payloads (the first a scroll gives), cheaply: what the
+        search reads to learn which fields and tags the collection's points carry."""
+        return self.retrieve(name, sorted(self.ids(name))[:n])
+
     def iter_points(
         self,
         name: str,

@@ -255,6 +255,12 @@ class EdgeStore(VectorStore):
             if offset is None:
                 return found
 
+    def sample(self, name: str, n: int) -> list[StoredPoint]:
+        records, _ = self._shard(name).scroll(
+            qe.ScrollRequest(limit=n, with_payload=True, with_vector=False)
+        )
+        return [StoredPoint(int(r.id), r.payload, {}) for r in records]
+
     def upsert(self, name: str, points: Sequence[PointData]) -> None:
         if not points:
             return

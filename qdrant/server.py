@@ -125,6 +125,12 @@ class ServerStore(VectorStore):
             if offset is None:
                 return found
 
+    def sample(self, name: str, n: int) -> list[StoredPoint]:
+        records, _ = self.client.scroll(
+            self._check(name), limit=n, with_payload=True, with_vectors=False
+        )
+        return [StoredPoint(int(r.id), r.payload, {}) for r in records]
+
     def upsert(self, name: str, points: Sequence[PointData]) -> None:
         if not points:
             return

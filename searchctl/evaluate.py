@@ -169,7 +169,7 @@ def available_modes(store: VectorStore, collection: str) -> list[SearchMode]:
     shape vector."""
     vectors = list(store.vector_sizes(collection))
     modes = [SearchMode(v, v) for v in vectors]
-    some = store.retrieve(collection, sorted(store.ids(collection))[:1])
+    some = store.sample(collection, 1)
     if some and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None:
         modes += [SearchMode(f"{v}+same-type", v, SAME_TYPE_FIELD) for v in vectors]
     for v in vectors:

@@ -269,7 +269,7 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     has_colour = COLOUR_VECTOR in names
     has_tuned = TUNED_VECTOR in names and vector != TUNED_VECTOR
     has_tuned = has_tuned and tuned_current(store, collection)
-    some = store.retrieve(collection, sorted(store.ids(collection))[:1])
+    some = store.sample(collection, 1)
     has_tags = bool(some) and (some[0].payload or {}).get(SAME_TYPE_FIELD) is not None
     has_tags = has_tags and vector != TUNED_VECTOR
     if not (has_colour or has_tags or has_tuned):
@@ -860,7 +860,7 @@ def check_where(store: VectorStore, collection: str, where: Where) -> None:
     """A filter on a field no product has would answer nothing: an error naming the fields."""
     if not where:
         return
-    sample = store.retrieve(collection, sorted(store.ids(collection))[:50])
+    sample = store.sample(collection, 50)
     fields = sorted({key for p in sample for key in (p.payload or {})})
     for key, _ in where:
         if key not in fields:
