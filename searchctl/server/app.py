@@ -30,6 +30,7 @@ def create_app(settings: ServerSettings, store: VectorStore | None = None) -> Fa
         import anyio
 
         engine.open()
+        engine.limiter = anyio.CapacityLimiter(settings.max_concurrent)
         await anyio.to_thread.run_sync(engine.warm_up, metrics)
         yield
         engine.close()

@@ -36,6 +36,9 @@ class ServerSettings:
     fetch_timeout: float = 10.0
     allow_private_urls: bool = False  # photo URLs on loopback or private networks
     max_batch: int = 16
+    # Searches run at once (the rest wait their turn): on 2 cores, 16 at once fought for the
+    # GIL and the cores and answered fewer per second than 4 (bench/serve_load.py).
+    max_concurrent: int = 4
     warm: bool = True
 
 
@@ -85,6 +88,7 @@ class Engine:
         self.ready_seconds: float | None = None
         self.lock = threading.Lock()
         self.batchers: list[MicroBatcher] = []
+        self.limiter = None  # an anyio CapacityLimiter of max_concurrent, made in the app's loop
 
     def open(self) -> None:
         from searchctl.config import connect

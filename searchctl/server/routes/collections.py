@@ -123,7 +123,8 @@ async def search(request: Request, name: str):
     """The `query --json` answer: query, vector, blend, predicted tags, where, hits (id,
     score, payload); `photo` too with return_photo."""
     body, upload = await _search_body(request)
-    return await anyio.to_thread.run_sync(_search, request, name, body, upload)
+    limiter = request.app.state.engine.limiter
+    return await anyio.to_thread.run_sync(_search, request, name, body, upload, limiter=limiter)
 
 
 def _search(request: Request, name: str, body: SearchBody, upload: bytes | None) -> dict:
