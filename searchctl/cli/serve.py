@@ -37,6 +37,10 @@ ApiKeyOpt = Annotated[
 MaxBodyOpt = Annotated[
     float, typer.Option(min=0.001, help="Largest request body (and fetched photo), in MB.")
 ]
+ConcurrentOpt = Annotated[
+    int,
+    typer.Option(min=1, help="Searches run at once; more wait their turn (CPU cores x 2 suits)."),
+]
 PrivateUrlsOpt = Annotated[
     bool,
     typer.Option(
@@ -54,6 +58,7 @@ def serve(
     api_key: ApiKeyOpt = None,
     max_body_mb: MaxBodyOpt = 20.0,
     allow_private_urls: PrivateUrlsOpt = False,
+    max_concurrent: ConcurrentOpt = 4,
     weights: WeightsOpt = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
@@ -75,7 +80,7 @@ def serve(
         data_dir=data_dir_or_default(data_dir), qdrant_url=qdrant_url,
         qdrant_api_key=qdrant_api_key, collections=collection, weights=weights,
         api_key=api_key or None, max_body_bytes=int(max_body_mb * 1024 * 1024),
-        allow_private_urls=allow_private_urls,
+        allow_private_urls=allow_private_urls, max_concurrent=max_concurrent,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]Listening on {host} without --api-key: anyone who can reach it "
