@@ -22,8 +22,11 @@ class MicroBatcher:
     """A thread-safe stand-in for `fn(batch) -> rows` that batches concurrent calls."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 16,
-                 window: float = 0.0):  # fmt: skip
+                 window: float = 0.0, expected: Callable[[], int] | None = None):  # fmt: skip
+        """`expected()`: how many callers are on their way (e.g. searches in flight); while
+        fewer have arrived, the worker waits for them up to `window` seconds."""
         self.fn, self.max_batch, self.window = fn, max_batch, window
+        self.expected = expected or (lambda: 1)
         self.pending: queue.Queue = queue.Queue()
         self.batches: list[int] = []  # rows of each model call (for the metrics and tests)
         self.thread = threading.Thread(target=self._run, name="searchctl-batcher", daemon=True)
@@ -38,7 +41,7 @@ class MicroBatcher:
         items = [self.pending.get()]
         count = len(items[0][0])
         deadline = time.perf_counter() + self.window
-        while count < self.max_batch:
+        while count < self.max_batch and (count < self.expected() or not self.pending.empty()):
             try:
                 item = self.pending.get(timeout=max(0.0, deadline - time.perf_counter()))
             except queue.Empty:

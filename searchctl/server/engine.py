@@ -133,7 +133,10 @@ class Engine:
             metrics.batch.observe(len(rows))
             return embed(rows)
 
-        batcher = MicroBatcher(counted, self.settings.max_batch)
+        def in_flight() -> int:  # the searches running now may each bring a photo
+            return int(self.limiter.borrowed_tokens) if self.limiter is not None else 1
+
+        batcher = MicroBatcher(counted, self.settings.max_batch, window=0.004, expected=in_flight)
         self.batchers.append(batcher)
         return batcher
 
