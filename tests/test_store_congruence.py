@@ -198,3 +198,21 @@ def test_a_server_cannot_add_a_named_vector():
     with pytest.raises(StoreError, match="cannot add or resize a named vector"):
         memory.add_vector("catalog", "autoencoder", 512)
     memory.close()
+
+
+def test_words_filter_and_rank_on_both_stores(store):
+    """A TEXT_INDEX: words narrow a vector search the same way on both stores, and alone rank
+    the products holding them (BM25 on the embedded store, word share on a server)."""
+    from qdrant.base import TEXT_INDEX, Words
+
+    names = ["Navy Blue Shirt", "Red Tops", "Navy Watch", "Blue Jeans", "Navy Shirt Navy"]
+    points = [PointData(i + 1, {"shape": np.eye(16)[i], "colour": np.ones(8)}, {"name": n})
+              for i, n in enumerate(names)]  # fmt: skip
+    store.create_collection("c", VECTORS, {}, {"name": TEXT_INDEX})
+    store.upsert("c", points)
+    narrowed = store.search("c", np.ones(16), "shape", 5, where=[("name", Words("navy shirt"))],
+                            exact=True)  # fmt: skip
+    assert sorted(h.id for h in narrowed) == [1, 5]
+    ranked = store.text_search("c", "name", "navy shirt", 5)
+    assert [h.id for h in ranked][:2] == [5, 1] and {h.id for h in ranked} <= {1, 3, 5}
+    assert len(store.sample("c", 2)) == 2 and all(p.payload["name"] for p in store.sample("c", 2))
