@@ -42,6 +42,7 @@ from embedder.images import (
     was_cut_out,
 )
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
+from ingest.catalog import TEXT_FIELD
 from qdrant.base import (
     TEXT_INDEX,
     Hit,
@@ -55,7 +56,6 @@ from qdrant.base import (
 from searchctl.config import default_data_dir
 
 INTEGER_FIELDS = ("id", "year")
-TEXT_FIELD = "productDisplayName"  # ingest.catalog.TEXT_FIELD: its words are indexed
 AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 
@@ -856,6 +856,14 @@ class SearchRequest:
         return self.same_type or bool(self.tag_weight)
 
 
+def ensure_text_index(store: VectorStore, collection: str) -> None:
+    """The full-text index of product names, for collections ingested before it existed (a
+    new one gets it at ingest); called where a collection is opened for searching, not on
+    every query. A read-only collection keeps what it has."""
+    with contextlib.suppress(ReadOnlyCollection):
+        store.create_index(collection, TEXT_FIELD, TEXT_INDEX)
+
+
 def check_where(store: VectorStore, collection: str, where: Where) -> None:
     """A filter on a field no product has would answer nothing: an error naming the fields."""
     if not where:
@@ -949,8 +957,6 @@ def search(
     check_where(store, collection, request.where)
     limit = request.top + request.offset
     if request.text:
-        with contextlib.suppress(ReadOnlyCollection):  # collections made before the index
-            store.create_index(collection, TEXT_FIELD, TEXT_INDEX)
         words = (TEXT_FIELD, Words(request.text))
         if request.image is None and request.product_id is None:
             hits = store.text_search(collection, TEXT_FIELD, request.text, limit, request.where)

@@ -149,7 +149,7 @@ def query(
     that off.
     """
     from searchctl.config import pick_collection
-    from searchctl.query import SearchRequest, parse_where, search
+    from searchctl.query import SearchRequest, ensure_text_index, parse_where, search
 
     with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
         request = SearchRequest(
@@ -159,6 +159,8 @@ def query(
             candidates=candidates, cutout=cutout,
         )  # fmt: skip
         name = pick_collection(store, collection)
+        if text:
+            ensure_text_index(store, name)
         result = search(store, name, request, weights=weights, data_dir=data_dir)
         catalog_root = store.get_metadata(name).get("catalog")
     for note in result.notes:

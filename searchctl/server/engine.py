@@ -4,7 +4,6 @@ Searcher per collection, its backbone behind a MicroBatcher), the metrics, and A
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import threading
 import time
@@ -13,9 +12,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from qdrant import ReadOnlyCollection, VectorStore
-from qdrant.base import TEXT_INDEX
-from searchctl.query import TEXT_FIELD
+from qdrant import VectorStore
+from searchctl.query import ensure_text_index
 from searchctl.server.batching import MicroBatcher
 
 STEPS = ("decode", "embed", "search", "rerank")
@@ -99,8 +97,7 @@ class Engine:
         names = self.settings.collections or self.store.list_collections()
         for name in names:
             self.store.count(name)  # an unknown collection or a held store says so now
-            with contextlib.suppress(ReadOnlyCollection):  # collections made before it
-                self.store.create_index(name, TEXT_FIELD, TEXT_INDEX)
+            ensure_text_index(self.store, name)
         self.names = list(names)
 
     def warm_up(self, metrics: Metrics) -> None:

@@ -145,8 +145,6 @@ def _search(request: Request, name: str, body: SearchBody, upload: bytes | None)
         raise ApiError(422, "give one of: a file, image_base64, image_url, id (or only text)")
     where = list(body.where.items())
     searcher = engine.searchers[name]
-    if body.same_type and searcher.tagger is None:
-        raise ApiError(409, f"collection {name!r} has no classifier: same_type needs one")
     query = SearchRequest(
         image=image if image is not None else body.image_url, product_id=body.id,
         top=body.top, offset=body.offset, vector=body.vector, where=where,
