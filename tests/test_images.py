@@ -5,10 +5,12 @@ import io
 import numpy as np
 import pytest
 from conftest import SHARED_DATASET, needs_shared
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from embedder.images import (
     BadImage,
+    _smooth,
+    _smooth_border,
     letterbox,
     load_image,
     open_image,
@@ -121,6 +123,19 @@ def test_to_studio_cuts_a_catalog_photo_the_same_way_at_any_size(product):
     kept_small = np.array(cut_small.size) / np.array(photo.size)
     kept_large = np.array(cut_large.size) / np.array(large.size)
     np.testing.assert_allclose(kept_small, kept_large, atol=2 / 60)
+
+
+@pytest.mark.parametrize("size", [(60, 80), (80, 60), (33, 17), (7, 7), (6, 9), (1, 5)])
+def test_the_smoothing_is_pils_median_filter_and_its_border_the_smoothed_border(size):
+    pixels = np.random.default_rng(size[0] * 100 + size[1]).integers(0, 256, (size[1], size[0], 3))
+    photo = Image.fromarray(pixels.astype(np.uint8))
+    smooth = _smooth(photo)
+    assert np.array_equal(smooth, np.asarray(photo.filter(ImageFilter.MedianFilter(5))))
+    assert np.array_equal(
+        _smooth(photo.convert("L")), photo.convert("L").filter(ImageFilter.MedianFilter(5))
+    )
+    border = np.concatenate([smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1]])
+    assert np.array_equal(_smooth_border(photo), border)
 
 
 def test_to_studio_leaves_a_busy_background_without_a_product_alone():

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ingest_args, make_catalog, product_image
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from searchctl.cli import app as cli
 from searchctl.server.app import create_app
+from searchctl.server.batching import MicroBatcher
 from searchctl.server.engine import ServerSettings
 
 runner = CliRunner()
@@ -138,6 +140,40 @@ def test_photos_arriving_together_are_embedded_in_one_model_call(client):
     metrics = client.get("/metrics").text
     assert 'searchctl_search_step_seconds_count{step="embed"}' in metrics
     assert "searchctl_embed_batch_rows_bucket" in metrics
+
+
+def test_the_micro_batcher_hands_each_caller_its_rows_with_at_most_two_calls_at_once():
+    running, most, calls = [0], [0], []
+    lock = threading.Lock()
+
+    def model(rows):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            calls.append((len(rows), threading.get_ident()))
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if (rows < 0).any():
+            raise ValueError("negative row")
+        return rows * 2
+
+    batcher = MicroBatcher(model, max_batch=4, parallel=2)
+    assert batcher(np.array([[1.0]])).tolist() == [[2.0]]
+    assert calls == [(1, threading.get_ident())]  # alone: run in the caller's own thread
+
+    rows = [np.full((1, 3), float(i)) for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        outs = list(pool.map(batcher, rows))
+    assert all(np.array_equal(out, row * 2) for out, row in zip(outs, rows))
+    sizes = [n for n, _ in calls[1:]]
+    assert sum(sizes) == 12 and len(sizes) < 12 and max(sizes) <= 4, sizes
+    assert most[0] == 2
+
+    with pytest.raises(ValueError, match="negative row"):
+        batcher(np.array([[-1.0]]))
+    assert batcher(np.array([[3.0]])).tolist() == [[6.0]]  # and it goes on
+    assert batcher.leaders == 0
 
 
 @pytest.fixture(scope="module")

@@ -130,10 +130,7 @@ class Engine:
             metrics.batch.observe(len(rows))
             return embed(rows)
 
-        def in_flight() -> int:  # the searches running now may each bring a photo
-            return int(self.limiter.borrowed_tokens) if self.limiter is not None else 1
-
-        batcher = MicroBatcher(counted, self.settings.max_batch, window=0.004, expected=in_flight)
+        batcher = MicroBatcher(counted, self.settings.max_batch)
         self.batchers.append(batcher)
         return batcher
 
