@@ -73,7 +73,7 @@ def test_every_way_to_give_a_photo_finds_the_product(client):
                          data={"top": "3", "return_photo": "true"})  # fmt: skip
     assert upload.status_code == 200, upload.text
     answer = upload.json()
-    assert answer["hits"][0]["id"] == 9 and answer["photo"].startswith("data:image/png;base64,")
+    assert answer["hits"][0]["id"] == 9 and answer["photo"].startswith("data:image/jpeg;base64,")
     assert answer["predicted"]["pred_articleType"] and answer["blend"] is not None
     b64 = client.post("/collections/shop/search",
                       json={"image_base64": base64.b64encode(_photo(9)).decode(), "top": 3})

@@ -139,11 +139,14 @@ class Engine:
             self.store.close()
 
 
-def photo_data_url(photo) -> str:
-    """A PIL photo as a PNG data URL, for the page to show what the engine saw."""
+def photo_data_url(photo, side: int = 400) -> str:
+    """A PIL photo as a JPEG data URL at most `side` pixels a side, for the page to show what
+    the engine saw (a phone photo's cut-out as a full-size PNG took 33 ms and 216 kB)."""
+    shown = photo.convert("RGB")
+    shown.thumbnail((side, side))
     buffer = io.BytesIO()
-    photo.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    shown.save(buffer, "JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def collection_or_404(engine: Engine, name: str) -> str:

@@ -46,7 +46,7 @@ class SearchBody(Filters):
     tuned_weight: float | None = Field(None, ge=0)
     candidates: int | None = Field(None, ge=1, le=1000)
     cutout: bool = Field(True, description="Make a photo that is not a studio shot look like one.")
-    return_photo: bool = Field(False, description="Add the photo as the engine saw it (PNG).")
+    return_photo: bool = Field(False, description="Add the photo as the engine saw it (JPEG).")
 
 
 class RecommendBody(Filters):
