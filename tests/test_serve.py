@@ -123,11 +123,18 @@ def test_recommend_products_and_their_photos(client, shop):
     assert sum(facets["gender"].values()) == 40
 
 
-def test_photos_arriving_together_are_embedded_in_one_model_call(client):
+def test_photos_arriving_together_are_embedded_in_one_model_call(client, monkeypatch):
     engine = client.app.state.engine
     (batcher,) = engine.batchers
     before = len(batcher.batches)
     photos = [_photo(i) for i in range(1, 17)]
+    model = batcher.fn
+
+    def slow_model(rows):  # a model call long enough that the other requests queue behind it,
+        time.sleep(0.3)  # however loaded the machine (with a quick one, each came alone)
+        return model(rows)
+
+    monkeypatch.setattr(batcher, "fn", slow_model)
 
     def one(photo: bytes):
         return client.post("/collections/shop/search", files={"file": ("p.png", photo)},
