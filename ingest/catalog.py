@@ -48,6 +48,8 @@ class Catalog:
     bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
     # Rows kept with a value mended or left empty, and columns the catalog lacks: (line, what)
     notes: list[tuple[int, str]] = field(default_factory=list)
+    # Ids read from unusable rows: a product whose row broke is not taken for one deleted
+    bad_row_ids: set[int] = field(default_factory=set)
 
     @property
     def with_image(self) -> list[Product]:
@@ -95,11 +97,13 @@ def _decoded_lines(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
 
 def read_styles(
     path: Path,
-) -> tuple[list[str], list[dict], list[tuple[int, str]], list[tuple[int, str]]]:
-    """Parse styles.csv: columns, typed rows, (line, reason) for each unusable row, and
-    (line, note) for each row kept with a value left empty or read another way."""
+) -> tuple[list[str], list[dict], list[tuple[int, str]], list[tuple[int, str]], set[int]]:
+    """Parse styles.csv: columns, typed rows, (line, reason) for each unusable row, (line,
+    note) for each row kept with a value left empty or read another way, and the ids that
+    unusable rows still show."""
     rows: list[dict] = []
     bad: list[tuple[int, str]] = []
+    bad_ids: set[int] = set()
     seen: set[int] = set()
     lines, notes = _decoded_lines(path)
     reader = csv.reader(lines)
@@ -122,6 +126,9 @@ def read_styles(
             fields = fields[: n - 1] + [",".join(fields[n - 1 :])]
         elif len(fields) < n:
             bad.append((line, f"{len(fields)} fields, expected {n}: {','.join(fields)[:80]!r}"))
+            id_at = columns.index("id")
+            if id_at < len(fields) and fields[id_at].strip().isdigit():
+                bad_ids.add(int(fields[id_at]))
             continue
         row = {}
         for column, value in zip(columns, fields):
@@ -144,7 +151,7 @@ def read_styles(
             else:
                 seen.add(pid)
                 rows.append(row)
-    return columns, rows, bad, notes
+    return columns, rows, bad, notes, bad_ids
 
 
 def _image_files(images_dir: Path) -> dict[str, Path]:
@@ -172,7 +179,7 @@ def read_catalog(root: str | Path) -> Catalog:
         raise CatalogError(
             f"no {IMAGES_DIR}/ folder in {root} (expected {STYLES_FILE} and {IMAGES_DIR}/<id>.jpg)"
         )
-    columns, rows, bad_rows, notes = read_styles(styles)
+    columns, rows, bad_rows, notes, bad_ids = read_styles(styles)
     if not rows:
         first = f" (line {bad_rows[0][0]}: {bad_rows[0][1]})" if bad_rows else ""
         raise CatalogError(f"{styles} has no usable product rows{first}")
@@ -184,4 +191,4 @@ def read_catalog(root: str | Path) -> Catalog:
             f"{root / IMAGES_DIR} (images are named <id>.jpg, e.g. {products[0].id}.jpg)"
         )
     orphans = sorted(images)
-    return Catalog(root, columns, products, orphans, bad_rows, sorted(notes))
+    return Catalog(root, columns, products, orphans, bad_rows, sorted(notes), bad_ids)

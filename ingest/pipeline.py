@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from embedder.collection import (
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, TEXT_FIELD, Catalog, Product
+from ingest.sync import PHOTO_HASH_FIELD, catalog_payload, photo_hash
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, TEXT_INDEX, PointData, VectorStore
 from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport
 
@@ -51,6 +52,7 @@ class IngestReport:
     bad_rows: list[tuple[int, str]]
     selected: int  # products with an image, after --limit
     already_stored: int
+    embedded_again: int = 0  # stored products whose new photo replaced the point
     stored: int = 0
     bad_images: list[tuple[int, str]] = field(default_factory=list)
     points_in_collection: int = 0
@@ -76,9 +78,10 @@ class IngestReport:
             ]
         else:
             action = Action.EMBEDDED
+            again = f", {self.embedded_again:,} of them a new photo" if self.embedded_again else ""
             lines = [
                 f"Collection '{self.collection}': {self.points_in_collection:,} points (stored "
-                f"{self.stored:,} now, {self.already_stored:,} were already there)."
+                f"{self.stored:,} now{again}, {self.already_stored:,} were already there)."
             ]
         lines.append(
             f"Catalog: {self.catalog_rows:,} rows; {len(self.rows_without_image):,} without an "
@@ -154,11 +157,12 @@ def resolve_cutout(store: VectorStore, collection: str, asked: bool | None) -> b
 
 
 def product_payload(product: Product, catalog_root: Path) -> dict:
-    """Every styles.csv column, plus the image path relative to the catalog."""
-    payload = dict(product.payload)
-    if product.image is not None:
-        payload["image"] = product.image.relative_to(catalog_root).as_posix()
-    return payload
+    """A point's payload as the backbone stage writes it: what the catalog says of the
+    product, and its photo's hash (what the next ingest compares to see a new photo)."""
+    return {
+        **catalog_payload(product, catalog_root),
+        PHOTO_HASH_FIELD: photo_hash(product.image) if product.image else None,
+    }
 
 
 @dataclass
@@ -167,20 +171,23 @@ class _Batch:
     images: np.ndarray  # uint8 pixels of the good ones
     good: list[Product]
     bad: list[tuple[int, str]]
+    payloads: list[dict] = field(default_factory=list)  # of the good ones
 
 
-def _decode(products: list[Product], spec: EmbedderSpec, cutout: bool) -> _Batch:
-    arrays, good, bad = [], [], []
+def _decode(products: list[Product], spec: EmbedderSpec, cutout: bool, root: Path) -> _Batch:
+    arrays, good, bad, payloads = [], [], [], []
     for product in products:
         try:
             size = spec.input_height, spec.input_width
-            arrays.append(load_image(product.image, *size, cutout=cutout))
+            payload = product_payload(product, root)  # the hash first: a photo replaced
+            arrays.append(load_image(product.image, *size, cutout=cutout))  # now is seen next
             good.append(product)
+            payloads.append(payload)
         except BadImage as exc:
             bad.append((product.id, str(exc)))
     shape = (0, spec.input_height, spec.input_width, 3)
     images = np.stack(arrays) if arrays else np.zeros(shape, np.uint8)
-    return _Batch(products, images, good, bad)
+    return _Batch(products, images, good, bad, payloads)
 
 
 class _Writer:
@@ -236,8 +243,10 @@ def ingest_catalog(
     make_embedder: Callable[[EmbedderSpec], object] | None = None,
     extra_vectors: dict[str, int] | None = None,
     cutout: bool | None = None,
+    embed_again: Collection[int] = (),
 ) -> IngestReport:
-    """Store every product of `catalog` that the collection lacks; returns what happened.
+    """Store every product of `catalog` that the collection lacks, and embed again the stored
+    ones in `embed_again` (their photo changed: the point is replaced); returns what happened.
 
     `make_embedder(spec)` (default: embedder.model.Embedder) is called only when there is work.
     `extra_vectors` {name: dim}: named vectors a new collection gets for later stages.
@@ -251,7 +260,10 @@ def ingest_catalog(
         check_embedder(store, collection, spec)
     cutout = resolve_cutout(store, collection, cutout)
     stored_ids = store.ids(collection) if exists else set()
-    todo = [p for p in selected if p.id not in stored_ids]
+    again = set(embed_again) & stored_ids
+    todo = [p for p in catalog.with_image if p.id in again]
+    new = [p for p in selected if p.id not in stored_ids]
+    todo += new
     report = IngestReport(
         collection=collection,
         catalog_rows=len(catalog.products),
@@ -259,7 +271,8 @@ def ingest_catalog(
         images_without_row=catalog.orphan_images,
         bad_rows=catalog.bad_rows,
         selected=len(selected),
-        already_stored=len(selected) - len(todo),
+        already_stored=len(selected) - len(new),
+        embedded_again=len(again),
         row_notes=catalog.notes,
     )
     embedder = None
@@ -313,14 +326,13 @@ def _run_pipeline(
     writer = _Writer(store, collection)
     try:
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="searchctl-decode") as pool:
-            pending = deque(
-                pool.submit(_decode, b, spec, cutout) for b in _take(batches, PREFETCH_BATCHES)
-            )
+            first = _take(batches, PREFETCH_BATCHES)
+            pending = deque(pool.submit(_decode, b, spec, cutout, root) for b in first)
             while pending:
                 batch = pending.popleft().result()
                 nxt = next(batches, None)
                 if nxt is not None:
-                    pending.append(pool.submit(_decode, nxt, spec, cutout))
+                    pending.append(pool.submit(_decode, nxt, spec, cutout, root))
                 report.bad_images.extend(batch.bad)
                 if batch.good:
                     t0 = time.perf_counter()
@@ -328,8 +340,8 @@ def _run_pipeline(
                     embed_seconds += time.perf_counter() - t0
                     writer.put(
                         [
-                            PointData(p.id, {spec.vector_name: v}, product_payload(p, root))
-                            for p, v in zip(batch.good, vectors)
+                            PointData(p.id, {spec.vector_name: v}, payload)
+                            for p, v, payload in zip(batch.good, vectors, batch.payloads)
                         ]
                     )
                     report.stored += len(batch.good)

@@ -28,12 +28,14 @@ from classifier.train import (
 )
 from embedder.autoencoder import DEFAULT_ARCH, VECTOR_NAME, autoencoder_dir, get_config
 from embedder.autoencoder import read_record as read_autoencoder_record
+from embedder.collection import check_embedder
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR
 from embedder.spec import EmbedderSpec
 from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
 from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
-from ingest.pipeline import IngestReport, ingest_catalog
+from ingest.pipeline import IngestReport, ingest_catalog, resolve_cutout
+from ingest.sync import CatalogChanges, apply_changes, log_changes, plan_changes
 from ingest.tuned import ensure_tuned
 from qdrant.base import VectorNotAddable, VectorStore
 from searchctl.reporting import NO_PROGRESS, Progress, StageReport, skipped
@@ -164,13 +166,15 @@ def run_stages(
 
 @dataclass
 class IngestResult:
-    """What `ingest` did: the backbone's report, then every later stage's."""
+    """What `ingest` did: the changes it found, the backbone's report, every later stage's."""
 
+    changes: CatalogChanges
     backbone: IngestReport
     stages: dict[str, StageReport] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         data = self.backbone.to_json()
+        data["changes"] = self.changes.to_json()
         data.update({name: None for name in STAGE_NAMES[1:]})
         data.update({name: report.to_json() for name, report in self.stages.items()})
         return data
@@ -188,11 +192,22 @@ def ingest(
     limit: int | None = None,
     cutout: bool | None = None,
     mixed_precision: bool = False,
+    keep_missing: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> IngestResult:
-    """The main job: store every catalog product the collection lacks (the backbone), then run
-    every stage of the plan."""
+    """The main job, which also keeps a collection in step with its catalog: delete what the
+    catalog lost (unless `keep_missing`), relabel what it relabelled, store what is new and
+    embed again what has a new photo (the backbone), then run every stage of the plan, which
+    gives those products their vectors and tags. Models are not retrained (`info` advises)."""
     plan = plan or StagePlan()
+    if store.has_collection(collection):  # before any write: a wrong --backbone changes nothing
+        check_embedder(store, collection, spec)
+        resolve_cutout(store, collection, cutout)
+    changes = plan_changes(catalog, store, collection, limit=limit, keep_missing=keep_missing)
+    if changes.any and not changes.new_collection:
+        for line in changes.lines():
+            progress.note(line)
+    apply_changes(store, collection, catalog, changes)
 
     def make_embedder(s: EmbedderSpec):
         from embedder.model import Embedder
@@ -203,7 +218,7 @@ def ingest(
     backbone = ingest_catalog(
         catalog, store, collection, spec, batch_size=batch_size, limit=limit,
         progress=progress, make_embedder=make_embedder, cutout=cutout,
-        extra_vectors=plan.extra_vectors(),
+        extra_vectors=plan.extra_vectors(), embed_again=changes.embed_again,
     )  # fmt: skip
     progress.done(backbone.stage_report())
     if not backbone.points_in_collection:
@@ -212,7 +227,10 @@ def ingest(
             f"has a usable one ({len(backbone.bad_images):,} unreadable, listed above)"
         )
     context = StageContext(store, collection, spec, data_dir, plan, progress)
-    return IngestResult(backbone, run_stages(context))
+    stages = run_stages(context)
+    if not changes.new_collection:
+        log_changes(store, collection)
+    return IngestResult(changes, backbone, stages)
 
 
 class NothingStored(ValueError):

@@ -158,6 +158,10 @@ class VectorStore(ABC):
         """Write points (vectors and payload together); durable when this returns."""
 
     @abstractmethod
+    def delete(self, name: str, ids: Iterable[int]) -> None:
+        """Remove points by id (unknown ids are ignored); durable when this returns."""
+
+    @abstractmethod
     def retrieve(
         self, name: str, ids: Iterable[int], with_vectors: VectorSelection = False
     ) -> list[StoredPoint]:

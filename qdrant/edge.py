@@ -290,6 +290,14 @@ class EdgeStore(VectorStore):
             )
         )
 
+    def delete(self, name: str, ids: Iterable[int]) -> None:
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return
+        shard = self._for_writing(name)
+        shard.update(qe.UpdateOperation.delete_points(wanted))
+        shard.flush()
+
     def retrieve(
         self, name, ids: Iterable[int], with_vectors: VectorSelection = False
     ) -> list[StoredPoint]:

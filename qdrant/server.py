@@ -147,6 +147,13 @@ class ServerStore(VectorStore):
             wait=True,
         )
 
+    def delete(self, name: str, ids: Iterable[int]) -> None:
+        wanted = [int(i) for i in ids]
+        if wanted:
+            self.client.delete(
+                self._check(name), points_selector=qm.PointIdsList(points=wanted), wait=True
+            )
+
     def retrieve(
         self, name, ids: Iterable[int], with_vectors: VectorSelection = False
     ) -> list[StoredPoint]:

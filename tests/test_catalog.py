@@ -30,7 +30,7 @@ def test_joins_images_and_counts_what_is_missing(tmp_path):
 
 def test_duplicate_and_non_integer_ids_are_reported(tmp_path):
     (tmp_path / "styles.csv").write_text("id,name\n1,a\n1,b\nx7,c\n2,d\n")
-    columns, rows, bad, _ = read_styles(tmp_path / "styles.csv")
+    columns, rows, bad, _, _ = read_styles(tmp_path / "styles.csv")
     assert [r["id"] for r in rows] == [1, 2]
     assert [line for line, _ in bad] == [3, 4]
     assert "duplicate id 1" in bad[0][1] and "not an integer" in bad[1][1]

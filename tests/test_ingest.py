@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from conftest import SHARED_DATASET, SHARED_MOBILENET, needs_shared
@@ -58,7 +60,9 @@ def test_interrupted_ingest_resumes_without_loss_or_duplicates(tiny_catalog, emb
     points = store.retrieve("c", sorted(store.ids("c")), with_vectors=True)
     by_id = catalog.by_id()
     for p in points:
-        expected = {**by_id[p.id].payload, "image": f"images/{p.id}.jpg"}
+        photo = tiny_catalog / "images" / f"{p.id}.jpg"
+        digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+        expected = {**by_id[p.id].payload, "image": f"images/{p.id}.jpg", "image_sha256": digest}
         assert p.payload == expected
         assert np.linalg.norm(p.vectors["mobilenet_v2"]) == pytest.approx(1.0, abs=1e-4)
     # Vectors written before the crash equal the ones a clean run makes.

@@ -166,7 +166,14 @@ def _update_scenario(store) -> dict:
         row_where=[[("tag", "odd")], None, [("tag", "even"), ("gender", "Women")]],
     )  # fmt: skip
     kept = store.retrieve("catalog", [1003], with_vectors=True)[0]
+    store.delete("catalog", [1000, 1005, 42])  # 42 was never stored: ignored
+    store.delete("catalog", [])
+    after_delete = store.search("catalog", queries[0], "shape", 3, exact=True, with_payload=False)
     return {
+        "count_after_delete": store.count("catalog"),
+        "ids_after_delete": sorted(store.ids("catalog"))[:4],
+        "search_after_delete": [h.id for h in after_delete],
+        "retrieve_deleted": [p.id for p in store.retrieve("catalog", [1000, 1001])],
         "batch": [[(h.id, h.payload["tag"], h.payload["gender"]) for h in hits] for hits in batch],
         "payload": kept.payload,
         "colour": np.round(kept.vectors["colour"], 4).tolist(),
@@ -188,6 +195,9 @@ def test_updates_agree_and_are_right(tmp_path):
     assert len(anything) == 4 and anything[0][0] == 1001  # no filter of its own
     assert all(tag == "even" and g == "Women" for _, tag, g in even_women)
     assert a["payload"]["tag"] == "even" and a["payload"]["name"] == "item 3"  # merged, kept
+    assert a["count_after_delete"] == len(_points()) - 2
+    assert a["ids_after_delete"] == [1001, 1002, 1003, 1004] and a["retrieve_deleted"] == [1001]
+    assert 1000 not in a["search_after_delete"] and len(a["search_after_delete"]) == 3
     colour = np.random.default_rng(3).random((10, VECTORS["colour"]))[3]
     assert a["colour"] == pytest.approx(colour / np.linalg.norm(colour), abs=1e-4)
 

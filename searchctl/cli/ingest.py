@@ -113,6 +113,22 @@ MixedPrecisionOpt = Annotated[bool, typer.Option(help="float16 compute (pays on 
 AutoencoderArchOpt = Annotated[
     str, typer.Option(help="Architecture of an autoencoder trained here: default or paper.")
 ]
+KeepMissingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-missing",
+        help="Keep the stored products whose row or photo is gone from the catalog (by "
+        "default they are deleted).",
+    ),
+]
+PlanOpt = Annotated[
+    bool,
+    typer.Option(
+        "--plan",
+        help="Only show what the run would change (new, deleted, relabelled, re-photographed "
+        "products); change nothing, load no model.",
+    ),
+]
 ClassifierKindOpt = Annotated[
     str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
 ]
@@ -136,6 +152,8 @@ def ingest(
     classifier_kind: ClassifierKindOpt = "vectors",
     min_class_size: MinClassSize = 500,
     tagger_min_products: TaggerMinProducts = None,
+    keep_missing: KeepMissingOpt = False,
+    show_plan: PlanOpt = False,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
     qdrant_api_key: QdrantApiKey = None,
@@ -144,8 +162,12 @@ def ingest(
     """Embed every catalog image and store it, one point per product, with its labels.
 
     Then the colour vectors, the autoencoder, the classifier's tags, the tuned vectors and
-    the label taggers' tags (docs/architecture.md, "The ingest"). Resumable and idempotent:
-    a re-run stores only what is missing.
+    the label taggers' tags (docs/architecture.md, "The ingest"). Run again on a changed
+    catalog, it brings the collection in step: new products are added, products whose row or
+    photo is gone are deleted, relabelled rows get their new labels (nothing is embedded
+    again), and a product whose photo changed gets every vector and tag made again; models
+    are not retrained (`searchctl info` says when a retrain is advised). `--plan` shows what
+    would change. Resumable and idempotent: a re-run does only what is left.
     """
     from embedder.spec import DEFAULT_INPUT_SIZE, make_spec, parse_input_size
     from ingest.catalog import read_catalog
@@ -153,6 +175,19 @@ def ingest(
     from ingest.plan import ingest as run_ingest
     from searchctl.config import collection_name_for
 
+    if show_plan:
+        from ingest.sync import plan_changes
+
+        with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
+            cat = read_catalog(catalog)
+            name = collection or collection_name_for(cat.root)
+            changes = plan_changes(cat, store, name, limit=limit, keep_missing=keep_missing)
+        if as_json:
+            print_json(changes.to_json())
+        else:
+            for line in changes.lines():
+                out.print(line, highlight=False, markup=False)
+        return
     with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
         plan = StagePlan(
             colour=colour, autoencoder=autoencoder, autoencoder_arch=autoencoder_arch,
@@ -167,7 +202,7 @@ def ingest(
             result = run_ingest(
                 cat, store, name, spec, data_dir_or_default(data_dir), plan,
                 batch_size=batch_size, limit=limit, cutout=cutout,
-                mixed_precision=mixed_precision, progress=progress,
+                mixed_precision=mixed_precision, keep_missing=keep_missing, progress=progress,
             )  # fmt: skip
     if as_json:
         print_json(result.to_json())

@@ -137,15 +137,20 @@ def info(
 ) -> None:
     """Collections, their point counts, named vectors, embedder records and models."""
     from classifier.summary import models_summary
+    from ingest.sync import collection_retrain_advice
 
     with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
+        models_dir = data_dir_or_default(data_dir)
         collections = [
             {
                 "name": name,
                 "points": store.count(name),
                 "vectors": store.vector_sizes(name),
                 **store.get_metadata(name),
-                "models": models_summary(data_dir_or_default(data_dir), name),
+                "models": models_summary(models_dir, name),
+                "retrain_advised": [
+                    asdict(a) for a in collection_retrain_advice(store, name, models_dir)
+                ],
             }
             for name in store.list_collections()
         ]
@@ -161,6 +166,7 @@ def info(
 
 def _print_collection(c: dict) -> None:
     from classifier.summary import describe_models
+    from ingest.sync import RetrainAdvice
 
     out.print(f"\n[bold]{c['name']}[/]: {c['points']:,} points", highlight=False)
     out.print(f"  vectors: {', '.join(f'{k} ({v} dims, cosine)' for k, v in c['vectors'].items())}")
@@ -177,3 +183,9 @@ def _print_collection(c: dict) -> None:
         )
     for line in describe_models(c["models"]):
         out.print(f"  {line}", highlight=False)
+    changes = c.get("catalog_changes") or []
+    if changes:
+        changed = sum(entry["changed"] for entry in changes)
+        out.print(f"  catalog changes: {changed:,} products over {len(changes)} ingests")
+    for advice in c["retrain_advised"]:
+        out.print(f"  [yellow]advice[/]: {RetrainAdvice(**advice).line()}", highlight=False)

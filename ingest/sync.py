@@ -1,0 +1,313 @@
+"""Keep a collection in step with its catalog: what changed since the last ingest, and the
+writes that need no model.
+
+`plan_changes` compares the catalog with the collection: new products, products gone from
+the catalog (their row or their photo), rows whose labels changed, and photos whose bytes
+changed (a SHA-256 of the file, kept in each point's payload). `apply_changes` deletes and
+relabels; new and re-photographed products are then embedded by the backbone stage like any
+product the collection lacks (an upsert replaces the whole point, so every later stage sees
+it as new and makes its vectors and tags again). Every step is idempotent, so a run killed
+half-way is finished by the next: the plan of that run is what is still left to do.
+
+The collection's metadata keeps a log of the changes (`CHANGES_KEY`), which `retrain_advice`
+compares with the models' training times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedder.collection import CATALOG_KEY
+from ingest.catalog import Catalog, Product
+from qdrant.base import VectorStore
+
+PHOTO_HASH_FIELD = "image_sha256"  # in each point's payload: the SHA-256 of its photo file
+CHANGES_KEY = "catalog_changes"  # collection metadata: [{"at": epoch s, "changed": n}, ...]
+PENDING_KEY = "catalog_sync"  # collection metadata: the ids a sync under way changes
+RETRAIN_SHARE = 0.10  # advise a retrain once this share of the products changed since
+SHOWN_IDS = 10  # ids listed per kind of change in the plan for a person
+HASH_WORKERS = 4  # file reads overlap (hashlib releases the GIL)
+BACKFILL_CHUNK = 2000  # hashes recorded per store call
+
+
+def photo_hash(path: Path) -> str | None:
+    """The SHA-256 of a photo file's bytes; None when it cannot be read (ingest reports it)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def photo_hashes(paths: Mapping[int, Path], workers: int = HASH_WORKERS) -> dict[int, str | None]:
+    with ThreadPoolExecutor(workers, thread_name_prefix="searchctl-hash") as pool:
+        return dict(zip(paths, pool.map(photo_hash, paths.values())))
+
+
+def catalog_payload(product: Product, catalog_root: Path) -> dict:
+    """What the catalog says of a product: every styles.csv column, plus the image path
+    relative to the catalog (the photo's hash is added where the photo is read)."""
+    payload = dict(product.payload)
+    if product.image is not None:
+        payload["image"] = product.image.relative_to(catalog_root).as_posix()
+    return payload
+
+
+@dataclass
+class CatalogChanges:
+    """What an ingest changes in a collection to bring it in step with the catalog."""
+
+    collection: str
+    add: list[int] = field(default_factory=list)  # in the catalog, not in the collection
+    delete: list[int] = field(default_factory=list)  # gone from the catalog (row or photo)
+    relabel: dict[int, dict] = field(default_factory=dict)  # id -> the fields that changed
+    rephoto: list[int] = field(default_factory=list)  # photo bytes changed: embedded again
+    kept_missing: list[int] = field(default_factory=list)  # gone, kept by --keep-missing
+    kept_unreadable: list[int] = field(default_factory=list)  # row unreadable now: kept as is
+    hash_backfill: dict[int, str] = field(default_factory=dict)  # stored before hashes were
+    unchanged: int = 0
+    catalog_moved: tuple[str, str] | None = None  # (recorded root, this catalog's root)
+    new_collection: bool = False
+    seconds: float = 0.0
+
+    @property
+    def changed_ids(self) -> set[int]:
+        return {*self.add, *self.delete, *self.relabel, *self.rephoto}
+
+    @property
+    def stored_changed_ids(self) -> set[int]:
+        """The stored products this changes (what is added is counted once it is stored)."""
+        return {*self.delete, *self.relabel, *self.rephoto}
+
+    @property
+    def embed_again(self) -> set[int]:
+        return set(self.rephoto)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.changed_ids or self.hash_backfill or self.catalog_moved)
+
+    def to_json(self) -> dict:
+        return {
+            "collection": self.collection,
+            "new_collection": self.new_collection,
+            "counts": {
+                "add": len(self.add),
+                "delete": len(self.delete),
+                "relabel": len(self.relabel),
+                "rephoto": len(self.rephoto),
+                "kept_missing": len(self.kept_missing),
+                "kept_unreadable": len(self.kept_unreadable),
+                "hash_backfill": len(self.hash_backfill),
+                "unchanged": self.unchanged,
+            },
+            "add": self.add,
+            "delete": self.delete,
+            "relabel": {str(i): fields for i, fields in self.relabel.items()},
+            "rephoto": self.rephoto,
+            "kept_missing": self.kept_missing,
+            "kept_unreadable": self.kept_unreadable,
+            "catalog_moved": list(self.catalog_moved) if self.catalog_moved else None,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def lines(self) -> list[str]:
+        """The plan for a person: counts, and the first ids of each kind of change."""
+
+        def ids(values) -> str:
+            shown = ", ".join(str(i) for i in list(values)[:SHOWN_IDS])
+            return shown + (", ..." if len(values) > SHOWN_IDS else "")
+
+        if self.new_collection:
+            return [f"New collection '{self.collection}': {len(self.add):,} products to store."]
+        lines = [f"Collection '{self.collection}' against the catalog ({self.seconds:.1f} s):"]
+        rows = [
+            ("add", self.add, "not stored (new, or a photo no run could use): embedded"),
+            ("delete", self.delete, "gone from the catalog (row or photo): deleted"),
+            ("relabel", self.relabel, "labels changed: payload rewritten, nothing embedded"),
+            ("rephoto", self.rephoto, "photo changed: every vector and tag made again"),
+            ("keep", self.kept_missing, "gone from the catalog, kept (--keep-missing)"),
+            ("keep", self.kept_unreadable, "row unreadable now (see above): kept as stored"),
+        ]
+        for name, values, what in rows:
+            if values:
+                lines.append(f"  {name:8} {len(values):>7,}  {what}: {ids(values)}")
+        for pid, fields in list(self.relabel.items())[:3]:
+            shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+            lines.append(f"           id {pid}: {shown}")
+        lines.append(f"  {'same':8} {self.unchanged:>7,}  unchanged")
+        if self.hash_backfill:
+            lines.append(
+                f"  {len(self.hash_backfill):,} products were stored without a photo hash (an "
+                "older searchctl): their photos' hashes are recorded now, and a photo changed "
+                "before this run is not seen (`searchctl ingest` into a new collection is)."
+            )
+        if self.catalog_moved:
+            old, new = self.catalog_moved
+            lines.append(f"  the catalog moved: {old} -> {new} (recorded with the collection)")
+        if not self.any:
+            lines.append("  Nothing to change.")
+        return lines
+
+
+def plan_changes(
+    catalog: Catalog,
+    store: VectorStore,
+    collection: str,
+    *,
+    limit: int | None = None,
+    keep_missing: bool = False,
+) -> CatalogChanges:
+    """What bringing `collection` in step with `catalog` changes; writes nothing.
+
+    `limit` caps the products added (the first N with a photo), never what is deleted: a
+    product is deleted only when its row or its photo is gone from the catalog, and a row that
+    could not be read but still shows its id keeps its product.
+    """
+    t0 = time.perf_counter()
+    selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
+    changes = CatalogChanges(collection)
+    if not store.has_collection(collection):
+        changes.new_collection = True
+        changes.add = [p.id for p in selected]
+        changes.seconds = time.perf_counter() - t0
+        return changes
+    recorded_root = store.get_metadata(collection).get(CATALOG_KEY)
+    this_root = str(catalog.root.resolve())
+    if recorded_root and recorded_root != this_root:
+        changes.catalog_moved = (recorded_root, this_root)
+    stored = {p.id: p.payload or {} for p in store.iter_points(collection)}
+    in_catalog = {p.id: p for p in catalog.with_image}
+    for pid in sorted(stored.keys() - in_catalog.keys()):
+        if pid in catalog.bad_row_ids:
+            changes.kept_unreadable.append(pid)
+        else:
+            (changes.kept_missing if keep_missing else changes.delete).append(pid)
+    changes.add = [p.id for p in selected if p.id not in stored]
+    kept = sorted(stored.keys() & in_catalog.keys())
+    hashes = photo_hashes({pid: in_catalog[pid].image for pid in kept})
+    for pid in kept:
+        payload = stored[pid]
+        new = catalog_payload(in_catalog[pid], catalog.root)
+        fields = {k: v for k, v in new.items() if payload.get(k) != v}
+        if fields:
+            changes.relabel[pid] = fields
+        recorded, now = payload.get(PHOTO_HASH_FIELD), hashes[pid]
+        if now is None:
+            continue  # unreadable now: the stored product stays as it is
+        if recorded is None:
+            changes.hash_backfill[pid] = now
+        elif recorded != now:
+            changes.rephoto.append(pid)
+    changes.unchanged = len(kept) - len(set(changes.relabel) | set(changes.rephoto))
+    changes.seconds = time.perf_counter() - t0
+    return changes
+
+
+def apply_changes(
+    store: VectorStore, collection: str, catalog: Catalog, changes: CatalogChanges
+) -> None:
+    """The writes that need no model: the pending log first (a killed run's changes are
+    counted by the next), the catalog's new root, deletions, relabels and recorded hashes.
+    New and re-photographed products are left to the backbone stage (`changes.add`,
+    `changes.embed_again`)."""
+    if changes.new_collection or not changes.any:
+        return
+    metadata = store.get_metadata(collection)
+    pending = metadata.get(PENDING_KEY, {})
+    metadata[PENDING_KEY] = {
+        "ids": sorted(set(pending.get("ids", [])) | changes.stored_changed_ids),
+        "add": sorted(set(pending.get("add", [])) | set(changes.add)),
+    }
+    if changes.catalog_moved:
+        metadata[CATALOG_KEY] = changes.catalog_moved[1]
+    store.set_metadata(collection, metadata)
+    store.delete(collection, changes.delete)
+    relabel = {pid: f for pid, f in changes.relabel.items() if pid not in changes.embed_again}
+    store.set_payloads(collection, relabel)
+    backfill = list(changes.hash_backfill.items())
+    for start in range(0, len(backfill), BACKFILL_CHUNK):
+        chunk = backfill[start : start + BACKFILL_CHUNK]
+        store.set_payloads(collection, {pid: {PHOTO_HASH_FIELD: h} for pid, h in chunk})
+
+
+def log_changes(store: VectorStore, collection: str) -> None:
+    """After a sync's every stage: its changes (and a killed run's before it) join the log:
+    the products deleted, relabelled or re-photographed, and those added that are stored."""
+    metadata = store.get_metadata(collection)
+    pending = metadata.pop(PENDING_KEY, None)
+    if pending is None:
+        return
+    added = set(pending["add"]) & store.ids(collection)
+    count = len(pending["ids"]) + len(added)
+    if not count:
+        store.set_metadata(collection, metadata)
+        return
+    metadata[CHANGES_KEY] = [*metadata.get(CHANGES_KEY, []), {"at": time.time(), "changed": count}]
+    store.set_metadata(collection, metadata)
+
+
+@dataclass(frozen=True)
+class RetrainAdvice:
+    model: str
+    changed: int  # products added, deleted, relabelled or re-photographed since it was trained
+    share: float
+    command: str
+
+    def line(self) -> str:
+        return (
+            f"{self.changed:,} products ({self.share:.0%}) changed since the {self.model} was "
+            f"trained: retrain it with `{self.command}`"
+        )
+
+
+def retrain_advice(
+    metadata: Mapping, points: int, trained_at: Mapping[str, tuple[float, str]]
+) -> list[RetrainAdvice]:
+    """Models whose catalog has changed by `RETRAIN_SHARE` or more since they were trained.
+    `trained_at`: model -> (its training time, epoch seconds; the command that retrains it)."""
+    log = metadata.get(CHANGES_KEY, [])
+    advice = []
+    for model, (when, command) in trained_at.items():
+        changed = sum(entry["changed"] for entry in log if entry["at"] > when)
+        share = changed / max(points, 1)
+        if changed and share >= RETRAIN_SHARE:
+            advice.append(RetrainAdvice(model, changed, share, command))
+    return advice
+
+
+def _epoch(created: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def collection_retrain_advice(
+    store: VectorStore, collection: str, data_dir: Path
+) -> list[RetrainAdvice]:
+    """retrain_advice for the collection's autoencoder and classifier, as their records say
+    when they were trained."""
+    from classifier.tagger import ClassifierMissing, tagger_dir
+    from classifier.tagger import read_record as read_classifier
+    from embedder.autoencoder import autoencoder_dir
+    from embedder.autoencoder import read_record as read_autoencoder
+
+    trained: dict[str, tuple[float, str]] = {}
+    autoencoder = read_autoencoder(autoencoder_dir(data_dir, collection))
+    if autoencoder is not None and (when := _epoch(autoencoder.created)) is not None:
+        trained["autoencoder"] = (when, f"searchctl train autoencoder --retrain -c {collection}")
+    try:
+        classifier = read_classifier(tagger_dir(data_dir, collection))
+    except ClassifierMissing:
+        classifier = None
+    if classifier is not None and (when := _epoch(classifier.created)) is not None:
+        kind = f" --kind {classifier.kind}" if classifier.kind != "vectors" else ""
+        trained["classifier"] = (when, f"searchctl train classifier{kind} -c {collection}")
+    return retrain_advice(store.get_metadata(collection), store.count(collection), trained)
