@@ -54,9 +54,11 @@ from qdrant.base import (
     unit_rows,
 )
 from searchctl.config import default_data_dir
+from searchctl.duplicates import collapse_duplicates
 
 INTEGER_FIELDS = ("id", "year")
 AUTOENCODER = "autoencoder"  # the named vector of embedder/autoencoder.py
+DEDUPE_FETCH, DEDUPE_FETCH_EXTRA = 3, 10  # --dedupe fetches 3x the hits asked, plus 10
 SAME_TYPE_FIELD = "pred_articleType"  # --same-type: hits of the query's predicted articleType
 
 
@@ -839,6 +841,7 @@ class SearchRequest:
     cutout: bool = True  # make a photo that is not a studio shot look like one first
     offset: int = 0  # hits skipped (paging): top hits from the offset-th
     text: str | None = None  # words of the product name: alone ranks by them, else narrows
+    dedupe: bool = False  # one hit per group of duplicate photos (searchctl.duplicates)
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.offset < 0:
@@ -955,12 +958,21 @@ def search(
     `fetch`'s options of embedder.images.fetch_image) through `searcher` (a
     warm one, or one made for this query), or by a stored product's vector."""
     check_where(store, collection, request.where)
-    limit = request.top + request.offset
+    wanted = request.top + request.offset
+    # With --dedupe, more hits are fetched: the duplicates dropped leave enough.
+    limit = wanted * DEDUPE_FETCH + DEDUPE_FETCH_EXTRA if request.dedupe else wanted
+
+    def page(hits: list[Hit]) -> list[Hit]:
+        if request.dedupe:
+            backbone = default_vector(store, collection)
+            hits = collapse_duplicates(store, collection, hits, backbone)[:wanted]
+        return hits[request.offset :]
+
     if request.text:
         words = (TEXT_FIELD, Words(request.text))
         if request.image is None and request.product_id is None:
             hits = store.text_search(collection, TEXT_FIELD, request.text, limit, request.where)
-            return SearchResult(f"text:{request.text}", "text", hits[request.offset :],
+            return SearchResult(f"text:{request.text}", "text", page(hits),
                                 where=[*request.where, words])  # fmt: skip
         request = replace(request, where=[*request.where, words])
     blend = request_blend(store, collection, request)
@@ -969,7 +981,7 @@ def search(
             store, collection, request.product_id, limit, request.vector, request.where,
             request.same_type, blend,
         )  # fmt: skip
-        result.hits = result.hits[request.offset :]
+        result.hits = page(result.hits)
         return result
     note, image, fetch = None, request.image, fetch or {}
     started = time.perf_counter()
@@ -996,7 +1008,7 @@ def search(
     result = searcher.search_image(
         image, limit, request.vector, request.where, request.same_type, blend, request.cutout
     )
-    result.hits = result.hits[request.offset :]
+    result.hits = page(result.hits)
     result.seconds["decode"] = result.seconds.get("decode", 0.0) + decoded
     result.query = str(request.image) if not isinstance(request.image, bytes) else "photo"
     result.notes += [note] if note else []

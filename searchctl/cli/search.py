@@ -62,6 +62,14 @@ SameTypeOpt = Annotated[
         "(needs the classifier).",
     ),
 ]
+DedupeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dedupe",
+        help="One hit per group of duplicate photos (the same bytes, or near-identical: "
+        "`searchctl duplicates`); the best-ranked stands for its group.",
+    ),
+]
 PlainOpt = Annotated[
     bool,
     typer.Option(
@@ -129,6 +137,7 @@ def query(
     text: TextOpt = None,
     same_type: SameTypeOpt = False,
     plain: PlainOpt = False,
+    dedupe: DedupeOpt = False,
     colour_weight: ColourWeightOpt = None,
     tag_weight: TagWeightOpt = None,
     tuned_weight: TunedWeightOpt = None,
@@ -156,7 +165,7 @@ def query(
             image=image, product_id=product_id, top=top, vector=vector,
             where=parse_where(where), text=text, same_type=same_type, plain=plain,
             colour_weight=colour_weight, tag_weight=tag_weight, tuned_weight=tuned_weight,
-            candidates=candidates, cutout=cutout,
+            candidates=candidates, cutout=cutout, dedupe=dedupe,
         )  # fmt: skip
         name = pick_collection(store, collection)
         if text:

@@ -41,6 +41,7 @@ class SearchBody(Filters):
     vector: str | None = Field(None, description="Named vector [default: the backbone's].")
     plain: bool = Field(False, description="Plain cosine: no re-rank by colour and tags.")
     same_type: bool = Field(False, description="Only hits of the photo's predicted articleType.")
+    dedupe: bool = Field(False, description="One hit per group of duplicate photos.")
     colour_weight: float | None = Field(None, ge=0)
     tag_weight: float | None = Field(None, ge=0)
     tuned_weight: float | None = Field(None, ge=0)
@@ -150,7 +151,7 @@ def _search(request: Request, name: str, body: SearchBody, upload: bytes | None)
         top=body.top, offset=body.offset, vector=body.vector, where=where,
         same_type=body.same_type, plain=body.plain, colour_weight=body.colour_weight,
         tag_weight=body.tag_weight, tuned_weight=body.tuned_weight,
-        candidates=body.candidates, cutout=body.cutout, text=body.text,
+        candidates=body.candidates, cutout=body.cutout, text=body.text, dedupe=body.dedupe,
     )  # fmt: skip
     fetch = {"timeout": settings.fetch_timeout, "max_bytes": settings.max_body_bytes,
              "allow_private": settings.allow_private_urls}  # fmt: skip
