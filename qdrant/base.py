@@ -141,6 +141,11 @@ class VectorStore(ABC):
     def get_metadata(self, name: str) -> dict: ...
 
     @abstractmethod
+    def payload_indexes(self, name: str) -> dict[str, str]:
+        """The collection's payload indexes {field: KEYWORD_INDEX | INTEGER_INDEX | TEXT_INDEX}
+        (qdrant-client's local mode keeps none: it answers {})."""
+
+    @abstractmethod
     def set_metadata(self, name: str, metadata: dict) -> None: ...
 
     @abstractmethod

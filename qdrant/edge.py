@@ -239,6 +239,15 @@ class EdgeStore(VectorStore):
                 "Choose another with --data-dir or SEARCHCTL_DATA_DIR."
             ) from exc
 
+    def payload_indexes(self, name: str) -> dict[str, str]:
+        kinds = {str(t): k for k, t in _INDEX_TYPES.items() if k != TEXT_INDEX}
+        schema = self._shard(name).info().payload_schema
+        return {
+            field: TEXT_INDEX if info.params is not None else kinds[str(info.data_type)]
+            for field, info in schema.items()
+            if info.params is not None or str(info.data_type) in kinds
+        }
+
     def get_metadata(self, name: str) -> dict:
         return self._config(name)["metadata"]
 

@@ -54,19 +54,35 @@ def _filter(where: Where | None) -> qm.Filter | None:
 
 
 class ServerStore(VectorStore):
-    def __init__(self, client: QdrantClient, description: str = "qdrant"):
+    def __init__(
+        self,
+        client: QdrantClient,
+        description: str = "qdrant",
+        *,
+        shards: int | None = None,
+        replicas: int | None = None,
+        write_consistency: int | None = None,
+    ):
         self.client = client
         self.description = description
+        # Where the collections this store creates live on a cluster (Qdrant's defaults: None)
+        self.placement = {
+            "shard_number": shards,
+            "replication_factor": replicas,
+            "write_consistency_factor": write_consistency,
+        }
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None) -> ServerStore:
+    def connect(cls, url: str, api_key: str | None = None, **placement) -> ServerStore:
+        """A server or cluster at `url`; `placement` (shards, replicas, write_consistency) is
+        what collections made here get."""
         # gRPC pays for upserts and batched searches; REST stays available for the rest.
         client = QdrantClient(url=url, api_key=api_key, prefer_grpc=True, timeout=60)
         try:
             client.get_collections()
         except Exception as exc:
             raise StoreError(f"cannot reach the Qdrant server at {url}: {exc}") from exc
-        return cls(client, url)
+        return cls(client, url, **placement)
 
     def __repr__(self) -> str:
         return f"ServerStore({self.description!r})"
@@ -94,9 +110,19 @@ class ServerStore(VectorStore):
                 for v, dim in vectors.items()
             },
             metadata=metadata,
+            **{k: v for k, v in self.placement.items() if v is not None},
         )
         for field, kind in indexes.items():
             self.client.create_payload_index(name, field, _INDEX_TYPES[kind], wait=True)
+
+    def payload_indexes(self, name: str) -> dict[str, str]:
+        kinds = {
+            qm.PayloadSchemaType.KEYWORD: KEYWORD_INDEX,
+            qm.PayloadSchemaType.INTEGER: INTEGER_INDEX,
+            qm.PayloadSchemaType.TEXT: TEXT_INDEX,
+        }
+        schema = self.client.get_collection(self._check(name)).payload_schema or {}
+        return {f: kinds[i.data_type] for f, i in schema.items() if i.data_type in kinds}
 
     def get_metadata(self, name: str) -> dict:
         info = self.client.get_collection(self._check(name))

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from searchctl import __version__
-from searchctl.cli.catalog import duplicates
+from searchctl.cli.catalog import duplicates, migrate
 from searchctl.cli.ingest import ingest, tag, train_app
 from searchctl.cli.models import audit, info
 from searchctl.cli.quiet import filter_native_logs, verbose_asked
@@ -32,6 +32,7 @@ app.command()(tag)
 app.command()(audit)
 app.command()(info)
 app.command()(duplicates)
+app.command()(migrate)
 app.command()(serve)
 
 

@@ -19,6 +19,7 @@ from searchctl.cli.common import (
     out,
     print_json,
     store_of,
+    user_errors,
 )
 
 SHEET_GROUPS = 10  # groups on the contact sheet
@@ -105,3 +106,99 @@ def _print_report(report) -> None:
     more = len(report.identical) + len(report.near) - LISTED_GROUPS
     if more > 0:
         out.print(f"  ... and {more:,} more groups (--json or --csv lists them all)")
+
+
+def migrate(
+    to_url: Annotated[
+        str | None,
+        typer.Option(help="Copy to this Qdrant server or cluster, e.g. http://qdrant:6333."),
+    ] = None,
+    to_api_key: Annotated[
+        str | None, typer.Option(envvar="SEARCHCTL_TO_QDRANT_API_KEY", help="API key for --to-url.")
+    ] = None,
+    to_data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Copy to the embedded store in this directory instead (the reverse way)."
+        ),
+    ] = None,
+    to_collection: Annotated[
+        str | None, typer.Option(help="Name of the copy \\[default: the collection's].")
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(min=1, help="Shards of the copy on a cluster (Qdrant's shard_number)."),
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(min=1, help="Copies of each shard (Qdrant's replication_factor).")
+    ] = None,
+    write_consistency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Replicas that must confirm a write (write_consistency_factor)."),
+    ] = None,
+    collection: CollectionOpt = None,
+    data_dir: DataDir = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_api_key: QdrantApiKey = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a collection to a Qdrant server or cluster (or, with --to-data-dir, back to an
+    embedded store): every point with all its named vectors and payload, the payload indexes,
+    the embedder and model records. Resumable: a re-run copies only what is missing. Verified
+    at the end: counts, ids, and 200 points compared vector by vector."""
+    from qdrant.migrate import migrate as copy_collection
+    from qdrant.server import ServerStore
+    from searchctl.config import pick_collection
+
+    if (to_url is None) == (to_data_dir is None):
+        err.print("Give one of --to-url (a Qdrant server) or --to-data-dir (an embedded store).")
+        raise typer.Exit(2)
+    with store_of(data_dir, qdrant_url, qdrant_api_key) as source:
+        name = pick_collection(source, collection)
+        if to_url is not None:
+            placement = {"shards": shards, "replicas": replicas,
+                         "write_consistency": write_consistency}  # fmt: skip
+            with user_errors():
+                target = ServerStore.connect(to_url, to_api_key, **placement)
+        else:
+            from qdrant.edge import EdgeStore
+
+            target = EdgeStore(to_data_dir)
+        with target, BarProgress(summaries=False) as progress:
+            report = copy_collection(source, target, name, to_collection, progress=progress)
+    models = _copy_models(data_dir, name, to_data_dir, to_collection or name)
+    if as_json:
+        print_json({**report.to_json(), "models": str(models) if models else None})
+    else:
+        out.print(
+            f"{report.collection} -> {report.target_collection} on {report.target}: copied "
+            f"{report.copied:,} points ({report.already_there:,} were there), "
+            f"{report.target_points:,} of {report.source_points:,} in the copy, "
+            f"{len(report.indexes)} payload indexes ({report.seconds:.1f} s).",
+            highlight=False,
+        )
+        if models:
+            out.print(f"Models: {models}", highlight=False)
+        if report.verified:
+            out.print(f"Verified: ids, metadata, and {report.sampled} points vector by vector.")
+        for problem in report.problems:
+            err.print(f"[red]{problem}[/]")
+    if not report.verified:
+        raise typer.Exit(1)
+
+
+def _copy_models(data_dir: Path | None, name: str, to_data_dir: Path | None, to_name: str):
+    """The models stay in the data dir, found by collection name: copied when the copy has
+    another name or another data dir. Returns where the copy's models are."""
+    import shutil
+
+    from embedder.files import models_dir
+    from searchctl.cli.common import data_dir_or_default
+
+    source = models_dir(data_dir_or_default(data_dir), name)
+    target = models_dir(to_data_dir or data_dir_or_default(data_dir), to_name)
+    if not source.is_dir():
+        return None
+    if source.resolve() != target.resolve():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return target
