@@ -50,10 +50,14 @@ def photo_hashes(paths: Mapping[int, Path], workers: int = HASH_WORKERS) -> dict
 
 def catalog_payload(product: Product, catalog_root: Path) -> dict:
     """What the catalog says of a product: every styles.csv column, plus the image path
-    relative to the catalog (the photo's hash is added where the photo is read)."""
+    relative to the catalog, or absolute outside it (the photo's hash is added where the
+    photo is read)."""
     payload = dict(product.payload)
     if product.image is not None:
-        payload["image"] = product.image.relative_to(catalog_root).as_posix()
+        image = product.image
+        # A photo outside the catalog (put through the API: ingest.products) is kept whole.
+        inside = image.is_relative_to(catalog_root)
+        payload["image"] = (image.relative_to(catalog_root) if inside else image).as_posix()
     return payload
 
 
@@ -243,11 +247,18 @@ def log_changes(store: VectorStore, collection: str) -> None:
     if pending is None:
         return
     added = set(pending["add"]) & store.ids(collection)
-    count = len(pending["ids"]) + len(added)
-    if not count:
-        store.set_metadata(collection, metadata)
-        return
-    metadata[CHANGES_KEY] = [*metadata.get(CHANGES_KEY, []), {"at": time.time(), "changed": count}]
+    _append_changes(store, collection, metadata, len(pending["ids"]) + len(added))
+
+
+def record_changes(store: VectorStore, collection: str, count: int) -> None:
+    """`count` products added, replaced or deleted one by one (ingest.products) join the log."""
+    _append_changes(store, collection, store.get_metadata(collection), count)
+
+
+def _append_changes(store: VectorStore, collection: str, metadata: dict, count: int) -> None:
+    if count:
+        entry = {"at": time.time(), "changed": count}
+        metadata[CHANGES_KEY] = [*metadata.get(CHANGES_KEY, []), entry]
     store.set_metadata(collection, metadata)
 
 

@@ -324,3 +324,54 @@ def test_the_page_finds_a_photo_filters_and_shows_more_like_a_hit(live_server, b
     shot = Path(tmp_path) / "page.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def test_products_are_added_replaced_and_deleted_over_the_api(shop, tmp_path):
+    from embedder.colour import COLOUR_VECTOR
+    from qdrant.edge import EdgeStore
+
+    data = _copy_of(shop, tmp_path)
+    with TestClient(create_app(ServerSettings(data_dir=data, warm=False))) as c:
+        refused = c.put("/collections/shop/products/500", files={"file": ("p.png", _photo(7))})
+        assert refused.status_code == 403 and "--api-key" in refused.json()["error"]
+    settings = ServerSettings(data_dir=data, api_key="k", warm=False)
+    key = {"X-API-Key": "k"}
+    labels = {"gender": "Men", "articleType": "Shirts", "productDisplayName": "Api Shirt"}
+    with TestClient(create_app(settings)) as c:
+        assert c.put("/collections/shop/products/500", json={"labels": labels}).status_code == 401
+        form = {"labels": json.dumps(labels)}
+        added = c.put("/collections/shop/products/500", headers=key,
+                      files={"file": ("p.png", _photo(7))}, data=form)  # fmt: skip
+        assert added.status_code == 200, added.text
+        assert added.json()["replaced"] is False and "colour" in added.json()["stages"]
+        stored = c.get("/collections/shop/products/500", headers=key).json()["payload"]
+        assert stored["productDisplayName"] == "Api Shirt" and stored["pred_articleType"]
+        assert stored["colour_v"] and stored["image_sha256"]
+        assert c.get("/collections/shop/products/500/image", headers=key).content == _photo(7)
+        query = {"file": ("q.png", _photo(7))}
+        found = c.post("/collections/shop/search", headers=key, files=query,
+                       data={"top": "3", "plain": "true"})  # fmt: skip
+        assert 500 in [h["id"] for h in found.json()["hits"]]
+
+        photo = base64.b64encode(_photo(11)).decode()
+        replaced = c.put("/collections/shop/products/7", headers=key,
+                         json={"image_base64": photo, "labels": labels})  # fmt: skip
+        assert replaced.status_code == 200 and replaced.json()["replaced"] is True
+        bad = c.put("/collections/shop/products/8", headers=key,
+                    json={"image_base64": base64.b64encode(b"not a photo").decode()})  # fmt: skip
+        assert bad.status_code == 400
+        assert c.get("/collections/shop/products/8", headers=key).status_code == 200  # kept
+        no_photo = c.put("/collections/shop/products/8", headers=key, json={"labels": labels})
+        assert no_photo.status_code == 422 and "image_base64" in no_photo.json()["error"]
+        bad_label = c.put("/collections/shop/products/8", headers=key,
+                          json={"image_base64": photo, "labels": {"id": 3}})  # fmt: skip
+        assert bad_label.status_code == 422
+
+        assert c.delete("/collections/shop/products/500", headers=key).json()["deleted"] is True
+        assert c.delete("/collections/shop/products/500", headers=key).status_code == 404
+        assert c.get("/collections/shop/products/500", headers=key).status_code == 404
+    with EdgeStore(data) as store:
+        (seven,) = store.retrieve("shop", [7], with_vectors=True)
+        assert seven.payload["productDisplayName"] == "Api Shirt" and COLOUR_VECTOR in seven.vectors
+        assert store.count("shop") == 40
+        assert store.get_metadata("shop")["catalog_changes"][-1]["changed"] == 1

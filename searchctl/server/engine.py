@@ -85,6 +85,7 @@ class Engine:
         self.started = time.perf_counter()
         self.ready_seconds: float | None = None
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()  # one write at a time: each runs every stage
         self.batchers: list[MicroBatcher] = []
         self.limiter = None  # an anyio CapacityLimiter of max_concurrent, made in the app's loop
 
@@ -133,6 +134,16 @@ class Engine:
         batcher = MicroBatcher(counted, self.settings.max_batch)
         self.batchers.append(batcher)
         return batcher
+
+    def stage_context(self, name: str):
+        """What a write to collection `name` runs its stages with: the stages the collection
+        has (a product put here never trains a model it lacks)."""
+        from ingest.plan import StageContext
+        from ingest.products import collection_plan
+
+        s = self.settings
+        plan = collection_plan(self.store, name, s.data_dir)
+        return StageContext(self.store, name, self.searchers[name].spec, s.data_dir, plan)
 
     def close(self) -> None:
         if self.store is not None:
