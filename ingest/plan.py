@@ -35,7 +35,13 @@ from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
 from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
 from ingest.pipeline import IngestReport, ingest_catalog, resolve_cutout
-from ingest.sync import CatalogChanges, apply_changes, log_changes, plan_changes
+from ingest.sync import (
+    CatalogChanges,
+    apply_changes,
+    check_deletions,
+    log_changes,
+    plan_changes,
+)
 from ingest.tuned import ensure_tuned
 from qdrant.base import VectorNotAddable, VectorStore
 from searchctl.reporting import NO_PROGRESS, Progress, StageReport, skipped
@@ -193,17 +199,21 @@ def ingest(
     cutout: bool | None = None,
     mixed_precision: bool = False,
     keep_missing: bool = False,
+    allow_mass_delete: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> IngestResult:
     """The main job, which also keeps a collection in step with its catalog: delete what the
     catalog lost (unless `keep_missing`), relabel what it relabelled, store what is new and
     embed again what has a new photo (the backbone), then run every stage of the plan, which
-    gives those products their vectors and tags. Models are not retrained (`info` advises)."""
+    gives those products their vectors and tags. Models are not retrained (`info` advises).
+    A run that would delete over half the collection stops first (MassDelete) unless
+    `allow_mass_delete`."""
     plan = plan or StagePlan()
     if store.has_collection(collection):  # before any write: a wrong --backbone changes nothing
         check_embedder(store, collection, spec)
         resolve_cutout(store, collection, cutout)
     changes = plan_changes(catalog, store, collection, limit=limit, keep_missing=keep_missing)
+    check_deletions(changes, catalog, allow_mass_delete)
     if changes.any and not changes.new_collection:
         for line in changes.lines():
             progress.note(line)

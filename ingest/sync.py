@@ -30,6 +30,7 @@ PHOTO_HASH_FIELD = "image_sha256"  # in each point's payload: the SHA-256 of its
 CHANGES_KEY = "catalog_changes"  # collection metadata: [{"at": epoch s, "changed": n}, ...]
 PENDING_KEY = "catalog_sync"  # collection metadata: the ids a sync under way changes
 RETRAIN_SHARE = 0.10  # advise a retrain once this share of the products changed since
+MASS_DELETE_SHARE, MASS_DELETE_MIN = 0.5, 10  # more needs --allow-mass-delete
 SHOWN_IDS = 10  # ids listed per kind of change in the plan for a person
 HASH_WORKERS = 4  # file reads overlap (hashlib releases the GIL)
 BACKFILL_CHUNK = 2000  # hashes recorded per store call
@@ -210,6 +211,27 @@ def plan_changes(
     changes.unchanged = len(kept) - len(set(changes.relabel) | set(changes.rephoto))
     changes.seconds = time.perf_counter() - t0
     return changes
+
+
+class MassDelete(ValueError):
+    """A sync that would delete most of a collection: likely the wrong catalog."""
+
+
+def check_deletions(changes: CatalogChanges, catalog: Catalog, allowed: bool) -> None:
+    """Refuse to delete more than MASS_DELETE_SHARE of a collection unless `allowed`: a
+    catalog read from the wrong directory, or half copied, would otherwise empty it."""
+    stored = len(changes.delete) + len(changes.relabel) + changes.unchanged
+    stored += len(set(changes.rephoto) - set(changes.relabel)) + len(changes.kept_unreadable)
+    share = len(changes.delete) / max(stored, 1)
+    if allowed or len(changes.delete) <= MASS_DELETE_MIN or share <= MASS_DELETE_SHARE:
+        return
+    moved = f" (it was ingested from {changes.catalog_moved[0]})" if changes.catalog_moved else ""
+    raise MassDelete(
+        f"this run would delete {len(changes.delete):,} of the {stored:,} products of "
+        f"{changes.collection!r} ({share:.0%}): they are not in the catalog at {catalog.root}"
+        f"{moved}. Check it with --plan; --keep-missing keeps them; --allow-mass-delete "
+        "deletes them. Nothing was changed."
+    )
 
 
 def apply_changes(

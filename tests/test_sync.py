@@ -222,3 +222,20 @@ def test_the_commands_plan_and_keep_missing(tiny_catalog, tiny_weights, data_dir
     assert report["changes"]["kept_missing"] == [5, 6] and report["points_in_collection"] == 25
     info = json.loads(runner.invoke(app, ["info", "--json"]).stdout)["collections"][0]
     assert info["catalog_changes"][-1]["changed"] == 3 and info["retrain_advised"] == []
+
+
+def test_a_run_that_would_delete_most_of_the_collection_stops_first(edited, spec, tmp_path):
+    from ingest.sync import MassDelete
+
+    data, after, _ = edited
+    styles = after / "styles.csv"
+    lines = styles.read_text().splitlines()
+    styles.write_text("\n".join(lines[:4]) + "\n")  # a catalog cut short: 3 rows left
+    store = EdgeStore(data)
+    before = sorted(store.ids("c"))
+    with pytest.raises(MassDelete, match="would delete 21 of the 24 products"):
+        _run(after, store, spec=spec, tmp_path=data.parent)
+    assert sorted(store.ids("c")) == before  # nothing changed
+    _run(after, store, spec=spec, tmp_path=data.parent, allow_mass_delete=True)
+    assert store.count("c") == 3
+    store.close()

@@ -121,6 +121,14 @@ KeepMissingOpt = Annotated[
         "default they are deleted).",
     ),
 ]
+MassDeleteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mass-delete",
+        help="Delete the missing products even when they are over half the collection (a "
+        "run stops first otherwise: the catalog may be the wrong one).",
+    ),
+]
 PlanOpt = Annotated[
     bool,
     typer.Option(
@@ -153,6 +161,7 @@ def ingest(
     min_class_size: MinClassSize = 500,
     tagger_min_products: TaggerMinProducts = None,
     keep_missing: KeepMissingOpt = False,
+    allow_mass_delete: MassDeleteOpt = False,
     show_plan: PlanOpt = False,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
@@ -202,7 +211,8 @@ def ingest(
             result = run_ingest(
                 cat, store, name, spec, data_dir_or_default(data_dir), plan,
                 batch_size=batch_size, limit=limit, cutout=cutout,
-                mixed_precision=mixed_precision, keep_missing=keep_missing, progress=progress,
+                mixed_precision=mixed_precision, keep_missing=keep_missing,
+                allow_mass_delete=allow_mass_delete, progress=progress,
             )  # fmt: skip
     if as_json:
         print_json(result.to_json())
