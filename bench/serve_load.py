@@ -98,6 +98,14 @@ def run_clients(url: str, photo: bytes, clients: int, seconds: float) -> dict:
             "p99": p99, "errors": errors[0]}  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, in clock ticks)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -114,11 +122,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--library-queries", type=int, default=200)
     parser.add_argument("--product", type=int, default=15970)
+    parser.add_argument("--serve-args", default="", help="more `searchctl serve` options")
+    parser.add_argument("--skip-library", action="store_true")
     args = parser.parse_args()
 
     catalog_photo = DATASET / "images" / f"{args.product}.jpg"
     photos = {"catalog 60x80": catalog_photo.read_bytes(), "phone ~1 MP": phone_like(catalog_photo)}
-    library = library_p50(args.data_dir, args.collection, photos, args.library_queries)
+    library = {}
+    if not args.skip_library:
+        library = library_p50(args.data_dir, args.collection, photos, args.library_queries)
     for name, p50 in library.items():
         print(f"library, warm search(): {name}: p50 {p50:.1f} ms", flush=True)
 
@@ -126,6 +138,7 @@ def main() -> None:
 
     command = [sys.executable, "-m", "searchctl.cli", "serve", "--data-dir", str(args.data_dir),
                "-c", args.collection, "--port", str(args.port)]  # fmt: skip
+    command += args.serve_args.split()
     started = time.perf_counter()
     server = subprocess.Popen(command)
     base = f"http://127.0.0.1:{args.port}"
@@ -141,13 +154,19 @@ def main() -> None:
             time.sleep(0.1)
         print(f"server ready {time.perf_counter() - started:.1f} s after start", flush=True)
         url = f"{base}/collections/{args.collection}/search"
-        print("| photo | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        # server cores: the server's CPU seconds over the run's wall seconds (2 at most here).
+        print("| photo | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | "
+              "server cores | server CPU ms/request |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, photo in photos.items():
             for clients in args.clients:
+                cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
                 r = run_clients(url, photo, clients, args.seconds)
+                cpu = cpu_seconds(server.pid) - cpu0
+                cores = cpu / (time.perf_counter() - wall0)
                 print(f"| {name} | {clients} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.1f} "
-                      f"| {r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} |", flush=True)
+                      f"| {r['p95']:.1f} | {r['p99']:.1f} | {r['errors']} | {cores:.2f} "
+                      f"| {1000 * cpu / max(r['requests'], 1):.1f} |", flush=True)  # fmt: skip
         metrics = httpx.get(base + "/metrics").text
         batches = [line for line in metrics.splitlines()
                    if line.startswith("searchctl_embed_batch_rows_")]  # fmt: skip

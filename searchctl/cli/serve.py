@@ -41,6 +41,14 @@ ConcurrentOpt = Annotated[
     int,
     typer.Option(min=1, help="Searches run at once; more wait their turn (CPU cores x 2 suits)."),
 ]
+ModelCallsOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Backbone calls run side by side; the photos of other searches wait and go "
+        "together in the next call (micro-batching).",
+    ),
+]
 PrivateUrlsOpt = Annotated[
     bool,
     typer.Option(
@@ -59,6 +67,7 @@ def serve(
     max_body_mb: MaxBodyOpt = 20.0,
     allow_private_urls: PrivateUrlsOpt = False,
     max_concurrent: ConcurrentOpt = 4,
+    model_calls: ModelCallsOpt = 2,
     weights: WeightsOpt = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
@@ -81,6 +90,7 @@ def serve(
         qdrant_api_key=qdrant_api_key, collections=collection, weights=weights,
         api_key=api_key or None, max_body_bytes=int(max_body_mb * 1024 * 1024),
         allow_private_urls=allow_private_urls, max_concurrent=max_concurrent,
+        model_calls=model_calls,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]Listening on {host} without --api-key: anyone who can reach it "

@@ -34,6 +34,7 @@ class ServerSettings:
     fetch_timeout: float = 10.0
     allow_private_urls: bool = False  # photo URLs on loopback or private networks
     max_batch: int = 16
+    model_calls: int = 2  # backbone calls run side by side (searchctl.server.batching)
     # Searches run at once (the rest wait their turn): on 2 cores, 16 at once fought for the
     # GIL and the cores and answered fewer per second than 4 (bench/serve_load.py).
     max_concurrent: int = 4
@@ -131,7 +132,7 @@ class Engine:
             metrics.batch.observe(len(rows))
             return embed(rows)
 
-        batcher = MicroBatcher(counted, self.settings.max_batch)
+        batcher = MicroBatcher(counted, self.settings.max_batch, self.settings.model_calls)
         self.batchers.append(batcher)
         return batcher
 
