@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--full-ingest-seconds", type=float, default=None,
                     help="the main job's wall time, for the ratio")  # fmt: skip
-    ap.add_argument("--skip-fresh", action="store_true", help="reuse WORK/fresh")
+    ap.add_argument("--fresh", type=Path, default=None, help="an earlier fresh ingest (same -n)")
     args = ap.parse_args()
     work, name = args.work, args.collection
     work.mkdir(parents=True, exist_ok=True)
@@ -191,17 +191,18 @@ def main() -> None:
 
     synced_report, sync_seconds = run(ingest_args(edited, base, name), "sync")
     stages = {
-        k: v["summary"] for k, v in synced_report.items() if isinstance(v, dict) and "summary" in v
+        k: v for k, v in synced_report.items() if isinstance(v, dict) and "action" in v
     }
     print(f"sync: {sync_seconds:.1f} s wall as a process")
-    for stage, summary in stages.items():
-        print(f"  {stage}: {summary}")
+    for stage, report in stages.items():
+        figures = {k: v for k, v in report.items() if isinstance(v, int | float | str)}
+        print(f"  {stage}: {json.dumps(figures)}")
     if args.full_ingest_seconds:
         print(f"  = {sync_seconds / args.full_ingest_seconds:.1%} of the main job's "
               f"{args.full_ingest_seconds:.0f} s")  # fmt: skip
 
-    fresh = work / "fresh"
-    if not args.skip_fresh:
+    fresh = args.fresh or work / "fresh"
+    if args.fresh is None:
         copy_models(base, fresh, name)
         _, seconds = run(ingest_args(edited, fresh, name), "fresh ingest")
         print(f"fresh ingest of the edited catalog (models copied, none trained): {seconds:.0f} s")

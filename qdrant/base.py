@@ -254,8 +254,9 @@ class VectorStore(ABC):
     def has_collection(self, name: str) -> bool:
         return name in self.list_collections()
 
-    def optimize(self, name: str) -> None:  # noqa: B027 - optional hook
-        """Build search indexes now (the embedded store); servers do it on their own."""
+    def optimize(self, name: str, force: bool = False) -> None:  # noqa: B027 - optional hook
+        """Build search indexes (the embedded store: once enough was written since the last
+        build, or `force`); servers do it on their own."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

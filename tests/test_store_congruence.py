@@ -226,3 +226,38 @@ def test_words_filter_and_rank_on_both_stores(store):
     ranked = store.text_search("c", "name", "navy shirt", 5)
     assert [h.id for h in ranked][:2] == [5, 1] and {h.id for h in ranked} <= {1, 3, 5}
     assert len(store.sample("c", 2)) == 2 and all(p.payload["name"] for p in store.sample("c", 2))
+
+
+def test_edge_rebuilds_its_index_only_once_a_tenth_was_written(tmp_path):
+    import json
+
+    from qdrant.edge import COLLECTION_FILE, UNINDEXED_KEY
+
+    store = EdgeStore(tmp_path)
+    points = _points(200)
+    store.create_collection("catalog", VECTORS, {}, INDEXES)
+    store.upsert("catalog", points)
+    record = tmp_path / "collections" / "catalog" / COLLECTION_FILE
+
+    def unindexed() -> list[int]:
+        return json.loads(record.read_text()).get(UNINDEXED_KEY, [])
+
+    store.optimize("catalog")  # all 200 new: built
+    assert unindexed() == []
+    store.set_payloads("catalog", {1000: {"tag": "a"}, 1001: {"tag": "b"}})
+    store.delete("catalog", [1002])
+    store.optimize("catalog")  # 3 of 199 written: left for later, and remembered
+    assert unindexed() == [1000, 1001, 1002]
+    store.close()
+
+    again = EdgeStore(tmp_path)  # a later run adds to what the last one left
+    moved = [PointData(p.id, p.vectors, {"gender": "Men"}) for p in points[10:27]]
+    again.upsert("catalog", moved)
+    hits = again.search("catalog", moved[0].vectors["shape"], "shape", 1, where=[("gender", "Men")])
+    assert hits[0].id == moved[0].id  # written points are found before any rebuild
+    again.optimize("catalog")  # 3 + 17 = 20 >= a tenth of 199: built
+    assert unindexed() == []
+    again.set_payloads("catalog", {1050: {"tag": "c"}})
+    again.optimize("catalog", force=True)
+    assert unindexed() == []
+    again.close()
