@@ -240,6 +240,7 @@ def ingest(
     stages = run_stages(context)
     if not changes.new_collection:
         log_changes(store, collection)
+    store.optimize(collection)  # once the run's writes (the sync's too) reach a tenth
     return IngestResult(changes, backbone, stages)
 
 
