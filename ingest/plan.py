@@ -228,7 +228,7 @@ def ingest(
     backbone = ingest_catalog(
         catalog, store, collection, spec, batch_size=batch_size, limit=limit,
         progress=progress, make_embedder=make_embedder, cutout=cutout,
-        extra_vectors=plan.extra_vectors(), embed_again=changes.embed_again,
+        extra_vectors=plan.extra_vectors(), embed_again=changes.rephoto,
     )  # fmt: skip
     progress.done(backbone.stage_report())
     if not backbone.points_in_collection:

@@ -68,7 +68,7 @@ def check_labels(labels: dict) -> dict:
     for key, value in labels.items():
         if not isinstance(key, str) or not key or len(key) > 100 or key == "id":
             raise ValueError(f"label name {key!r}: 1-100 characters, not 'id'")
-        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
+        if isinstance(value, bool) or (value is not None and not isinstance(value, str | int)):
             raise ValueError(f"label {key!r}: text or a whole number, got {value!r}")
         if isinstance(value, str) and len(value) > MAX_LABEL_CHARS:
             raise ValueError(f"label {key!r}: at most {MAX_LABEL_CHARS} characters")

@@ -31,6 +31,7 @@ CHANGES_KEY = "catalog_changes"  # collection metadata: [{"at": epoch s, "change
 PENDING_KEY = "catalog_sync"  # collection metadata: the ids a sync under way changes
 RETRAIN_SHARE = 0.10  # advise a retrain once this share of the products changed since
 MASS_DELETE_SHARE, MASS_DELETE_MIN = 0.5, 10  # more needs --allow-mass-delete
+LOG_MERGE_SECONDS = 3600  # one change-log entry an hour at most
 SHOWN_IDS = 10  # ids listed per kind of change in the plan for a person
 HASH_WORKERS = 4  # file reads overlap (hashlib releases the GIL)
 BACKFILL_CHUNK = 2000  # hashes recorded per store call
@@ -75,6 +76,7 @@ class CatalogChanges:
     kept_unreadable: list[int] = field(default_factory=list)  # row unreadable now: kept as is
     hash_backfill: dict[int, str] = field(default_factory=dict)  # stored before hashes were
     unchanged: int = 0
+    stored: int = 0  # points in the collection before the run
     catalog_moved: tuple[str, str] | None = None  # (recorded root, this catalog's root)
     new_collection: bool = False
     seconds: float = 0.0
@@ -87,10 +89,6 @@ class CatalogChanges:
     def stored_changed_ids(self) -> set[int]:
         """The stored products this changes (what is added is counted once it is stored)."""
         return {*self.delete, *self.relabel, *self.rephoto}
-
-    @property
-    def embed_again(self) -> set[int]:
-        return set(self.rephoto)
 
     @property
     def any(self) -> bool:
@@ -186,6 +184,7 @@ def plan_changes(
     if recorded_root and recorded_root != this_root:
         changes.catalog_moved = (recorded_root, this_root)
     stored = {p.id: p.payload or {} for p in store.iter_points(collection)}
+    changes.stored = len(stored)
     in_catalog = {p.id: p for p in catalog.with_image}
     for pid in sorted(stored.keys() - in_catalog.keys()):
         if pid in catalog.bad_row_ids:
@@ -220,8 +219,7 @@ class MassDelete(ValueError):
 def check_deletions(changes: CatalogChanges, catalog: Catalog, allowed: bool) -> None:
     """Refuse to delete more than MASS_DELETE_SHARE of a collection unless `allowed`: a
     catalog read from the wrong directory, or half copied, would otherwise empty it."""
-    stored = len(changes.delete) + len(changes.relabel) + changes.unchanged
-    stored += len(set(changes.rephoto) - set(changes.relabel)) + len(changes.kept_unreadable)
+    stored = changes.stored
     share = len(changes.delete) / max(stored, 1)
     if allowed or len(changes.delete) <= MASS_DELETE_MIN or share <= MASS_DELETE_SHARE:
         return
@@ -240,7 +238,7 @@ def apply_changes(
     """The writes that need no model: the pending log first (a killed run's changes are
     counted by the next), the catalog's new root, deletions, relabels and recorded hashes.
     New and re-photographed products are left to the backbone stage (`changes.add`,
-    `changes.embed_again`)."""
+    `changes.rephoto`)."""
     if changes.new_collection or not changes.any:
         return
     metadata = store.get_metadata(collection)
@@ -253,7 +251,7 @@ def apply_changes(
         metadata[CATALOG_KEY] = changes.catalog_moved[1]
     store.set_metadata(collection, metadata)
     store.delete(collection, changes.delete)
-    relabel = {pid: f for pid, f in changes.relabel.items() if pid not in changes.embed_again}
+    relabel = {pid: f for pid, f in changes.relabel.items() if pid not in set(changes.rephoto)}
     store.set_payloads(collection, relabel)
     backfill = list(changes.hash_backfill.items())
     for start in range(0, len(backfill), BACKFILL_CHUNK):
@@ -278,9 +276,16 @@ def record_changes(store: VectorStore, collection: str, count: int) -> None:
 
 
 def _append_changes(store: VectorStore, collection: str, metadata: dict, count: int) -> None:
+    """Changes within LOG_MERGE_SECONDS of the last entry join it (dated now, so a model
+    trained meanwhile counts them too: advice errs towards a retrain), which keeps the log
+    short however many writes the API takes."""
     if count:
-        entry = {"at": time.time(), "changed": count}
-        metadata[CHANGES_KEY] = [*metadata.get(CHANGES_KEY, []), entry]
+        log, now = list(metadata.get(CHANGES_KEY, [])), time.time()
+        if log and now - log[-1]["at"] < LOG_MERGE_SECONDS:
+            log[-1] = {"at": now, "changed": log[-1]["changed"] + count}
+        else:
+            log.append({"at": now, "changed": count})
+        metadata[CHANGES_KEY] = log
     store.set_metadata(collection, metadata)
 
 
