@@ -17,6 +17,8 @@ from qdrant.base import StoreError, VectorStore
 EMBEDDER_KEY = "embedder"  # collection metadata: the embedder record (EmbedderSpec)
 CATALOG_KEY = "catalog"  # collection metadata: the catalog directory
 CUTOUT_KEY = "cutout"  # collection metadata: catalog photos made studio shots before embedding
+PHOTO_SIZE_KEY = "photo_size"  # collection metadata: the catalog photos' typical [width, height]
+PHOTO_SIZE_SAMPLE = 200  # photos whose size typical_photo_size reads
 NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
 
 
@@ -61,6 +63,38 @@ def collection_cutout(store: VectorStore, collection: str) -> bool:
     """Whether the collection's photos were cut out (embedder.images.to_studio) before
     embedding. Collections made before the record existed were not."""
     return bool(store.get_metadata(collection).get(CUTOUT_KEY, False))
+
+
+def typical_photo_size(paths: Sequence[Path], sample: int = PHOTO_SIZE_SAMPLE) -> list[int] | None:
+    """The median [width, height] of an evenly spread `sample` of the photos (read from their
+    headers; unreadable ones are passed over), or None if none can be read."""
+    from PIL import Image
+
+    step = max(1, len(paths) // sample)
+    sizes = []
+    for path in list(paths)[::step][:sample]:
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sizes:
+        return None
+    return [int(v) for v in np.median(np.array(sizes), axis=0)]
+
+
+def collection_photo_size(store: VectorStore, collection: str) -> tuple[int, int] | None:
+    """The catalog photos' typical (width, height), which query photos are brought down to
+    (embedder.images.match_detail): as the ingest recorded it; for a collection made before
+    the record, measured on its stored photos; None when neither can be had."""
+    recorded = store.get_metadata(collection).get(PHOTO_SIZE_KEY)
+    if recorded is None:
+        try:
+            ids = [p.id for p in store.sample(collection, PHOTO_SIZE_SAMPLE)]
+            recorded = typical_photo_size(collection_images(store, collection, ids)[1])
+        except StoreError:  # no catalog directory recorded
+            return None
+    return (int(recorded[0]), int(recorded[1])) if recorded else None
 
 
 def collection_images(

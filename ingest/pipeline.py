@@ -23,9 +23,11 @@ from embedder.collection import (
     CATALOG_KEY,
     CUTOUT_KEY,
     EMBEDDER_KEY,
+    PHOTO_SIZE_KEY,
     EmbedderMismatch,
     check_embedder,
     collection_cutout,
+    typical_photo_size,
 )
 from embedder.images import BadImage, load_image
 from embedder.spec import EmbedderSpec
@@ -124,10 +126,11 @@ def create_collection(
     catalog_root: Path,
     extra_vectors: dict[str, int] | None = None,
     cutout: bool = True,
+    photo_size: list[int] | None = None,
 ) -> None:
     """A collection for `spec`'s vectors (and `extra_vectors` {name: dim}, filled in later),
-    with the embedder record, the catalog directory, whether photos are cut out, and label
-    indexes."""
+    with the embedder record, the catalog directory, whether photos are cut out, the catalog
+    photos' typical size, and label indexes."""
     store.create_collection(
         collection,
         {spec.vector_name: spec.dim, **(extra_vectors or {})},
@@ -135,6 +138,7 @@ def create_collection(
             EMBEDDER_KEY: spec.to_record(),
             CATALOG_KEY: str(catalog_root.resolve()),
             CUTOUT_KEY: cutout,
+            PHOTO_SIZE_KEY: photo_size,
         },
         PAYLOAD_INDEXES,
     )
@@ -154,6 +158,16 @@ def resolve_cutout(store: VectorStore, collection: str, asked: bool | None) -> b
             "another --collection."
         )
     return recorded
+
+
+def record_photo_size(store: VectorStore, collection: str, catalog: Catalog) -> None:
+    """Record the catalog photos' typical size in a collection made before the record (query
+    photos are brought down to it: embedder.images.match_detail)."""
+    metadata = store.get_metadata(collection)
+    if metadata.get(PHOTO_SIZE_KEY) is None:
+        size = typical_photo_size([p.image for p in catalog.with_image])
+        if size is not None:
+            store.set_metadata(collection, {**metadata, PHOTO_SIZE_KEY: size})
 
 
 def product_payload(product: Product, catalog_root: Path) -> dict:
@@ -282,7 +296,8 @@ def ingest_catalog(
             from embedder.model import Embedder as make_embedder
         embedder = make_embedder(spec)
     if not exists:
-        create_collection(store, collection, spec, catalog.root, extra_vectors, cutout)
+        photo_size = typical_photo_size([p.image for p in catalog.with_image])
+        create_collection(store, collection, spec, catalog.root, extra_vectors, cutout, photo_size)
     progress.phase("backbone", len(todo))
     if todo:
         _run_pipeline(

@@ -34,7 +34,7 @@ from embedder.spec import EmbedderSpec
 from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
 from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
-from ingest.pipeline import IngestReport, ingest_catalog, resolve_cutout
+from ingest.pipeline import IngestReport, ingest_catalog, record_photo_size, resolve_cutout
 from ingest.sync import (
     CatalogChanges,
     apply_changes,
@@ -231,6 +231,7 @@ def ingest(
         extra_vectors=plan.extra_vectors(), embed_again=changes.rephoto,
     )  # fmt: skip
     progress.done(backbone.stage_report())
+    record_photo_size(store, collection, catalog)  # a collection made before the record
     if not backbone.points_in_collection:
         raise NothingStored(
             f"nothing could be stored: none of the {backbone.selected:,} products with an image "

@@ -487,7 +487,7 @@ def photo_queries(
 
     Returns the queries and the (id, reason) of photos that could not be used.
     """
-    from embedder.images import BadImage, fit_image, prepare_photo, was_cut_out
+    from embedder.images import BadImage, fit_image, was_cut_out
     from searchctl.query import check_vector
 
     for v in vectors:
@@ -508,7 +508,7 @@ def photo_queries(
         batch, photos = [], []
         for product in products[start : start + batch_size]:
             try:
-                photo = prepare_photo(product.image, searcher.cutout)
+                photo = searcher.prepare(product.image)
                 decoded = {size: fit_image(photo, *size) for size in pixels}
             except BadImage as exc:
                 skipped.append((product.id, str(exc)))

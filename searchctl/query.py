@@ -29,7 +29,7 @@ from classifier.schemes import (
     tag_label,
     tag_payload,
 )
-from embedder.collection import collection_record
+from embedder.collection import collection_photo_size, collection_record
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import (
@@ -37,6 +37,7 @@ from embedder.images import (
     fetch_image,
     fit_image,
     is_url,
+    match_detail,
     open_image,
     prepare_photo,
     was_cut_out,
@@ -515,6 +516,7 @@ class Searcher:
         self.cutout = cutout
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
+        self.photo_size = collection_photo_size(store, collection)  # see prepare
         self.tagger = None
         # tag -> the collection's label taggers (classifier.label_tags), with the classifier
         self.label_taggers: dict[str, LabelTagger] = {}
@@ -593,12 +595,19 @@ class Searcher:
             return *COLOUR_INPUT, "letterbox"
         return self.spec.input_height, self.spec.input_width, "letterbox"
 
+    def prepare(self, image, cutout: bool | None = None) -> Image.Image:
+        """A query photo decoded once for every vector: its background cut out (to_studio;
+        `cutout`: this photo's own choice, else the searcher's) and brought down to the
+        catalog photos' level of detail (match_detail)."""
+        cutout = self.cutout if cutout is None else cutout
+        return match_detail(prepare_photo(image, cutout), self.photo_size)
+
     def load(self, image, vector: str) -> np.ndarray:
-        """A query photo at the vector's input size (background cut out, see to_studio)."""
-        return self.fit(prepare_photo(image, self.cutout), vector)
+        """A query photo at the vector's input size (see prepare)."""
+        return self.fit(self.prepare(image), vector)
 
     def fit(self, photo: Image.Image, vector: str) -> np.ndarray:
-        """A prepared photo (prepare_photo) at the vector's input size."""
+        """A prepared photo (prepare) at the vector's input size."""
         return fit_image(photo, *self.input_size(vector))
 
     def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -691,8 +700,7 @@ class Searcher:
         own choice, else the searcher's."""
         vector = check_vector(self.store, self.collection, vector, self.spec)
         clock = _Clock()
-        cutout = self.cutout if cutout is None else cutout
-        source, image = image, prepare_photo(image, cutout)  # once for all vectors
+        source, image = image, self.prepare(image, cutout)  # once for all vectors
         clock.lap("decode")
         blend = blend.for_photo(was_cut_out(image)) if blend is not None else None
         where, predicted = list(where or []), None

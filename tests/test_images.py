@@ -8,11 +8,13 @@ from conftest import SHARED_DATASET, needs_shared
 from PIL import Image, ImageFilter
 
 from embedder.images import (
+    CUT_OUT,
     BadImage,
     _smooth,
     _smooth_border,
     letterbox,
     load_image,
+    match_detail,
     open_image,
     to_studio,
     was_cut_out,
@@ -171,3 +173,27 @@ def test_zoom_in_enlarges_the_centre_to_the_whole_frame():
     assert abs((box.min(0) + box.max(0)) / 2 - (39.5, 29.5)).max() <= 1  # still centred
     assert zoomed[0].min() > 0  # the band is gone
     assert zoom_in(photo[:0], 1.25).shape == (0, 80, 60, 3)
+
+
+def test_match_detail_shrinks_a_photo_to_the_catalog_size_keeping_its_shape():
+    wide = Image.new("RGB", (300, 150), "red")
+    wide.info[CUT_OUT] = True
+    shrunk = match_detail(wide, (60, 80))
+    assert shrunk.size == (60, 30) and was_cut_out(shrunk)
+    assert wide.size == (300, 150)  # the photo given is left alone
+    small = Image.new("RGB", (50, 80))
+    assert match_detail(small, (60, 80)) is small
+    assert match_detail(wide, None) is wide
+
+
+@needs_shared()
+def test_a_sharper_photo_brought_to_the_catalog_size_is_the_catalog_photo_again():
+    """A 4x sharper copy (Lanczos from a 4x photo stands in for a studio original) shrunk by
+    match_detail differs from the catalog photo by far less than the same copy fitted to a
+    model's input directly."""
+    photo = open_image(SHARED_DATASET / "images" / "15970.jpg")
+    sharp = photo.resize((240, 320), Image.Resampling.LANCZOS).filter(ImageFilter.SHARPEN)
+    target = letterbox(photo, 160, 120).astype(np.float32)
+    direct = letterbox(sharp, 160, 120).astype(np.float32)
+    matched = letterbox(match_detail(sharp, photo.size), 160, 120).astype(np.float32)
+    assert np.abs(matched - target).mean() < 0.5 * np.abs(direct - target).mean()

@@ -110,3 +110,31 @@ def test_real_catalog_sample_ingest_and_query(tmp_path):
             )
         # Real ImageNet features group products by kind: most neighbours share the articleType.
         assert same_type / (5 * len(sample)) >= 0.5
+
+
+def test_ingest_records_the_catalog_photo_size_and_queries_are_brought_down_to_it(
+    tiny_catalog, embedder, tmp_path
+):
+    from PIL import Image
+
+    from embedder.collection import PHOTO_SIZE_KEY, collection_photo_size
+    from embedder.images import CUT_OUT, was_cut_out
+    from searchctl.query import Searcher
+
+    catalog = read_catalog(tiny_catalog)
+    with EdgeStore(tmp_path) as store:
+        ingest_catalog(catalog, store, "c", embedder.spec, make_embedder=lambda _: embedder)
+        assert store.get_metadata("c")[PHOTO_SIZE_KEY] == [60, 80]
+        searcher = Searcher(store, "c")
+        assert searcher.photo_size == (60, 80)
+        sharp = Image.new("RGB", (240, 320), "white")
+        sharp.info[CUT_OUT] = True
+        shrunk = searcher.prepare(sharp, cutout=False)
+        assert shrunk.size == (60, 80) and was_cut_out(shrunk)
+        small = Image.new("RGB", (30, 40), "white")
+        assert searcher.prepare(small, cutout=False) is small  # never enlarged
+        # A collection made before the record: measured on its stored photos.
+        metadata = store.get_metadata("c")
+        del metadata[PHOTO_SIZE_KEY]
+        store.set_metadata("c", metadata)
+        assert collection_photo_size(store, "c") == (60, 80)
