@@ -40,6 +40,7 @@ from searchctl.evaluate import (
 )
 from searchctl.query import (
     DEFAULT_BLEND,
+    NEAR_EXACT,
     TAG_WEIGHTS,
     Blend,
     CutoutWeights,
@@ -132,6 +133,26 @@ def test_a_query_vector_of_several_rows_scores_each_hit_by_its_best_row():
     queries = QuerySet([9, 10], [{}, {}], {COLOUR_VECTOR: np.stack([e2, e2])}, False)
     queries.variants = {COLOUR_VECTOR: {1: rows}}
     assert blend_ids([hits, hits], queries, blend, {COLOUR_VECTOR: colours}, {}) == [[2, 1], [1, 2]]
+
+
+def test_a_near_exact_match_keeps_the_top_above_look_alikes_the_side_scores_lift():
+    """The very product (shape 0.99, colour 0.96) against look-alikes the tuned vector lifts:
+    blended alone, both pass it; with near_exact it stays first. The same shape in another
+    colour (4: shape 0.96, colour 0.2) is not near-exact. Scores still fall."""
+    hits = [Hit(1, 0.99, None), Hit(2, 0.93, None), Hit(3, 0.92, None), Hit(4, 0.96, None)]
+    sides = {
+        COLOUR_VECTOR: {1: 0.96, 2: 0.99, 3: 1.0, 4: 0.2},
+        TUNED_VECTOR: {1: 0.5, 2: 0.9, 3: 0.95, 4: 0.9},
+    }
+    plain = Blend(colour_weight=0.7, tag_weight=0.0, tuned_weight=1.0)
+    assert [h.id for h in rerank(hits, sides, None, {}, plain)] == [3, 2, 1, 4]
+    pinned = replace(plain, near_exact=0.95)
+    scored = rerank(hits, sides, None, {}, pinned)
+    assert [h.id for h in scored] == [1, 3, 2, 4]
+    scores = [h.score for h in scored]
+    assert scores == sorted(scores, reverse=True)
+    assert scored[-1].score == pytest.approx(0.96 + 0.7 * 0.2 + 0.9)  # the rest as before
+    assert pinned.most_added == pytest.approx(1.7)
 
 
 # -- the re-rank ---------------------------------------------------------------------------------
@@ -299,6 +320,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
             "tag_weight": 0.0,
             "tuned_weight": 0.0,
         },
+        "near_exact": NEAR_EXACT,
     }
     assert blended["hits"][0]["id"] == 5
     fewer = runner.invoke(app, ["query", "--id", "5", "--candidates", "7", "--json"])
