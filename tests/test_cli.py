@@ -338,6 +338,8 @@ def test_catalog_photos_are_cut_out_like_query_photos(
 
     info = runner.invoke(app, ["info"])
     assert ("photos embedded cut out" in info.stdout) == cutout
+    (recorded,) = _json(runner.invoke(app, ["info", "--json"]))["collections"]
+    assert recorded["photo_size"] == [60, 80]  # what query photos are brought down to
     other = "--no-cutout" if cutout else "--cutout"
     refused = _ingest(catalog, tiny_weights, "--no-classifier", other)
     assert refused.exit_code != 0 and "was built with its photos" in refused.output

@@ -172,7 +172,9 @@ def _print_collection(c: dict) -> None:
     out.print(f"  vectors: {', '.join(f'{k} ({v} dims, cosine)' for k, v in c['vectors'].items())}")
     if c.get("catalog"):
         cut = "cut out" if c.get("cutout") else "as they are"
-        out.print(f"  catalog: {c['catalog']} (photos embedded {cut})", highlight=False)
+        size = c.get("photo_size")
+        typical = f"; typically {size[0]}x{size[1]}, queries brought down to it" if size else ""
+        out.print(f"  catalog: {c['catalog']} (photos embedded {cut}{typical})", highlight=False)
     emb = c.get("embedder")
     if emb:
         out.print(
