@@ -97,9 +97,9 @@ class Blend:
     whose predicted tags are less sure. `cut_out`, where set, holds the weights for a photo
     cut out of its background (for_photo).
 
-    Candidates whose shape cosine reaches `near_exact` are near-exact matches of the photo
-    (the very product, or an identical one): they keep the top, in blended order, above
-    every look-alike the side scores would lift past them (rerank)."""
+    Candidates whose shape and colour cosines both reach `near_exact` are near-exact matches
+    of the photo (the very product, or one that looks the same): they keep the top, in
+    blended order, above every look-alike the side scores would lift past them (rerank)."""
 
     colour_weight: float = 0.3
     tag_weight: float = 0.1
@@ -364,7 +364,7 @@ def rerank(
     """The shape search's `hits` in blended order, scored. `side_scores` holds, for each of
     the blend's side vectors the query has (Blend.side_vectors), id -> the query's cosine
     with the hit's vector (best_cosines); `query_tags` and `tags_of` are payload-shaped
-    predicted tags (see tag_agreement)."""
+    predicted tags (see tag_agreement). Near-exact matches (Blend.near_exact) come first."""
     scores = np.array([h.score for h in hits], dtype=np.float64)
     for name, weight in blend.side_vectors().items():
         of = side_scores.get(name)
