@@ -46,7 +46,7 @@ def main() -> None:
     n = args.batch_size * args.bare_batches
     t0 = time.perf_counter()
     batches = [
-        _decode(products[i : i + args.batch_size], spec, cutout=True).images
+        _decode(products[i : i + args.batch_size], spec, True, catalog.root).images
         for i in range(0, n, args.batch_size)
     ]
     decode_s = time.perf_counter() - t0
