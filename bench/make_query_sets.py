@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import DATASET
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from embedder.images import fill_holes
 from ingest.catalog import read_catalog
@@ -71,6 +71,9 @@ def phone(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     arr = arr * rng.uniform(0.85, 1.15, size=3)  # colour cast
     shot = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return shot.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+
+
+PHONE2_STREAM = 6  # phone2/'s random stream, beside the seed
 
 
 def _floor(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,8 +128,6 @@ def phone2(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     canvas.paste(product, (left, top), mask)
     if rng.random() < 0.5:  # partly hidden: a finger-coloured ellipse or a paper tag
         hide = Image.new("L", canvas.size, 0)
-        from PIL import ImageDraw
-
         draw = ImageDraw.Draw(hide)
         cx = left + rng.uniform(0, product.width)
         cy = top + rng.uniform(0.6, 1.0) * product.height
@@ -185,7 +186,9 @@ def main() -> None:
     for name, make in makers.items():
         if name not in args.sets:
             continue
-        set_rng = rng if name == "phone" else np.random.default_rng([args.seed, len(name)])
+        # phone/ continues the sample's stream (its photos as before phone2/ existed);
+        # phone2/ has a stream of its own (studio/ draws nothing).
+        set_rng = rng if name == "phone" else np.random.default_rng([args.seed, PHONE2_STREAM])
         for i in picked:
             product = products[i]
             img = Image.open(product.image).convert("RGB")

@@ -251,7 +251,8 @@ def apply_changes(
         metadata[CATALOG_KEY] = changes.catalog_moved[1]
     store.set_metadata(collection, metadata)
     store.delete(collection, changes.delete)
-    relabel = {pid: f for pid, f in changes.relabel.items() if pid not in set(changes.rephoto)}
+    rephoto = set(changes.rephoto)  # embedded again with their new labels by the backbone
+    relabel = {pid: f for pid, f in changes.relabel.items() if pid not in rephoto}
     store.set_payloads(collection, relabel)
     backfill = list(changes.hash_backfill.items())
     for start in range(0, len(backfill), BACKFILL_CHUNK):
