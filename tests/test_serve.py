@@ -227,6 +227,11 @@ def test_bad_requests_get_a_4xx_naming_the_problem(client, photos_on_loopback, t
     assert client.get("/collections/shop/products/777777").status_code == 404
     assert client.get("/collections/shop/products/777777/image").status_code == 404
     assert client.get("/health").json()["status"] == "ready"  # and it goes on serving
+    metrics = client.get("/metrics").text  # every refusal counted under its route's template
+    route = 'route="/collections/{name}/search"'
+    assert f'searchctl_errors_total{{{route}}} {len(cases) + 1}.0' in metrics
+    assert f'searchctl_requests_total{{{route},status="422"}}' in metrics
+    assert 'searchctl_errors_total{route="/collections/{name}/products/{id}/image"} 1.0' in metrics
 
 
 def test_private_urls_refused_body_limit_and_api_key(shop, photos_on_loopback, tmp_path):
