@@ -202,6 +202,50 @@ def test_updates_agree_and_are_right(tmp_path):
     assert a["colour"] == pytest.approx(colour / np.linalg.norm(colour), abs=1e-4)
 
 
+def _reads_between_writes(store) -> list:
+    """A search with a field selection and a sample, read again after each kind of write: the
+    embedded store answers the repeated reads from memory (ReadCache) and must follow."""
+    points = _points(30)
+    store.create_collection("catalog", VECTORS, {}, INDEXES)
+    store.upsert("catalog", points)
+    query = points[4].vectors["shape"]
+    fields = ["gender", "tag", "missing"]
+
+    def seen() -> tuple:
+        hits = store.search("catalog", query, "shape", 6, exact=True, with_payload=fields)
+        first = store.sample("catalog", 2)
+        return [(h.id, h.payload) for h in hits], [(p.id, p.payload) for p in first]
+
+    observed = [seen(), seen()]
+    store.set_payloads("catalog", {1004: {"tag": "new"}, 1000: {"gender": "Women"}})
+    observed.append(seen())
+    near = query + 0.05 * points[11].vectors["shape"]  # near the query, not tied with 1004
+    moved = PointData(1010, {"shape": near, "colour": points[10].vectors["colour"]},
+                      {"gender": "Unisex", "tag": "moved"})  # fmt: skip
+    store.upsert("catalog", [moved])
+    observed.append(seen())
+    store.delete("catalog", [1004, 1000])
+    observed.append(seen())
+    return observed
+
+
+def test_repeated_reads_follow_every_write(tmp_path):
+    edge = EdgeStore(tmp_path / "edge")
+    memory = ServerStore(QdrantClient(":memory:"))
+    try:
+        a, b = _reads_between_writes(edge), _reads_between_writes(memory)
+    finally:
+        edge.close()
+        memory.close()
+    assert a == b
+    before, again, tagged, moved, deleted = a
+    assert again == before
+    assert dict(tagged[0])[1004] == {"gender": "Women", "tag": "new"}
+    assert tagged[1][0] == (1000, {**_points(1)[0].payload, "gender": "Women"})
+    assert dict(moved[0])[1010] == {"gender": "Unisex", "tag": "moved"}
+    assert 1004 not in dict(deleted[0]) and deleted[1][0][0] == 1001
+
+
 def test_a_server_cannot_add_a_named_vector():
     memory = ServerStore(QdrantClient(":memory:"))
     memory.create_collection("catalog", VECTORS, {}, INDEXES)
