@@ -218,6 +218,9 @@ def test_bad_requests_get_a_4xx_naming_the_problem(client, photos_on_loopback, t
         (dict(json={"id": 9, "where": {"colour": "Red"}}), 422, "no field 'colour'"),
         (dict(json={"id": 9, "top": 0}), 422, "top"),
         (dict(json={"id": 9, "image_url": "http://x/y.png"}), 422, "one of"),
+        # A path or a file: URL never reaches the filesystem.
+        (dict(json={"image_url": str(big)}), 422, "must be an http:// or https:// URL"),
+        (dict(json={"image_url": "file:///etc/passwd"}), 422, "https:// URL"),
     ]
     for request, status, fragment in cases:
         answer = client.post(search, **request)
@@ -226,6 +229,8 @@ def test_bad_requests_get_a_4xx_naming_the_problem(client, photos_on_loopback, t
     assert client.post("/collections/nope/search", json={"id": 9}).status_code == 404
     assert client.get("/collections/shop/products/777777").status_code == 404
     assert client.get("/collections/shop/products/777777/image").status_code == 404
+    lost = client.get("/collections/shop/products/..%2F..%2Fetc%2Fpasswd/image")
+    assert lost.status_code == 404 and "Not Found: GET /collections/shop" in lost.json()["error"]
     assert client.get("/health").json()["status"] == "ready"  # and it goes on serving
     metrics = client.get("/metrics").text  # every refusal counted under its route's template
     route = 'route="/collections/{name}/search"'

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -33,6 +34,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return answer(status or exc.status, str(exc))
 
         app.add_exception_handler(kind, handler)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException):
+        message = exc.detail
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            message = f"{message}: {request.method} {request.url.path}"
+        return answer(exc.status_code, str(message))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -9,7 +9,7 @@ import json
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from searchctl.server.engine import STEPS, ApiError, collection_or_404, photo_data_url
 
@@ -48,6 +48,16 @@ class SearchBody(Filters):
     candidates: int | None = Field(None, ge=1, le=1000)
     cutout: bool = Field(True, description="Make a photo that is not a studio shot look like one.")
     return_photo: bool = Field(False, description="Add the photo as the engine saw it (JPEG).")
+
+    @field_validator("image_url")
+    @classmethod
+    def web_address(cls, url: str | None) -> str | None:
+        """Only http(s): anything else would reach the search as a path on this machine."""
+        from embedder.images import is_url
+
+        if url is not None and not is_url(url):
+            raise ValueError(f"must be an http:// or https:// URL, not {url[:100]!r}")
+        return url
 
 
 class RecommendBody(Filters):
