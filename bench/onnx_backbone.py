@@ -1,9 +1,8 @@
 """The frozen backbone under ONNX Runtime against TensorFlow, on this CPU: the Embedder's own
 traced forward (uint8 photo in, normalisation included, float32 vector out) converted with
-tf2onnx, then both run on batches of 64 and of 1 random photos for --seconds each, alternated
-over --rounds; and the two runtimes' vectors of 256 catalog photos compared (cosine).
-
-Needs `pip install onnxruntime tf2onnx` (not dependencies of searchctl yet).
+tf2onnx by embedder.onnx_backbone (timed, not from its cache), then both run on batches of 64
+and of 1 random photos for --seconds each, alternated over --rounds; and the two runtimes'
+vectors of 256 catalog photos compared (cosine).
 
     python bench/onnx_backbone.py
 """
@@ -11,9 +10,9 @@ Needs `pip install onnxruntime tf2onnx` (not dependencies of searchctl yet).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import DATASET, MOBILENET_WEIGHTS
@@ -34,33 +33,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    try:
-        import onnxruntime as ort
-        import tf2onnx
-    except ImportError:
-        raise SystemExit("needs onnxruntime and tf2onnx: pip install onnxruntime tf2onnx") from None
-    import tensorflow as tf
+    import onnxruntime as ort
+    import tf2onnx
 
     from embedder.images import load_image
     from embedder.model import Embedder
+    from embedder.onnx_backbone import OnnxForward
     from embedder.spec import DEFAULT_INPUT_SIZE, make_spec
 
-    embedder = Embedder(make_spec("mobilenet_v2", MOBILENET_WEIGHTS, DEFAULT_INPUT_SIZE))
-    height, width = embedder.spec.input_height, embedder.spec.input_width
-    signature = (tf.TensorSpec([None, height, width, 3], tf.uint8),)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "backbone.onnx")
+    spec = make_spec("mobilenet_v2", MOBILENET_WEIGHTS, DEFAULT_INPUT_SIZE)
+    embedder = Embedder(spec, runtime="tensorflow")
+    height, width = spec.input_height, spec.input_width
+    with tempfile.TemporaryDirectory() as tmp:  # not the cache: the conversion is timed
         started = time.perf_counter()
-        tf2onnx.convert.from_function(embedder._forward, input_signature=signature, opset=17,
-                                      output_path=path)  # fmt: skip
+        onnx_embed = OnnxForward(embedder._forward, spec, Path(tmp))
         converted = time.perf_counter() - started
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def onnx_embed(rows: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: rows})[0]
 
     print(f"tf2onnx {tf2onnx.__version__}, onnxruntime {ort.__version__}: converted in "
           f"{converted:.1f} s")  # fmt: skip

@@ -353,7 +353,9 @@ def fetch_image(
                 )
     request = urllib.request.Request(url, headers={"User-Agent": "searchctl"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # An opener of its own: urlopen's global one keeps the proxies of the process's first
+        # download for good (a test's dead proxy once answered every later fetch).
+        with urllib.request.build_opener().open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise BadImage(

@@ -84,8 +84,17 @@ class Embedder:
     Runs wherever TensorFlow places it: a GPU when one is visible, otherwise all CPU cores.
     """
 
-    def __init__(self, spec: EmbedderSpec, mixed_precision: bool = False, compiled: bool = True):
-        """`compiled=False` skips tracing a graph: faster for a one-off embedding, slower after."""
+    def __init__(
+        self,
+        spec: EmbedderSpec,
+        mixed_precision: bool = False,
+        compiled: bool = True,
+        runtime: str = "auto",
+    ):
+        """`compiled=False` skips tracing a graph: faster for a one-off embedding, slower after.
+        `runtime`: "onnx" runs the traced graph under ONNX Runtime (embedder.onnx_backbone),
+        "tensorflow" under TensorFlow, "auto" ONNX Runtime where it is installed, the graph is
+        traced, float32 and no GPU is visible (a GPU stays with standard TensorFlow)."""
         import keras
         import tensorflow as tf
 
@@ -102,7 +111,51 @@ class Embedder:
             return tf.cast(model(normalise(x, prep), training=False), tf.float32)
 
         self._forward = tf.function(forward, input_signature=signature) if compiled else forward
+        self._onnx = None
+        if _wants_onnx(runtime, compiled, mixed_precision):
+            from embedder.onnx_backbone import OnnxForward
+
+            try:
+                self._onnx = OnnxForward(self._forward, spec)
+            except Exception as exc:  # noqa: BLE001 - "auto" goes on with TensorFlow
+                if runtime == "onnx":
+                    raise
+                warnings.warn(
+                    f"the backbone runs under TensorFlow, 3-4x slower on a CPU: it could not "
+                    f"be converted for ONNX Runtime ({type(exc).__name__}: {exc})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        self.runtime = "onnx" if self._onnx is not None else "tensorflow"
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim (not normalised)."""
+        if self._onnx is not None:
+            return self._onnx(images)
         return self._forward(np.asarray(images, dtype=np.uint8)).numpy()
+
+
+RUNTIMES = ("auto", "onnx", "tensorflow")
+
+
+def _wants_onnx(runtime: str, compiled: bool, mixed_precision: bool) -> bool:
+    import tensorflow as tf
+
+    from embedder.onnx_backbone import onnx_available
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if runtime == "tensorflow":
+        return False
+    if runtime == "onnx":
+        if not onnx_available():
+            raise RuntimeError("--runtime onnx needs onnxruntime and tf2onnx installed")
+        if mixed_precision or not compiled:
+            raise ValueError("--runtime onnx runs the traced float32 graph only")
+        return True
+    return (
+        compiled
+        and not mixed_precision
+        and onnx_available()
+        and not tf.config.list_physical_devices("GPU")
+    )

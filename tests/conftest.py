@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Converted backbones (embedder.onnx_backbone) go to a directory of this run, not ~/.cache.
+os.environ.setdefault("SEARCHCTL_CACHE_DIR", tempfile.mkdtemp(prefix="searchctl-tests-"))
 
 SHARED_DATASET = (
     Path(__file__).resolve().parents[1].parent

@@ -108,3 +108,51 @@ def test_imagenet_weights_offline_stop_with_a_fix(tmp_path, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(WeightsUnavailable, match="--weights PATH"):
         Embedder(make_spec("mobilenet_v2", None, (96, 96)))
+
+
+def test_onnx_runtime_gives_tensorflows_vectors_and_converts_once(tiny_weights, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    from embedder.model import Embedder
+
+    monkeypatch.setenv("SEARCHCTL_CACHE_DIR", str(tmp_path))
+    spec = make_spec("mobilenet_v2", tiny_weights, (32, 32))
+    images = np.random.default_rng(3).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    reference = Embedder(spec, runtime="tensorflow")
+    onnx = Embedder(spec, runtime="onnx")
+    assert (reference.runtime, onnx.runtime) == ("tensorflow", "onnx") and onnx._onnx.converted
+    a, b = reference.embed(images), onnx.embed(images)
+    assert b.shape == a.shape and b.dtype == np.float32
+    cosine = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.99999
+    again = Embedder(spec)  # auto: ONNX Runtime here (no GPU), from the cached file
+    assert again.runtime == "onnx" and not again._onnx.converted
+    assert np.allclose(again.embed(images), b)
+    again._onnx.path.write_bytes(b"not a model")  # a damaged cache file is made again
+    mended = Embedder(spec, runtime="onnx")
+    assert mended._onnx.converted and np.allclose(mended.embed(images), b)
+    with pytest.raises(ValueError, match="traced float32"):
+        Embedder(spec, runtime="onnx", compiled=False)
+    blocked = tmp_path / "file"  # a cache that cannot be a folder: a conversion of its own
+    blocked.write_text("")
+    monkeypatch.setenv("SEARCHCTL_CACHE_DIR", str(blocked))
+    own = Embedder(spec)
+    assert own.runtime == "onnx" and own._onnx.converted and np.allclose(own.embed(images), b)
+
+
+def test_a_backbone_onnx_cannot_take_runs_under_tensorflow_with_a_warning(tiny_weights,
+                                                                          monkeypatch):  # fmt: skip
+    from embedder.model import Embedder
+    from embedder.onnx_backbone import OnnxForward
+
+    def unconvertible(self, forward, spec, path):
+        raise ValueError("an op ONNX lacks")
+
+    monkeypatch.setattr(OnnxForward, "_convert", unconvertible)
+    monkeypatch.setenv("SEARCHCTL_CACHE_DIR", str(tiny_weights.parent / "empty-cache"))
+    spec = make_spec("mobilenet_v2", tiny_weights, (32, 32))
+    with pytest.warns(RuntimeWarning, match="an op ONNX lacks"):
+        fallback = Embedder(spec)
+    assert fallback.runtime == "tensorflow" and fallback.embed(np.zeros((1, 32, 32, 3))).shape
+    with pytest.raises(ValueError, match="an op ONNX lacks"):
+        Embedder(spec, runtime="onnx")
+    assert Embedder(spec, compiled=False).runtime == "tensorflow"  # a one-off query's eager path

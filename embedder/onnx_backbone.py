@@ -1,0 +1,99 @@
+"""The frozen backbone under ONNX Runtime: on the 2-core development CPU it embeds 3.1x
+(batches of 64) to 3.9x (one photo) as many photos a second as TensorFlow, with the same
+vectors (cosine >= 0.9999998; docs/embedders.md, `bench/onnx_backbone.py`).
+
+The Embedder's own traced TensorFlow forward (uint8 photo in, normalisation included) is
+converted once with tf2onnx and kept in a cache directory, keyed by everything that changes
+the vectors and by the converter's and runtimes' versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from embedder.spec import EmbedderSpec
+
+OPSET = 17
+CACHE_ENV = "SEARCHCTL_CACHE_DIR"
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx"))
+
+
+def cache_dir() -> Path:
+    """$SEARCHCTL_CACHE_DIR, else $XDG_CACHE_HOME/searchctl, else ~/.cache/searchctl."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "searchctl"
+
+
+def model_file(spec: EmbedderSpec, directory: Path | None = None) -> Path:
+    """Where the spec's converted backbone is kept."""
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    versions = [tf.__version__, tf2onnx.__version__, onnxruntime.__version__, OPSET]
+    key = json.dumps([spec.identity(), versions], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return (directory or cache_dir()) / "onnx" / f"{spec.backbone}-{digest}.onnx"
+
+
+class OnnxForward:
+    """`forward` (a traced tf.function of uint8 N x H x W x 3) as an ONNX Runtime session."""
+
+    def __init__(self, forward, spec: EmbedderSpec, directory: Path | None = None):
+        self.path = model_file(spec, directory)
+        self.converted = False
+        try:
+            if not self.path.is_file():
+                self._convert(forward, spec, self.path)
+            try:
+                self.session = _session(self.path)
+            except Exception:  # noqa: BLE001 - a damaged file in the cache: convert it again
+                self._convert(forward, spec, self.path)
+                self.session = _session(self.path)
+        except OSError:  # a cache that cannot be written: this process converts its own
+            with tempfile.TemporaryDirectory() as own:
+                path = Path(own) / self.path.name
+                self._convert(forward, spec, path)
+                self.session = _session(path)  # read whole: the file may go
+        self.input = self.session.get_inputs()[0].name
+
+    def _convert(self, forward, spec: EmbedderSpec, path: Path) -> None:
+        import tensorflow as tf
+        import tf2onnx
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        signature = (tf.TensorSpec([None, spec.input_height, spec.input_width, 3], tf.uint8),)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        os.close(handle)
+        try:
+            tf2onnx.convert.from_function(forward, input_signature=signature, opset=OPSET,
+                                          output_path=temporary)  # fmt: skip
+            os.replace(temporary, path)  # whole or not at all, for other processes too
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+        self.converted = True
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input: np.asarray(images, dtype=np.uint8)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
