@@ -96,4 +96,7 @@ def _session(path: Path):
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     options.log_severity_level = 3  # errors only
+    # Idle threads sleep rather than spin: spinning doubled a lone search's CPU time and left
+    # nothing for concurrent searches on a server.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
