@@ -81,7 +81,8 @@ def load_backbone(spec: EmbedderSpec):
 class Embedder:
     """A backbone with global average pooling; turns uint8 RGB batches into float32 vectors.
 
-    Runs wherever TensorFlow places it: a GPU when one is visible, otherwise all CPU cores.
+    Runs under ONNX Runtime on a CPU (Embedder's `runtime`), else wherever TensorFlow places
+    it: a GPU when one is visible, otherwise all CPU cores.
     """
 
     def __init__(
@@ -149,9 +150,9 @@ def _wants_onnx(runtime: str, compiled: bool, mixed_precision: bool) -> bool:
         return False
     if runtime == "onnx":
         if not onnx_available():
-            raise RuntimeError("--runtime onnx needs onnxruntime and tf2onnx installed")
+            raise RuntimeError("runtime='onnx' needs onnxruntime and tf2onnx installed")
         if mixed_precision or not compiled:
-            raise ValueError("--runtime onnx runs the traced float32 graph only")
+            raise ValueError("runtime='onnx' runs the traced float32 graph only")
         return True
     return (
         compiled
