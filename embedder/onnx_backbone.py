@@ -21,6 +21,7 @@ import numpy as np
 from embedder.spec import EmbedderSpec
 
 OPSET = 17
+RUN_ROWS = 64  # photos a run (the ingest's batch)
 CACHE_ENV = "SEARCHCTL_CACHE_DIR"
 
 
@@ -86,8 +87,14 @@ class OnnxForward:
         self.converted = True
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input: np.asarray(images, dtype=np.uint8)})[0]
-        return np.asarray(out, dtype=np.float32)
+        images = np.asarray(images, dtype=np.uint8)
+        # At most RUN_ROWS a run: ONNX Runtime's memory arena keeps the peak of its largest
+        # run (512 photos at 160x120: 2.6 GB, against 1.1 GB at 64).
+        outs = [self.session.run(None, {self.input: images[i : i + RUN_ROWS]})[0]
+                for i in range(0, len(images), RUN_ROWS)]  # fmt: skip
+        if not outs:
+            outs = [self.session.run(None, {self.input: images})[0]]
+        return np.asarray(np.concatenate(outs), dtype=np.float32)
 
 
 def _session(path: Path):

@@ -124,6 +124,9 @@ def test_onnx_runtime_gives_tensorflows_vectors_and_converts_once(tiny_weights, 
     assert b.shape == a.shape and b.dtype == np.float32
     cosine = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cosine.min() > 0.99999
+    many = np.concatenate([images] * 30)  # 180 photos: in runs of 64, in order
+    assert np.allclose(onnx.embed(many), np.concatenate([b] * 30), atol=1e-5)
+    assert onnx.embed(images[:0]).shape == (0, b.shape[1])
     again = Embedder(spec)  # auto: ONNX Runtime here (no GPU), from the cached file
     assert again.runtime == "onnx" and not again._onnx.converted
     assert np.allclose(again.embed(images), b)
