@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import resource
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,6 +17,31 @@ MOBILENET_WEIGHTS = SHARED / "models" / "mobilenet_v2_imagenet_notop.weights.h5"
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def start_serve(data_dir: Path, collection: str, port: int, extra: list[str] | None = None,
+                **popen) -> tuple[subprocess.Popen, str]:  # fmt: skip
+    """`searchctl serve` started as a user starts it, once /health says ready: the process
+    and its base URL (stopped again if it never gets ready)."""
+    import httpx
+
+    command = [sys.executable, "-m", "searchctl.cli", "serve", "--data-dir", str(data_dir),
+               "-c", collection, "--port", str(port), *(extra or [])]  # fmt: skip
+    server = subprocess.Popen(command, **popen)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    return server, base
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                sys.exit("the server stopped before it was ready")
+            time.sleep(0.1)
+    except BaseException:
+        server.terminate()
+        raise
 
 
 class PrintNotes:

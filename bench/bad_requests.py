@@ -15,13 +15,11 @@ import base64
 import http.server
 import io
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
-from _common import DATASET
+from _common import DATASET, start_serve
 from PIL import Image
 
 KEY = "bench-key"
@@ -34,19 +32,8 @@ def png(width: int, height: int) -> bytes:
 
 
 def start_server(args, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "searchctl.cli", "serve", "--data-dir", str(args.data_dir),
-               "-c", args.collection, "--port", str(args.port), *extra]  # fmt: skip
-    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{args.port}"
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            sys.exit("the server stopped before it was ready")
-        time.sleep(0.2)
+    return start_serve(args.data_dir, args.collection, args.port, extra,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
 
 
 def stop(server: subprocess.Popen) -> None:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATASET
+from _common import DATASET, start_serve
 from PIL import Image, ImageFilter
 
 
@@ -153,22 +153,9 @@ def main() -> None:
 
     import httpx
 
-    command = [sys.executable, "-m", "searchctl.cli", "serve", "--data-dir", str(args.data_dir),
-               "-c", args.collection, "--port", str(args.port)]  # fmt: skip
-    command += args.serve_args.split()
     started = time.perf_counter()
-    server = subprocess.Popen(command)
-    base = f"http://127.0.0.1:{args.port}"
+    server, base = start_serve(args.data_dir, args.collection, args.port, args.serve_args.split())
     try:
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                sys.exit("the server stopped before it was ready")
-            time.sleep(0.1)
         print(f"server ready {time.perf_counter() - started:.1f} s after start", flush=True)
         url = f"{base}/collections/{args.collection}/search"
         # server cores: the server's CPU seconds over the run's wall seconds (2 at most here).

@@ -94,14 +94,19 @@ def test_score_is_the_cosine_with_each_stored_vector(store):
     assert store.score("catalog", query, "shape", []) == {}
 
 
-def test_edge_and_memory_client_agree(tmp_path):
+def _on_both(scenario, tmp_path) -> tuple:
+    """`scenario`'s answers on the embedded store and on the in-memory client."""
     edge = EdgeStore(tmp_path / "edge")
     memory = ServerStore(QdrantClient(":memory:"))
     try:
-        a, b = _scenario(edge), _scenario(memory)
+        return scenario(edge), scenario(memory)
     finally:
         edge.close()
         memory.close()
+
+
+def test_edge_and_memory_client_agree(tmp_path):
+    a, b = _on_both(_scenario, tmp_path)
     # Null-valued metadata keys are how the server forgets a key; treat them as absent.
     b["metadata_after"] = {k: v for k, v in b["metadata_after"].items() if v is not None}
     assert a == b
@@ -182,13 +187,7 @@ def _update_scenario(store) -> dict:
 
 
 def test_updates_agree_and_are_right(tmp_path):
-    edge = EdgeStore(tmp_path / "edge")
-    memory = ServerStore(QdrantClient(":memory:"))
-    try:
-        a, b = _update_scenario(edge), _update_scenario(memory)
-    finally:
-        edge.close()
-        memory.close()
+    a, b = _on_both(_update_scenario, tmp_path)
     assert a == b
     odd, anything, even_women = a["batch"]
     assert all(tag == "odd" for _, tag, _ in odd) and len(odd) == 4
@@ -230,13 +229,7 @@ def _reads_between_writes(store) -> list:
 
 
 def test_repeated_reads_follow_every_write(tmp_path):
-    edge = EdgeStore(tmp_path / "edge")
-    memory = ServerStore(QdrantClient(":memory:"))
-    try:
-        a, b = _reads_between_writes(edge), _reads_between_writes(memory)
-    finally:
-        edge.close()
-        memory.close()
+    a, b = _on_both(_reads_between_writes, tmp_path)
     assert a == b
     before, again, tagged, moved, deleted = a
     assert again == before
