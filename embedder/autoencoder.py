@@ -168,7 +168,7 @@ def join_parts(parts: list[np.ndarray], centre: list[list[float]] | None) -> np.
 
 
 def part_means(
-    autoencoder, config: AutoencoderConfig, images: np.ndarray, batch_size: int = 1024
+    autoencoder, config: AutoencoderConfig, images, batch_size: int = 1024
 ) -> list[list[float]] | None:
     """The catalog mean of each part ("multiscale" embeddings centre on it), or None."""
     if config.embedding == "code":
@@ -235,8 +235,24 @@ def read_record(directory: Path) -> AutoencoderRecord | None:
     return AutoencoderRecord(**json.loads(path.read_text()))
 
 
+def _batches(images, rows: np.ndarray, batch_size: int):
+    """(x, x) training batches of `images` at `rows`, in that order, each read when Keras
+    asks for it: memory holds a batch, not the catalog."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return -(-len(rows) // batch_size)
+
+        def __getitem__(self, i: int):
+            x = np.asarray(images[np.sort(rows[i * batch_size : (i + 1) * batch_size])], np.uint8)
+            return x, x
+
+    return Batches()
+
+
 def train(
-    images: np.ndarray,
+    images,
     config: AutoencoderConfig,
     directory: Path,
     *,
@@ -246,7 +262,8 @@ def train(
     val_fraction: float = 0.1,
     progress: Progress = NO_PROGRESS,
 ) -> AutoencoderRecord:
-    """Train on uint8 images (N x H x W x 3 at the config's size) and save under `directory`.
+    """Train on uint8 images (N x H x W x 3 at the config's size: an array, or photos on disk
+    such as embedder.decoded.PhotoRows) and save under `directory`.
 
     Validation: a seeded random `val_fraction` of the images. Early stopping on validation
     loss (patience 2), best weights kept. A checkpoint after each epoch lets a killed run
@@ -289,14 +306,14 @@ def train(
     best_path = directory / "best.weights.h5"
     started = time.perf_counter()
     for epoch in range(state["epoch"], epochs):
+        # The epoch's order is a function of the seed and the epoch: a resumed run trains
+        # exactly as one that was never stopped.
+        epoch_order = np.random.default_rng([seed, epoch]).permutation(fit_rows)
         h = model.fit(
-            images[fit_rows],
-            images[fit_rows],
-            validation_data=(images[val], images[val]),
-            batch_size=config.batch_size,
+            _batches(images, epoch_order, config.batch_size),
+            validation_data=_batches(images, val, config.batch_size),
             epochs=epoch + 1,
             initial_epoch=epoch,
-            shuffle=True,
             verbose=0,
         )
         logs = {k: float(v[-1]) for k, v in h.history.items()}

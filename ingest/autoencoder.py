@@ -11,7 +11,6 @@ the vector are refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from embedder.autoencoder import (
     read_record,
 )
 from embedder.collection import catalog_root, collection_cutout, collection_images, write_vectors
+from embedder.decoded import DecodedPhotos, Size
 from embedder.images import load_images
 from qdrant.base import VectorStore
 from searchctl.reporting import (
@@ -48,53 +48,44 @@ def short_id(model_id: str) -> str:
     return model_id.split(":")[-1][:16]
 
 
-def decode_for(
-    config: AutoencoderConfig,
-    paths: Sequence,
-    cutout: bool,
-    progress: Progress = NO_PROGRESS,
-):
-    """uint8 images at the autoencoder's input size; (images, good indexes, bad (index, why))."""
-    return load_images(
-        list(paths),
-        config.input_height,
-        config.input_width,
-        config.fit,
-        progress=progress,
-        cutout=cutout,
-    )
+def photo_size(config: AutoencoderConfig) -> Size:
+    return config.input_height, config.input_width, config.fit
 
 
 def train_for_collection(
     store: VectorStore,
     collection: str,
     data_dir: Path,
+    photos: DecodedPhotos,
     *,
     arch: str = DEFAULT_ARCH,
     epochs: int = DEFAULT_EPOCHS,
     seed: int = 0,
     progress: Progress = NO_PROGRESS,
-) -> tuple[AutoencoderRecord, list[int], np.ndarray]:
-    """Train on every image of the collection; returns the record and the decoded images
-    (with their point ids) so the caller can embed them without decoding again."""
+    batch_size: int = 1024,
+) -> AutoencoderRecord:
+    """Train on every photo of the collection, read from `photos` a batch at a time."""
     from embedder.autoencoder import train
 
     config = get_config(arch)
     ids, paths = collection_images(store, collection)
-    progress.phase("autoencoder decode", len(ids))
-    images, good, _ = decode_for(config, paths, collection_cutout(store, collection), progress)
-    if len(good) < MIN_TRAIN_IMAGES:
+    progress.phase("autoencoder photos", len(ids))
+    good_ids: list[int] = []
+    for start in range(0, len(ids), batch_size):  # photos no stage decoded yet: decoded now
+        chunk = slice(start, start + batch_size)
+        good = photos.ensure(ids[chunk], paths[chunk], photo_size(config), progress)
+        good_ids += [ids[start + i] for i in good]
+    if len(good_ids) < MIN_TRAIN_IMAGES:
         raise TooLittleData(
-            f"too few images to train an autoencoder: {len(good)} (at least {MIN_TRAIN_IMAGES})"
+            f"too few images to train an autoencoder: {len(good_ids)} (at least {MIN_TRAIN_IMAGES})"
         )
-    good_ids = [ids[i] for i in good]
     trained_on = {
         "collection": collection,
         "catalog": str(catalog_root(store, collection)),
         "images": len(good_ids),
     }
-    record = train(
-        images,
+    return train(
+        photos.rows(good_ids, photo_size(config)),
         config,
         autoencoder_dir(data_dir, collection),
         trained_on=trained_on,
@@ -102,15 +93,14 @@ def train_for_collection(
         seed=seed,
         progress=progress,
     )
-    return record, good_ids, images
 
 
 def embed_collection(
     store: VectorStore,
     collection: str,
     data_dir: Path,
+    photos: DecodedPhotos,
     *,
-    decoded: tuple[list[int], np.ndarray] | None = None,
     progress: Progress = NO_PROGRESS,
     batch_size: int = 512,
 ) -> dict:
@@ -134,23 +124,15 @@ def embed_collection(
     todo = [pid for pid, model_id in made_by.items() if model_id != current]
     progress.phase("autoencoder embed", len(todo))
     bad: list[tuple[int, str]] = []
-    if decoded is not None:
-        index = {pid: row for row, pid in enumerate(decoded[0])}
     for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        if decoded is not None and all(pid in index for pid in chunk):
-            ids, pixels = chunk, decoded[1][[index[pid] for pid in chunk]]
-        else:
-            chunk_ids, paths = collection_images(store, collection, chunk)
-            pixels, good, problems = decode_for(
-                model.config, paths, collection_cutout(store, collection)
-            )
-            ids = [chunk_ids[i] for i in good]
-            bad += [(chunk_ids[i], why) for i, why in problems]
+        chunk_ids, paths = collection_images(store, collection, todo[start : start + batch_size])
+        pixels, good, problems = photos.load(chunk_ids, paths, photo_size(model.config))
+        ids = [chunk_ids[i] for i in good]
+        bad += [(chunk_ids[i], why) for i, why in problems]
         if ids:
             vectors = model.embed(pixels)
             write_vectors(store, collection, VECTOR_NAME, ids, vectors, {MODEL_FIELD: current})
-        progress.advance(len(chunk))
+        progress.advance(len(chunk_ids))
     # A point whose image fails now is only a problem if it still holds an older model's
     # vector: one that never had a vector just does not show up in autoencoder searches.
     metadata[RECORD_KEY]["complete"] = not any(made_by[pid] for pid, _ in bad)
@@ -169,6 +151,7 @@ def ensure_autoencoder(
     store: VectorStore,
     collection: str,
     data_dir: Path,
+    photos: DecodedPhotos,
     *,
     arch: str = DEFAULT_ARCH,
     epochs: int = DEFAULT_EPOCHS,
@@ -179,13 +162,14 @@ def ensure_autoencoder(
     """Train the autoencoder if there is none (or `retrain`), then embed what lacks its vector."""
     directory = autoencoder_dir(data_dir, collection)
     record = read_record(directory)
-    decoded, trained = None, {}
+    trained = {}
     if record is None or retrain:
         try:
-            record, ids, images = train_for_collection(
+            record = train_for_collection(
                 store,
                 collection,
                 data_dir,
+                photos,
                 arch=arch if retrain or record is None else record.autoencoder_config.arch,
                 epochs=epochs,
                 seed=seed,
@@ -193,14 +177,13 @@ def ensure_autoencoder(
             )
         except TooLittleData as exc:
             return skipped(STAGE, str(exc), "Autoencoder not trained")
-        decoded = (ids, images)
         trained = {
             "arch": record.autoencoder_config.arch,
             "epochs": record.epochs,
             "best_val_loss": round(record.best_val_loss, 5),
             "train_seconds": record.seconds.get("train"),
         }
-    embedded = embed_collection(store, collection, data_dir, decoded=decoded, progress=progress)
+    embedded = embed_collection(store, collection, data_dir, photos, progress=progress)
     bad = [(b["id"], b["reason"]) for b in embedded.pop("bad_images")]
     details = {**trained, **embedded}
     if trained:
@@ -230,7 +213,11 @@ def reconstruction_sheet(
     rng = np.random.default_rng(seed)
     picked = sorted(int(i) for i in rng.choice(all_ids, size=min(n, len(all_ids)), replace=False))
     ids, paths = collection_images(store, collection, picked)
-    images, good, _ = decode_for(model.config, paths, collection_cutout(store, collection))
+    config = model.config
+    cutout = collection_cutout(store, collection)
+    images, good, _ = load_images(
+        paths, config.input_height, config.input_width, config.fit, cutout=cutout
+    )
     recon = model.reconstruct(images)
     top = [Tile(images[i], [f"id {ids[g]}", "original"]) for i, g in enumerate(good)]
     bottom = [Tile(recon[i], [f"id {ids[g]}", "reconstruction"]) for i, g in enumerate(good)]

@@ -8,10 +8,11 @@ this stage existed are all finished by the next `ingest`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from embedder.collection import collection_cutout, collection_images, write_vectors
+from embedder.collection import collection_images, write_vectors
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR, INPUT_SIZE, colour_descriptors
-from embedder.images import load_images
+from embedder.decoded import DecodedPhotos
 from qdrant.base import VectorStore
 from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport
 
@@ -22,24 +23,26 @@ VERSION = 1  # bump when the descriptor changes: every point is described again
 def ensure_colour(
     store: VectorStore,
     collection: str,
+    photos: DecodedPhotos,
     *,
+    only: Callable[[int], bool] | None = None,
     batch_size: int = 1024,
     progress: Progress = NO_PROGRESS,
 ) -> StageReport:
-    """Give every point of the collection its current colour vector."""
+    """Give every point of the collection (or those whose id is `only`) its current colour
+    vector, from `photos`."""
     t0 = time.perf_counter()
     store.add_vector(collection, COLOUR_VECTOR, COLOUR_DIM)
     todo = [
         p.id
         for p in store.iter_points(collection)
-        if (p.payload or {}).get(VERSION_FIELD) != VERSION
+        if (p.payload or {}).get(VERSION_FIELD) != VERSION and (only is None or only(p.id))
     ]
     progress.phase("colour", len(todo))
     bad: list[tuple[int, str]] = []
-    cutout = collection_cutout(store, collection)
     for start in range(0, len(todo), batch_size):
         ids, paths = collection_images(store, collection, todo[start : start + batch_size])
-        pixels, good, problems = load_images(paths, *INPUT_SIZE, fit="letterbox", cutout=cutout)
+        pixels, good, problems = photos.load(ids, paths, (*INPUT_SIZE, "letterbox"))
         bad += [(ids[i], why) for i, why in problems]
         if good:
             done = [ids[i] for i in good]

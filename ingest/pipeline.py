@@ -29,10 +29,13 @@ from embedder.collection import (
     collection_cutout,
     typical_photo_size,
 )
-from embedder.images import BadImage, load_image
+from embedder.decoded import DecodedPhotos
+from embedder.images import BadImage, fit_image, prepare_photo
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, TEXT_FIELD, Catalog, Product
+from ingest.shards import Shard
 from ingest.sync import PHOTO_HASH_FIELD, catalog_payload, photo_hash
+from qdrant import StoreError
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, TEXT_INDEX, PointData, VectorStore
 from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport
 
@@ -188,17 +191,27 @@ class _Batch:
     payloads: list[dict] = field(default_factory=list)  # of the good ones
 
 
-def _decode(products: list[Product], spec: EmbedderSpec, cutout: bool, root: Path) -> _Batch:
+def _decode(
+    products: list[Product],
+    spec: EmbedderSpec,
+    cutout: bool,
+    root: Path,
+    photos: DecodedPhotos | None,
+) -> _Batch:
     arrays, good, bad, payloads = [], [], [], []
     for product in products:
         try:
-            size = spec.input_height, spec.input_width
             payload = product_payload(product, root)  # the hash first: a photo replaced
-            arrays.append(load_image(product.image, *size, cutout=cutout))  # now is seen next
+            photo = prepare_photo(product.image, cutout)  # now is seen next
+            arrays.append(fit_image(photo, spec.input_height, spec.input_width))
             good.append(product)
             payloads.append(payload)
+            if photos is not None:
+                photos.keep(product.id, photo)  # the later stages read it, not the file
         except BadImage as exc:
             bad.append((product.id, str(exc)))
+            if photos is not None:
+                photos.keep_bad(product.id, str(exc))
     shape = (0, spec.input_height, spec.input_width, 3)
     images = np.stack(arrays) if arrays else np.zeros(shape, np.uint8)
     return _Batch(products, images, good, bad, payloads)
@@ -258,6 +271,8 @@ def ingest_catalog(
     extra_vectors: dict[str, int] | None = None,
     cutout: bool | None = None,
     embed_again: Collection[int] = (),
+    photos: DecodedPhotos | None = None,
+    shard: Shard | None = None,
 ) -> IngestReport:
     """Store every product of `catalog` that the collection lacks, and embed again the stored
     ones in `embed_again` (their photo changed: the point is replaced); returns what happened.
@@ -266,9 +281,13 @@ def ingest_catalog(
     `extra_vectors` {name: dim}: named vectors a new collection gets for later stages.
     `cutout`: whether photos are made studio shots first (see resolve_cutout).
     `progress` hears of a "backbone" phase of the products to embed, advanced after each batch.
+    `photos`: where each decoded photo is kept for the later stages (embedder.decoded).
+    `shard`: only the shard's products (ingest.shards); a new collection is made for all.
     """
     wall = time.perf_counter()
     selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
+    if shard is not None:
+        selected = [p for p in selected if shard.holds(p.id)]
     exists = store.has_collection(collection)
     if exists:
         check_embedder(store, collection, spec)
@@ -297,7 +316,14 @@ def ingest_catalog(
         embedder = make_embedder(spec)
     if not exists:
         photo_size = typical_photo_size([p.image for p in catalog.with_image])
-        create_collection(store, collection, spec, catalog.root, extra_vectors, cutout, photo_size)
+        try:
+            create_collection(
+                store, collection, spec, catalog.root, extra_vectors, cutout, photo_size
+            )
+        except StoreError:
+            if not store.has_collection(collection):
+                raise
+            check_embedder(store, collection, spec)  # another shard's run made it first
     progress.phase("backbone", len(todo))
     if todo:
         _run_pipeline(
@@ -312,6 +338,7 @@ def ingest_catalog(
             batch_size,
             decode_workers,
             progress,
+            photos,
         )
         if optimize and report.stored:
             start = time.perf_counter()
@@ -334,6 +361,7 @@ def _run_pipeline(
     batch_size,
     decode_workers,
     progress,
+    photos,
 ) -> None:
     start = time.perf_counter()
     embed_seconds = 0.0
@@ -342,12 +370,12 @@ def _run_pipeline(
     try:
         with ThreadPoolExecutor(decode_workers, thread_name_prefix="searchctl-decode") as pool:
             first = _take(batches, PREFETCH_BATCHES)
-            pending = deque(pool.submit(_decode, b, spec, cutout, root) for b in first)
+            pending = deque(pool.submit(_decode, b, spec, cutout, root, photos) for b in first)
             while pending:
                 batch = pending.popleft().result()
                 nxt = next(batches, None)
                 if nxt is not None:
-                    pending.append(pool.submit(_decode, nxt, spec, cutout, root))
+                    pending.append(pool.submit(_decode, nxt, spec, cutout, root, photos))
                 report.bad_images.extend(batch.bad)
                 if batch.good:
                     t0 = time.perf_counter()

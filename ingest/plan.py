@@ -9,12 +9,14 @@ the collection lacks, so an interrupted run is finished by the next.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 from classifier.label_tags import LABEL_TAGGERS, TaggedLabel, ensure_label_tags
+from classifier.model import PHOTO_SIZE as FINETUNE_PHOTO_SIZE
 from classifier.schemes import DEFAULT_MIN_CLASS_SIZE, check_kind
 from classifier.train import (
     DEFAULT_KIND,
@@ -28,13 +30,16 @@ from classifier.train import (
 )
 from embedder.autoencoder import DEFAULT_ARCH, VECTOR_NAME, autoencoder_dir, get_config
 from embedder.autoencoder import read_record as read_autoencoder_record
-from embedder.collection import check_embedder
+from embedder.collection import check_embedder, collection_cutout
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR
+from embedder.colour import INPUT_SIZE as COLOUR_INPUT_SIZE
+from embedder.decoded import DecodedPhotos, Size, decoded_dir
 from embedder.spec import EmbedderSpec
 from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
 from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
 from ingest.pipeline import IngestReport, ingest_catalog, record_photo_size, resolve_cutout
+from ingest.shards import DONE, RUNNING, Shard, check_every_shard_done, mark
 from ingest.sync import (
     CatalogChanges,
     apply_changes,
@@ -74,6 +79,16 @@ class StagePlan:
             vectors[VECTOR_NAME] = get_config(self.autoencoder_arch).dim
         return vectors
 
+    def photo_sizes(self) -> list[Size]:
+        """The sizes the stages after the backbone read photos at (embedder.decoded)."""
+        sizes: list[Size] = [(*COLOUR_INPUT_SIZE, "letterbox")] if self.colour else []
+        if self.autoencoder:
+            config = get_config(self.autoencoder_arch)
+            sizes.append((config.input_height, config.input_width, config.fit))
+        if self.classifier and self.classifier_kind == "finetune":
+            sizes.append((*FINETUNE_PHOTO_SIZE, "letterbox"))
+        return list(dict.fromkeys(sizes))
+
 
 @dataclass
 class StageContext:
@@ -85,6 +100,8 @@ class StageContext:
     data_dir: Path
     plan: StagePlan
     progress: Progress = NO_PROGRESS
+    photos: DecodedPhotos | None = None  # run_stages makes one for its run if None
+    shard: Shard | None = None  # a sharded ingest's per-photo stages: only its products
 
 
 @dataclass(frozen=True)
@@ -97,14 +114,16 @@ class Stage:
 
 
 def _colour(c: StageContext) -> StageReport:
-    return ensure_colour(c.store, c.collection, progress=c.progress)
+    only = c.shard.holds if c.shard else None
+    return ensure_colour(c.store, c.collection, c.photos, only=only, progress=c.progress)
 
 
 def _autoencoder(c: StageContext) -> StageReport:
     p = c.plan
     return ensure_autoencoder(
-        c.store, c.collection, c.data_dir, arch=p.autoencoder_arch, epochs=p.autoencoder_epochs,
-        retrain=p.retrain_autoencoder, seed=p.seed, progress=c.progress,
+        c.store, c.collection, c.data_dir, c.photos, arch=p.autoencoder_arch,
+        epochs=p.autoencoder_epochs, retrain=p.retrain_autoencoder, seed=p.seed,
+        progress=c.progress,
     )  # fmt: skip
 
 
@@ -117,7 +136,7 @@ def _classifier(c: StageContext) -> StageReport:
 
 
 def _tuned(c: StageContext) -> StageReport:
-    return ensure_tuned(c.store, c.collection, c.data_dir, progress=c.progress)
+    return ensure_tuned(c.store, c.collection, c.data_dir, c.photos, progress=c.progress)
 
 
 def _label_tags(c: StageContext, kind: TaggedLabel) -> StageReport:
@@ -156,18 +175,38 @@ def run_stages(
     reports: dict[str, StageReport] = {}
     if not context.store.count(context.collection):
         return reports
-    for stage in STAGES[first:]:
-        if only is not None and stage.name != only:
-            continue
-        if only is None and not stage.wanted(context.plan):
-            continue
-        try:
-            report = stage.run(context)
-        except VectorNotAddable as exc:
-            report = skipped(stage.name, str(exc), f"Stage {stage.name} skipped")
-        context.progress.done(report)
-        reports[stage.name] = report
+    with decoded_photos(context) as photos:
+        context = replace(context, photos=photos)
+        for stage in STAGES[first:]:
+            _run_stage(context, stage, only, reports)
     return reports
+
+
+@contextmanager
+def decoded_photos(context: StageContext) -> Iterator[DecodedPhotos]:
+    """The context's decoded photos, or new ones for the plan's sizes, removed after."""
+    if context.photos is not None:
+        yield context.photos
+        return
+    cutout = collection_cutout(context.store, context.collection)
+    sizes = context.plan.photo_sizes()
+    with DecodedPhotos(decoded_dir(context.data_dir), sizes, cutout=cutout) as photos:
+        yield photos
+
+
+def _run_stage(
+    context: StageContext, stage: Stage, only: str | None, reports: dict[str, StageReport]
+) -> None:
+    if only is not None and stage.name != only:
+        return
+    if only is None and not stage.wanted(context.plan):
+        return
+    try:
+        report = stage.run(context)
+    except VectorNotAddable as exc:
+        report = skipped(stage.name, str(exc), f"Stage {stage.name} skipped")
+    context.progress.done(report)
+    reports[stage.name] = report
 
 
 @dataclass
@@ -201,18 +240,30 @@ def ingest(
     keep_missing: bool = False,
     allow_mass_delete: bool = False,
     progress: Progress = NO_PROGRESS,
+    shard: Shard | None = None,
 ) -> IngestResult:
     """The main job, which also keeps a collection in step with its catalog: delete what the
     catalog lost (unless `keep_missing`), relabel what it relabelled, store what is new and
     embed again what has a new photo (the backbone), then run every stage of the plan, which
     gives those products their vectors and tags. Models are not retrained (`info` advises).
     A run that would delete over half the collection stops first (MassDelete) unless
-    `allow_mass_delete`."""
+    `allow_mass_delete`. With `shard`, all of this for the shard's products only, and of the
+    stages only the per-photo ones (colour); the rest wait for an unsharded run after every
+    shard is done (ingest.shards)."""
     plan = plan or StagePlan()
+    extra_vectors = plan.extra_vectors()  # a new collection gets every vector, sharded or not
+    if shard is not None:
+        plan = replace(plan, autoencoder=False, classifier=False)
     if store.has_collection(collection):  # before any write: a wrong --backbone changes nothing
         check_embedder(store, collection, spec)
         resolve_cutout(store, collection, cutout)
-    changes = plan_changes(catalog, store, collection, limit=limit, keep_missing=keep_missing)
+        if shard is None:
+            check_every_shard_done(store, collection, "The ingest of the whole catalog")
+        else:
+            mark(store, collection, shard, RUNNING)
+    changes = plan_changes(
+        catalog, store, collection, limit=limit, keep_missing=keep_missing, shard=shard
+    )
     check_deletions(changes, catalog, allow_mass_delete)
     if changes.any and not changes.new_collection:
         for line in changes.lines():
@@ -225,20 +276,27 @@ def ingest(
         progress.note(f"Loading {s.describe()}")
         return Embedder(s, mixed_precision=mixed_precision)
 
-    backbone = ingest_catalog(
-        catalog, store, collection, spec, batch_size=batch_size, limit=limit,
-        progress=progress, make_embedder=make_embedder, cutout=cutout,
-        extra_vectors=plan.extra_vectors(), embed_again=changes.rephoto,
-    )  # fmt: skip
-    progress.done(backbone.stage_report())
-    record_photo_size(store, collection, catalog)  # a collection made before the record
-    if not backbone.points_in_collection:
-        raise NothingStored(
-            f"nothing could be stored: none of the {backbone.selected:,} products with an image "
-            f"has a usable one ({len(backbone.bad_images):,} unreadable, listed above)"
-        )
-    context = StageContext(store, collection, spec, data_dir, plan, progress)
-    stages = run_stages(context)
+    # Each photo is decoded once: the backbone keeps it at the later stages' sizes.
+    cut = resolve_cutout(store, collection, cutout)
+    with DecodedPhotos(decoded_dir(data_dir), plan.photo_sizes(), cutout=cut) as photos:
+        backbone = ingest_catalog(
+            catalog, store, collection, spec, batch_size=batch_size, limit=limit,
+            progress=progress, make_embedder=make_embedder, cutout=cutout,
+            extra_vectors=extra_vectors, embed_again=changes.rephoto, photos=photos, shard=shard,
+        )  # fmt: skip
+        if shard is not None:
+            mark(store, collection, shard, RUNNING)  # the collection may be new
+        progress.done(backbone.stage_report())
+        record_photo_size(store, collection, catalog)  # a collection made before the record
+        if not backbone.points_in_collection:
+            raise NothingStored(
+                f"nothing could be stored: none of the {backbone.selected:,} products with an "
+                f"image has a usable one ({len(backbone.bad_images):,} unreadable, listed above)"
+            )
+        context = StageContext(store, collection, spec, data_dir, plan, progress, photos, shard)
+        stages = run_stages(context)
+    if shard is not None:
+        mark(store, collection, shard, DONE)
     if not changes.new_collection:
         log_changes(store, collection)
     store.optimize(collection)  # once the run's writes (the sync's too) reach a tenth
@@ -259,6 +317,7 @@ def retrain_classifier(
     bring every stage after it up to date (a type tagger that read the old tuned vectors is
     retrained at once)."""
     c, plan = context, context.plan
+    check_every_shard_done(c.store, c.collection, "The classifier")
     report = train_classifier(
         c.store, c.collection, c.spec, c.data_dir, kind=plan.classifier_kind, epochs=epochs,
         seed=plan.seed, min_class_size=plan.min_class_size, figures_dir=figures_dir,
@@ -271,6 +330,7 @@ def retag(context: StageContext) -> tuple[TagReport, dict[str, StageReport]]:
     """`searchctl tag`: every product tagged again by the saved classifier, then every stage
     after it, the label taggers tagging every product again."""
     c = replace(context, plan=replace(context.plan, retag=True))
+    check_every_shard_done(c.store, c.collection, "Tagging")
     if not has_classifier(c.data_dir, c.collection):
         raise missing_classifier(c.store, c.collection, "`searchctl tag`")
     report = tag_collection(c.store, c.collection, c.spec, c.data_dir, progress=c.progress)
@@ -281,6 +341,7 @@ def train_autoencoder(context: StageContext) -> StageReport:
     """`searchctl train autoencoder`: the autoencoder stage alone, trained anew with
     `retrain_autoencoder`; an existing model of another architecture needs that."""
     plan = context.plan
+    check_every_shard_done(context.store, context.collection, "The autoencoder")
     existing = read_autoencoder_record(autoencoder_dir(context.data_dir, context.collection))
     arch = existing.autoencoder_config.arch if existing else plan.autoencoder_arch
     if existing and not plan.retrain_autoencoder and arch != plan.autoencoder_arch:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from embedder.collection import CATALOG_KEY
 from ingest.catalog import Catalog, Product
+from ingest.shards import Shard
 from qdrant.base import VectorStore
 
 PHOTO_HASH_FIELD = "image_sha256"  # in each point's payload: the SHA-256 of its photo file
@@ -164,15 +165,19 @@ def plan_changes(
     *,
     limit: int | None = None,
     keep_missing: bool = False,
+    shard: Shard | None = None,
 ) -> CatalogChanges:
     """What bringing `collection` in step with `catalog` changes; writes nothing.
 
     `limit` caps the products added (the first N with a photo), never what is deleted: a
     product is deleted only when its row or its photo is gone from the catalog, and a row that
-    could not be read but still shows its id keeps its product.
+    could not be read but still shows its id keeps its product. With `shard`, only the
+    shard's products, stored or in the catalog, are looked at.
     """
     t0 = time.perf_counter()
     selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
+    in_shard = shard.holds if shard else (lambda _pid: True)
+    selected = [p for p in selected if in_shard(p.id)]
     changes = CatalogChanges(collection)
     if not store.has_collection(collection):
         changes.new_collection = True
@@ -183,9 +188,9 @@ def plan_changes(
     this_root = str(catalog.root.resolve())
     if recorded_root and recorded_root != this_root:
         changes.catalog_moved = (recorded_root, this_root)
-    stored = {p.id: p.payload or {} for p in store.iter_points(collection)}
+    stored = {p.id: p.payload or {} for p in store.iter_points(collection) if in_shard(p.id)}
     changes.stored = len(stored)
-    in_catalog = {p.id: p for p in catalog.with_image}
+    in_catalog = {p.id: p for p in catalog.with_image if in_shard(p.id)}
     for pid in sorted(stored.keys() - in_catalog.keys()):
         if pid in catalog.bad_row_ids:
             changes.kept_unreadable.append(pid)

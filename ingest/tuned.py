@@ -21,8 +21,8 @@ from classifier.schemes import TUNED_VECTOR
 from classifier.tagger import Tagger, read_record, tagger_dir
 from classifier.train import tag_by_neighbours, vote_pending
 from classifier.tuned import MODEL_FIELD, mark_tuned, tuned_mark
-from embedder.collection import collection_cutout, collection_images, write_vectors
-from embedder.images import load_images
+from embedder.collection import collection_images, write_vectors
+from embedder.decoded import DecodedPhotos
 from qdrant.base import VectorStore
 from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport, skipped
 
@@ -33,6 +33,7 @@ def ensure_tuned(
     store: VectorStore,
     collection: str,
     data_dir: Path,
+    photos: DecodedPhotos,
     *,
     batch_size: int = 512,
     progress: Progress = NO_PROGRESS,
@@ -65,15 +66,14 @@ def ensure_tuned(
     mark_tuned(store, collection, None)  # until every point is done
     tagger = Tagger(directory)
     height, width, _ = record.input_shape
-    cutout = collection_cutout(store, collection)
     bad: list[tuple[int, str]] = []
     for start in range(0, len(todo), batch_size):
         ids, paths = collection_images(store, collection, todo[start : start + batch_size])
-        photos, good, problems = load_images(paths, height, width, cutout=cutout)
+        pixels, good, problems = photos.load(ids, paths, (height, width, "letterbox"))
         bad += [(ids[i], why) for i, why in problems]
         if good:
             done = [ids[i] for i in good]
-            vectors = tagger.embed_catalog(photos)
+            vectors = tagger.embed_catalog(pixels)
             write_vectors(store, collection, TUNED_VECTOR, done, vectors, {MODEL_FIELD: current})
         progress.advance(len(ids))
     store.optimize(collection)

@@ -30,12 +30,23 @@ __all__ = [
 ]
 
 
-def open_store(data_dir, url: str | None = None, api_key: str | None = None) -> VectorStore:
-    """The server store when a URL is given, else the embedded store under data_dir."""
+def open_store(
+    data_dir, url: str | None = None, api_key: str | None = None, **placement
+) -> VectorStore:
+    """The server store when a URL is given, else the embedded store under data_dir.
+    `placement` (shards, replicas, write_consistency: see ServerStore) is where the
+    collections a server store creates live on a cluster."""
     if url:
         from qdrant.server import ServerStore
 
-        return ServerStore.connect(url, api_key=api_key)
+        return ServerStore.connect(url, api_key=api_key, **placement)
+    given = [name for name, value in placement.items() if value is not None]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise StoreError(
+            f"{options}: where a collection lives on a Qdrant cluster; the embedded store has "
+            "no shards or replicas (add --qdrant-url)"
+        )
     from qdrant.edge import EdgeStore
 
     return EdgeStore(data_dir)

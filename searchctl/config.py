@@ -21,8 +21,10 @@ def default_data_dir() -> Path:
     return Path(base) / "searchctl"
 
 
-def connect(data_dir: Path | None, url: str | None, api_key: str | None) -> VectorStore:
-    return open_store(data_dir or default_data_dir(), url=url, api_key=api_key)
+def connect(
+    data_dir: Path | None, url: str | None, api_key: str | None, **placement
+) -> VectorStore:
+    return open_store(data_dir or default_data_dir(), url=url, api_key=api_key, **placement)
 
 
 def collection_name_for(catalog_root: Path) -> str:

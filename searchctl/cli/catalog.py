@@ -15,6 +15,9 @@ from searchctl.cli.common import (
     JsonOpt,
     QdrantApiKey,
     QdrantUrl,
+    ReplicasOpt,
+    ShardsOpt,
+    WriteConsistencyOpt,
     err,
     out,
     print_json,
@@ -125,17 +128,9 @@ def migrate(
     to_collection: Annotated[
         str | None, typer.Option(help="Name of the copy \\[default: the collection's].")
     ] = None,
-    shards: Annotated[
-        int | None,
-        typer.Option(min=1, help="Shards of the copy on a cluster (Qdrant's shard_number)."),
-    ] = None,
-    replicas: Annotated[
-        int | None, typer.Option(min=1, help="Copies of each shard (Qdrant's replication_factor).")
-    ] = None,
-    write_consistency: Annotated[
-        int | None,
-        typer.Option(min=1, help="Replicas that must confirm a write (write_consistency_factor)."),
-    ] = None,
+    shards: ShardsOpt = None,
+    replicas: ReplicasOpt = None,
+    write_consistency: WriteConsistencyOpt = None,
     collection: CollectionOpt = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,

@@ -49,6 +49,19 @@ QdrantApiKey = Annotated[
     str | None,
     typer.Option("--qdrant-api-key", envvar="QDRANT_API_KEY", help="API key for --qdrant-url."),
 ]
+ShardsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Shards of a collection made on a Qdrant cluster (Qdrant's shard_number)."
+    ),
+]
+ReplicasOpt = Annotated[
+    int | None, typer.Option(min=1, help="Copies of each shard (Qdrant's replication_factor).")
+]
+WriteConsistencyOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Replicas that must confirm a write (write_consistency_factor)."),
+]
 CollectionOpt = Annotated[
     str | None,
     typer.Option("--collection", "-c", help="Collection name \\[default: the only one there is]."),
@@ -101,11 +114,12 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def store_of(data_dir: Path | None, url: str | None, api_key: str | None):
-    """The store a command works on, inside the error handler."""
+def store_of(data_dir: Path | None, url: str | None, api_key: str | None, **placement):
+    """The store a command works on, inside the error handler; `placement`: ShardsOpt,
+    ReplicasOpt, WriteConsistencyOpt of the collections it creates on a cluster."""
     from searchctl.config import connect
 
-    with user_errors(), connect(data_dir, url, api_key) as store:
+    with user_errors(), connect(data_dir, url, api_key, **placement) as store:
         yield store
 
 

@@ -19,12 +19,16 @@ from searchctl.cli.common import (
     MinClassSize,
     QdrantApiKey,
     QdrantUrl,
+    ReplicasOpt,
+    ShardsOpt,
     WeightsOpt,
+    WriteConsistencyOpt,
     data_dir_or_default,
     err,
     out,
     print_json,
     store_of,
+    user_errors,
 )
 
 train_app = typer.Typer(
@@ -137,6 +141,18 @@ PlanOpt = Annotated[
         "products); change nothing, load no model.",
     ),
 ]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        help="Embed only shard I of N (numbered from 0) of the catalog: N processes or "
+        "machines share one collection (a Qdrant server), each running one shard; then one "
+        'run without --shard trains the models and tags every product (README, "Many '
+        'machines").',
+        show_default=False,
+    ),
+]
 ClassifierKindOpt = Annotated[
     str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
 ]
@@ -163,6 +179,10 @@ def ingest(
     keep_missing: KeepMissingOpt = False,
     allow_mass_delete: MassDeleteOpt = False,
     show_plan: PlanOpt = False,
+    shard: ShardOpt = None,
+    shards: ShardsOpt = None,
+    replicas: ReplicasOpt = None,
+    write_consistency: WriteConsistencyOpt = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
     qdrant_api_key: QdrantApiKey = None,
@@ -176,28 +196,35 @@ def ingest(
     photo is gone are deleted, relabelled rows get their new labels (nothing is embedded
     again), and a product whose photo changed gets every vector and tag made again; models
     are not retrained (`searchctl info` says when a retrain is advised). `--plan` shows what
-    would change. Resumable and idempotent: a re-run does only what is left.
+    would change. Resumable and idempotent: a re-run does only what is left. `--shard I/N`
+    spreads the embedding over N runs (ingest.shards).
     """
     from embedder.spec import DEFAULT_INPUT_SIZE, make_spec, parse_input_size
     from ingest.catalog import read_catalog
     from ingest.plan import StagePlan
     from ingest.plan import ingest as run_ingest
+    from ingest.shards import Shard
     from searchctl.config import collection_name_for
 
+    placement = {"shards": shards, "replicas": replicas, "write_consistency": write_consistency}
+    with user_errors():
+        part = Shard.parse(shard) if shard else None
     if show_plan:
         from ingest.sync import plan_changes
 
         with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
             cat = read_catalog(catalog)
             name = collection or collection_name_for(cat.root)
-            changes = plan_changes(cat, store, name, limit=limit, keep_missing=keep_missing)
+            changes = plan_changes(
+                cat, store, name, limit=limit, keep_missing=keep_missing, shard=part
+            )
         if as_json:
             print_json(changes.to_json())
         else:
             for line in changes.lines():
                 out.print(line, highlight=False, markup=False)
         return
-    with store_of(data_dir, qdrant_url, qdrant_api_key) as store:
+    with store_of(data_dir, qdrant_url, qdrant_api_key, **placement) as store:
         plan = StagePlan(
             colour=colour, autoencoder=autoencoder, autoencoder_arch=autoencoder_arch,
             classifier=classifier, classifier_kind=classifier_kind,
@@ -212,7 +239,7 @@ def ingest(
                 cat, store, name, spec, data_dir_or_default(data_dir), plan,
                 batch_size=batch_size, limit=limit, cutout=cutout,
                 mixed_precision=mixed_precision, keep_missing=keep_missing,
-                allow_mass_delete=allow_mass_delete, progress=progress,
+                allow_mass_delete=allow_mass_delete, progress=progress, shard=part,
             )  # fmt: skip
     if as_json:
         print_json(result.to_json())

@@ -1,0 +1,215 @@
+"""Catalog photos decoded once per run, kept on disk for every stage that reads them.
+
+Decoding a catalog photo (and cutting it out) costs more than fitting it to a size, and each
+stage of an ingest used to decode every photo again (colour, autoencoder, classifier) and hold
+the whole catalog's pixels in memory while it trained. Here a photo is decoded once: the
+backbone stage hands each photo it prepared to `DecodedPhotos.keep`, which fits it to every
+size the later stages read and writes one uint8 row per size to a file under the data dir.
+Stages read rows in batches (`load`, `rows`), so memory follows the batch, not the catalog.
+A photo nobody kept in this run (a product stored by an earlier run) is decoded the first
+time a stage asks for it. The files last one run: `close` removes them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from embedder.images import BadImage, fit_image, prepare_photo
+from searchctl.reporting import NO_PROGRESS, Progress
+
+Size = tuple[int, int, str]  # height, width, fit ("letterbox" or "squash")
+DECODED_DIR = "decoded"
+
+
+def decoded_dir(data_dir: Path) -> Path:
+    """Where a run keeps its decoded photos (a directory of its own inside, removed after)."""
+    return Path(data_dir).expanduser() / DECODED_DIR
+
+
+class DecodedPhotosUnavailable(ValueError):
+    """The data dir cannot hold the run's decoded photos."""
+
+
+class _SizeFile:
+    """One size's rows: uint8 height x width x 3 photos appended to one file."""
+
+    def __init__(self, directory: Path, size: Size):
+        height, width, fit = size
+        self.size = size
+        self.row_bytes = height * width * 3
+        self.shape = (height, width, 3)
+        self.path = directory / f"{height}x{width}-{fit}.u8"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.rows: dict[int, int] = {}  # product id -> row
+
+    def write(self, pid: int, pixels: np.ndarray) -> None:
+        """Called under the owner's lock."""
+        row = self.rows.get(pid, len(self.rows))
+        os.pwrite(self.fd, np.ascontiguousarray(pixels, np.uint8).tobytes(), row * self.row_bytes)
+        self.rows[pid] = row
+
+    def read(self, ids: Sequence[int]) -> np.ndarray:
+        out = np.empty((len(ids), *self.shape), np.uint8)
+        flat = out.reshape(len(ids), self.row_bytes)
+        for i, pid in enumerate(ids):
+            flat[i] = np.frombuffer(
+                os.pread(self.fd, self.row_bytes, self.rows[pid] * self.row_bytes), np.uint8
+            )
+        return out
+
+
+class DecodedPhotos:
+    """The run's decoded photos at each of `sizes`, cut out or not as the collection records.
+
+    Thread-safe: the backbone's decode threads keep photos while a stage may read."""
+
+    def __init__(
+        self,
+        parent: Path,
+        sizes: Iterable[Size] = (),
+        *,
+        cutout: bool,
+        workers: int = 2,
+    ):
+        self.parent = Path(parent).expanduser()
+        self.directory: Path | None = None  # made at the first photo kept
+        self.cutout = cutout
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._sizes = list(dict.fromkeys(sizes))
+        self._files: dict[Size, _SizeFile] = {}
+        self._bad: dict[int, str] = {}  # product id -> why its photo cannot be used
+
+    def _open(self) -> None:
+        """Called under the lock: the run's directory and a file per size."""
+        if self.directory is None:
+            try:
+                self.parent.mkdir(parents=True, exist_ok=True)
+                self.directory = Path(tempfile.mkdtemp(prefix="run-", dir=self.parent))
+            except OSError as exc:
+                raise DecodedPhotosUnavailable(
+                    f"cannot keep decoded photos in {self.parent}: {exc.strerror}. Choose "
+                    "another --data-dir (or SEARCHCTL_DATA_DIR)."
+                ) from exc
+        for size in self._sizes:
+            if size not in self._files:
+                self._files[size] = _SizeFile(self.directory, size)
+
+    def _file(self, size: Size) -> _SizeFile:
+        with self._lock:
+            if size not in self._sizes:
+                self._sizes.append(size)
+            self._open()
+            return self._files[size]
+
+    @property
+    def sizes(self) -> list[Size]:
+        return list(self._sizes)
+
+    def keep(self, pid: int, photo: Image.Image) -> None:
+        """A prepared photo (embedder.images.prepare_photo), fitted to every size and kept."""
+        fitted = {size: fit_image(photo, *size) for size in self._sizes}
+        with self._lock:
+            self._open()
+            for size, pixels in fitted.items():
+                self._files[size].write(pid, pixels)
+            self._bad.pop(pid, None)
+
+    def keep_bad(self, pid: int, reason: str) -> None:
+        with self._lock:
+            self._bad[pid] = reason
+
+    def ensure(
+        self,
+        ids: Sequence[int],
+        paths: Sequence[Path | str],
+        size: Size,
+        progress: Progress = NO_PROGRESS,
+    ) -> list[int]:
+        """Decode (in threads) and keep the photos of products `ids` (files `paths`) that are
+        not kept at `size` yet; the indexes in `ids` of those that are usable."""
+        file = self._file(size)
+        missing = [i for i, pid in enumerate(ids) if pid not in file.rows and pid not in self._bad]
+        if missing:
+            self._decode([ids[i] for i in missing], [paths[i] for i in missing])
+        progress.advance(len(ids))
+        return [i for i, pid in enumerate(ids) if pid in file.rows]
+
+    def load(
+        self,
+        ids: Sequence[int],
+        paths: Sequence[Path | str],
+        size: Size,
+        progress: Progress = NO_PROGRESS,
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+        """The photos of products `ids` (files `paths`) at `size`: (uint8 N x H x W x 3 of
+        the good ones, their indexes in `ids`, (index, reason) of the bad ones), as
+        embedder.images.load_images gives them. Photos not kept yet are decoded now."""
+        good = self.ensure(ids, paths, size, progress)
+        bad = [(i, self._bad[pid]) for i, pid in enumerate(ids) if pid in self._bad]
+        return self._file(size).read([ids[i] for i in good]), good, bad
+
+    def _decode(self, ids: list[int], paths: list) -> None:
+        def one(k: int) -> None:
+            try:
+                self.keep(ids[k], prepare_photo(paths[k], self.cutout))
+            except BadImage as exc:
+                self.keep_bad(ids[k], str(exc))
+
+        workers = max(1, self.workers)
+        with ThreadPoolExecutor(workers, thread_name_prefix="searchctl-decode") as pool:
+            list(pool.map(one, range(len(ids))))
+
+    def rows(self, ids: Sequence[int], size: Size) -> PhotoRows:
+        """Kept photos of `ids` at `size` as an array-like read from disk a few at a time."""
+        file = self._file(size)
+        lacking = [pid for pid in ids if pid not in file.rows]
+        if lacking:
+            raise KeyError(f"photos not decoded at {size}: ids {lacking[:5]}")
+        return PhotoRows(file, list(ids))
+
+    def close(self) -> None:
+        """Remove the files."""
+        with self._lock:
+            for file in self._files.values():
+                os.close(file.fd)
+            self._files.clear()
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> DecodedPhotos:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PhotoRows:
+    """Photos on disk that index like a uint8 N x H x W x 3 array: `rows[i]`, `rows[a:b]`,
+    `rows[index_array]` read only those photos (what a training batch needs)."""
+
+    def __init__(self, file: _SizeFile, ids: list[int]):
+        self._file, self.ids = file, ids
+        self.shape = (len(ids), *file.shape)
+        self.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            positions = range(*index.indices(len(self.ids)))
+        elif np.isscalar(index):
+            return self._file.read([self.ids[int(index)]])[0]
+        else:
+            positions = np.asarray(index).tolist()
+        return self._file.read([self.ids[p] for p in positions])

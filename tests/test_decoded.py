@@ -1,0 +1,92 @@
+"""Photos decoded once per run (embedder.decoded): the pixels every stage reads are those a
+fresh decode gives, they come from disk once kept, and an ingest opens each photo once."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_catalog
+
+import embedder.images as images_module
+from embedder.decoded import DecodedPhotos, decoded_dir
+from embedder.images import load_images
+from embedder.spec import make_spec
+from ingest.catalog import read_catalog
+from ingest.plan import StagePlan, ingest
+from qdrant.edge import EdgeStore
+
+SIZES = [(80, 60, "letterbox"), (32, 24, "squash")]
+
+
+@pytest.fixture
+def shop(tmp_path) -> Path:
+    return make_catalog(tmp_path / "shop", n=20)
+
+
+def _sources(shop: Path) -> tuple[list[int], list[Path]]:
+    ids = [*range(1, 21), 901, 902, 903]
+    return ids, [shop / "images" / f"{i}.jpg" for i in ids]
+
+
+@pytest.mark.parametrize("cutout", [True, False])
+def test_kept_photos_are_a_fresh_decode_and_outlive_their_files(shop, tmp_path, cutout):
+    ids, paths = _sources(shop)
+    with DecodedPhotos(tmp_path / "d", SIZES, cutout=cutout) as photos:
+        for height, width, fit in SIZES:
+            expected, good, bad = load_images(paths, height, width, fit, cutout=cutout)
+            pixels, got_good, got_bad = photos.load(ids, paths, (height, width, fit))
+            assert got_good == good and got_bad == bad and len(bad) == 3
+            assert np.array_equal(pixels, expected)
+        shutil.rmtree(shop / "images")  # every photo is now read from the kept rows
+        again, good_again, bad_again = photos.load(ids, paths, SIZES[1])
+        assert good_again == good and bad_again == bad
+        assert np.array_equal(again, expected)
+        rows = photos.rows([ids[i] for i in good], SIZES[1])
+        assert len(rows) == 20 and rows.shape == (20, 32, 24, 3)
+        assert np.array_equal(rows[3], expected[3])
+        assert np.array_equal(rows[2:9:3], expected[2:9:3])
+        assert np.array_equal(rows[np.array([7, 0, 7])], expected[[7, 0, 7]])
+        with pytest.raises(KeyError, match="901"):
+            photos.rows([1, 901], SIZES[1])
+        directory = photos.directory
+        assert directory.is_dir()
+    assert not directory.exists()  # the files last one run
+
+
+def test_a_size_asked_for_later_decodes_the_photo_again(shop, tmp_path):
+    ids, paths = _sources(shop)
+    with DecodedPhotos(tmp_path / "d", SIZES[:1], cutout=True) as photos:
+        photos.load(ids, paths, SIZES[0])
+        pixels, good, _ = photos.load(ids, paths, (40, 30, "letterbox"))
+        expected, _, _ = load_images(paths, 40, 30, cutout=True)
+        assert np.array_equal(pixels, expected) and len(good) == 20
+
+
+def test_an_ingest_opens_each_photo_once_and_leaves_no_decoded_files(
+    shop, tmp_path, tiny_weights, monkeypatch
+):
+    """The backbone, colour and autoencoder stages all read photos; each is opened once."""
+    opened: Counter[str] = Counter()
+    open_image = images_module.open_image
+
+    def counting_open(source):
+        opened[Path(source).name] += 1
+        return open_image(source)
+
+    monkeypatch.setattr(images_module, "open_image", counting_open)
+    plan = StagePlan(classifier=False, autoencoder_epochs=1)
+    spec = make_spec("mobilenet_v2", tiny_weights, (32, 32), None)
+    data = tmp_path / "data"
+    with EdgeStore(data) as store:
+        result = ingest(read_catalog(shop), store, "c", spec, data, plan)
+        assert result.backbone.stored == 20
+        assert result.stages["colour"].details["described"] == 20
+        assert result.stages["autoencoder"].details["embedded"] == 20
+        assert {p.id for p in store.iter_points("c")} == set(range(1, 21))
+    assert opened == Counter({f"{i}.jpg": 1 for i in range(1, 21)} | {
+        "901.jpg": 1, "902.jpg": 1, "903.jpg": 1})  # fmt: skip
+    assert list(decoded_dir(data).iterdir()) == []
