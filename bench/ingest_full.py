@@ -2,7 +2,8 @@
 
 1. Bare model: images/s of Embedder.embed on already-decoded batches of real
    catalog images (same backbone, input size and batch size as the ingest).
-2. Ingest: the library call behind `searchctl ingest`, into a fresh data dir.
+2. Ingest: the backbone stage as `searchctl ingest` runs it (the decode threads also keep
+   each photo at the later stages' sizes: embedder.decoded), into a fresh data dir.
 Prints wall time, images/s, the ratio to the bare model, and peak RSS.
 
     python bench/ingest_full.py                 # the whole shared catalog (44,072 images)
@@ -20,10 +21,12 @@ from pathlib import Path
 import numpy as np
 from _common import DATASET, MOBILENET_WEIGHTS, peak_rss_mb
 
+from embedder.decoded import DecodedPhotos, decoded_dir
 from embedder.model import Embedder
 from embedder.spec import DEFAULT_INPUT_SIZE, make_spec, parse_input_size
 from ingest.catalog import read_catalog
 from ingest.pipeline import _decode, ingest_catalog
+from ingest.plan import StagePlan
 from qdrant.edge import EdgeStore
 
 
@@ -46,7 +49,7 @@ def main() -> None:
     n = args.batch_size * args.bare_batches
     t0 = time.perf_counter()
     batches = [
-        _decode(products[i : i + args.batch_size], spec, True, catalog.root).images
+        _decode(products[i : i + args.batch_size], spec, True, catalog.root, None).images
         for i in range(0, n, args.batch_size)
     ]
     decode_s = time.perf_counter() - t0
@@ -60,6 +63,7 @@ def main() -> None:
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="searchctl-bench-"))
     store = EdgeStore(data_dir)
+    photos = DecodedPhotos(decoded_dir(data_dir), StagePlan().photo_sizes(), cutout=True)
     try:
         report = ingest_catalog(
             catalog,
@@ -69,8 +73,10 @@ def main() -> None:
             make_embedder=lambda _: embedder,
             batch_size=args.batch_size,
             limit=args.limit,
+            photos=photos,
         )
     finally:
+        photos.close()
         store.close()
         if args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)

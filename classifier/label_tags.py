@@ -219,16 +219,20 @@ def load_label_taggers(
 
 
 def _points(store: VectorStore, collection: str, names: list[str], ids=None):
-    """ids, payloads and {name: vectors} of the points that have every vector of `names`."""
-    out_ids, payloads, rows = [], [], {name: [] for name in names}
+    """ids, payloads and {name: vectors} of the points that have every vector of `names`
+    (each vector written into one matrix as it comes: no list of rows beside it)."""
+    out_ids, payloads = [], []
+    count = len(ids) if ids is not None else store.count(collection)
+    sizes = store.vector_sizes(collection)
+    rows = {name: np.empty((count, sizes[name]), np.float32) for name in names}
     for p in store.iter_points(collection, ids, with_vectors=names):
         vectors = p.vectors or {}
         if all(name in vectors for name in names):
+            for name in names:
+                rows[name][len(out_ids)] = vectors[name]
             out_ids.append(p.id)
             payloads.append(p.payload or {})
-            for name in names:
-                rows[name].append(vectors[name])
-    return out_ids, payloads, {name: np.asarray(r, np.float32) for name, r in rows.items()}
+    return out_ids, payloads, {name: r[: len(out_ids)] for name, r in rows.items()}
 
 
 def _fit(x: np.ndarray, y: np.ndarray, seed: int):

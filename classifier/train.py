@@ -74,15 +74,20 @@ class Features:
 def collection_payloads(
     store: VectorStore, collection: str, ids: Sequence[int] | None = None, vector: str | None = None
 ) -> tuple[list[int], list[dict], np.ndarray | None]:
-    """ids, payloads (and the named vector, if asked) of the collection's points, in id order."""
-    out_ids, payloads, rows = [], [], []
-    for p in store.iter_points(collection, ids, with_vectors=bool(vector)):
+    """ids, payloads (and the named vector, if asked) of the collection's points, in id order.
+    The vectors are written into one matrix as they come (a list of row arrays, stacked
+    after, held the catalog's vectors twice)."""
+    out_ids, payloads = [], []
+    rows = len(ids) if ids is not None else store.count(collection)
+    matrix = (
+        np.empty((rows, store.vector_sizes(collection)[vector]), np.float32) if vector else None
+    )
+    for p in store.iter_points(collection, ids, with_vectors=[vector] if vector else False):
+        if vector:
+            matrix[len(out_ids)] = p.vectors[vector]
         out_ids.append(p.id)
         payloads.append(p.payload or {})
-        if vector:
-            rows.append(p.vectors[vector])
-    matrix = np.asarray(rows, dtype=np.float32) if vector else None
-    return out_ids, payloads, matrix
+    return out_ids, payloads, matrix[: len(out_ids)] if vector else None
 
 
 def photo_features(
