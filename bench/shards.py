@@ -24,7 +24,7 @@ from _common import DATASET, MOBILENET_WEIGHTS
 
 def ingest_command(data_dir: Path, limit: int, shard: str | None) -> list[str]:
     command = [
-        sys.executable, "-m", "searchctl", "ingest", str(DATASET), "-c", "bench",
+        sys.executable, "-m", "searchctl.cli", "ingest", str(DATASET), "-c", "bench",
         "--backbone", "mobilenet_v2", "--weights", str(MOBILENET_WEIGHTS),
         "--limit", str(limit), "--no-autoencoder", "--no-classifier",
         "--data-dir", str(data_dir), "--json",
