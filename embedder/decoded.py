@@ -1,10 +1,12 @@
-"""Catalog photos decoded once per run, kept on disk for every stage that reads them.
+"""Catalog photos decoded once per run, kept on disk for the stages that read them.
 
 Decoding a catalog photo (and cutting it out) costs more than fitting it to a size, and each
-stage of an ingest used to decode every photo again (colour, autoencoder, classifier) and hold
-the whole catalog's pixels in memory while it trained. Here a photo is decoded once: the
-backbone stage hands each photo it prepared to `DecodedPhotos.keep`, which fits it to every
-size the later stages read and writes one uint8 row per size to a file under the data dir.
+stage of an ingest used to decode every photo again (colour, autoencoder, tuned vectors) and
+the autoencoder held the whole catalog's pixels in memory while it trained (the `finetune`
+classifier's own training still does: classifier.train.photo_features). Here a photo is
+decoded once: the backbone stage hands each photo it prepared to `DecodedPhotos.keep`, which
+fits it to every size the later stages read and writes one uint8 row per size to a file
+under the data dir.
 Stages read rows in batches (`load`, `rows`), so memory follows the batch, not the catalog.
 A photo nobody kept in this run (a product stored by an earlier run) is decoded the first
 time a stage asks for it. The files last one run: `close` removes them.
