@@ -6,10 +6,10 @@ the autoencoder held the whole catalog's pixels in memory while it trained (the 
 classifier's own training still does: classifier.train.photo_features). Here a photo is
 decoded once: the backbone stage hands each photo it prepared to `DecodedPhotos.keep`, which
 fits it to every size the later stages read and writes one uint8 row per size to a file
-under the data dir.
-Stages read rows in batches (`load`, `rows`), so memory follows the batch, not the catalog.
-A photo nobody kept in this run (a product stored by an earlier run) is decoded the first
-time a stage asks for it. The files last one run: `close` removes them.
+under the data dir. Stages read rows in batches (`load`, `rows`), so memory follows the
+batch, not the catalog. A photo nobody kept in this run (a product stored by an earlier run)
+is decoded the first time a stage asks for it. The files last one run: `close` removes them,
+and the next run removes those of a run that was killed.
 """
 
 from __future__ import annotations
@@ -30,11 +30,31 @@ from searchctl.reporting import NO_PROGRESS, Progress
 
 Size = tuple[int, int, str]  # height, width, fit ("letterbox" or "squash")
 DECODED_DIR = "decoded"
+RUN_PREFIX = "run-"  # then the process id: run-<pid>-<random>
 
 
 def decoded_dir(data_dir: Path) -> Path:
     """Where a run keeps its decoded photos (a directory of its own inside, removed after)."""
     return Path(data_dir).expanduser() / DECODED_DIR
+
+
+def remove_stale_runs(parent: Path) -> None:
+    """Remove the decoded photos of runs whose process is gone (killed: `close` never ran).
+    Runs of live processes are left alone: shards on one machine may share a data dir."""
+    for run in parent.glob(f"{RUN_PREFIX}*"):
+        pid = run.name[len(RUN_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class DecodedPhotosUnavailable(ValueError):
@@ -46,11 +66,10 @@ class _SizeFile:
 
     def __init__(self, directory: Path, size: Size):
         height, width, fit = size
-        self.size = size
         self.row_bytes = height * width * 3
         self.shape = (height, width, 3)
-        self.path = directory / f"{height}x{width}-{fit}.u8"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        path = directory / f"{height}x{width}-{fit}.u8"
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.rows: dict[int, int] = {}  # product id -> row
 
     def write(self, pid: int, pixels: np.ndarray) -> None:
@@ -96,7 +115,9 @@ class DecodedPhotos:
         if self.directory is None:
             try:
                 self.parent.mkdir(parents=True, exist_ok=True)
-                self.directory = Path(tempfile.mkdtemp(prefix="run-", dir=self.parent))
+                remove_stale_runs(self.parent)
+                prefix = f"{RUN_PREFIX}{os.getpid()}-"
+                self.directory = Path(tempfile.mkdtemp(prefix=prefix, dir=self.parent))
             except OSError as exc:
                 raise DecodedPhotosUnavailable(
                     f"cannot keep decoded photos in {self.parent}: {exc.strerror}. Choose "
@@ -112,10 +133,6 @@ class DecodedPhotos:
                 self._sizes.append(size)
             self._open()
             return self._files[size]
-
-    @property
-    def sizes(self) -> list[Size]:
-        return list(self._sizes)
 
     def keep(self, pid: int, photo: Image.Image) -> None:
         """A prepared photo (embedder.images.prepare_photo), fitted to every size and kept."""
@@ -202,7 +219,6 @@ class PhotoRows:
     def __init__(self, file: _SizeFile, ids: list[int]):
         self._file, self.ids = file, ids
         self.shape = (len(ids), *file.shape)
-        self.dtype = np.dtype(np.uint8)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -33,7 +33,7 @@ from embedder.decoded import DecodedPhotos
 from embedder.images import BadImage, fit_image, prepare_photo
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, TEXT_FIELD, Catalog, Product
-from ingest.shards import Shard
+from ingest.shards import RUNNING, Shard, mark, shard_marks
 from ingest.sync import PHOTO_HASH_FIELD, catalog_payload, photo_hash
 from qdrant import StoreError
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX, TEXT_INDEX, PointData, VectorStore
@@ -130,10 +130,11 @@ def create_collection(
     extra_vectors: dict[str, int] | None = None,
     cutout: bool = True,
     photo_size: list[int] | None = None,
+    extra_metadata: dict | None = None,
 ) -> None:
     """A collection for `spec`'s vectors (and `extra_vectors` {name: dim}, filled in later),
     with the embedder record, the catalog directory, whether photos are cut out, the catalog
-    photos' typical size, and label indexes."""
+    photos' typical size, `extra_metadata`, and label indexes."""
     store.create_collection(
         collection,
         {spec.vector_name: spec.dim, **(extra_vectors or {})},
@@ -142,6 +143,7 @@ def create_collection(
             CATALOG_KEY: str(catalog_root.resolve()),
             CUTOUT_KEY: cutout,
             PHOTO_SIZE_KEY: photo_size,
+            **(extra_metadata or {}),
         },
         PAYLOAD_INDEXES,
     )
@@ -282,7 +284,8 @@ def ingest_catalog(
     `cutout`: whether photos are made studio shots first (see resolve_cutout).
     `progress` hears of a "backbone" phase of the products to embed, advanced after each batch.
     `photos`: where each decoded photo is kept for the later stages (embedder.decoded).
-    `shard`: only the shard's products (ingest.shards); a new collection is made for all.
+    `shard`: only the shard's products (ingest.shards); a new collection is made for all, and
+    records the shard as running.
     """
     wall = time.perf_counter()
     selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
@@ -316,14 +319,17 @@ def ingest_catalog(
         embedder = make_embedder(spec)
     if not exists:
         photo_size = typical_photo_size([p.image for p in catalog.with_image])
+        marks = shard_marks(shard, RUNNING) if shard is not None else None
         try:
             create_collection(
-                store, collection, spec, catalog.root, extra_vectors, cutout, photo_size
+                store, collection, spec, catalog.root, extra_vectors, cutout, photo_size, marks
             )
         except StoreError:
             if not store.has_collection(collection):
                 raise
             check_embedder(store, collection, spec)  # another shard's run made it first
+            if shard is not None:
+                mark(store, collection, shard, RUNNING)
     progress.phase("backbone", len(todo))
     if todo:
         _run_pipeline(

@@ -254,9 +254,9 @@ def ingest(
     extra_vectors = plan.extra_vectors()  # a new collection gets every vector, sharded or not
     if shard is not None:
         plan = replace(plan, autoencoder=False, classifier=False)
+    cut = resolve_cutout(store, collection, cutout)  # before any write: a mismatch stops here
     if store.has_collection(collection):  # before any write: a wrong --backbone changes nothing
         check_embedder(store, collection, spec)
-        resolve_cutout(store, collection, cutout)
         if shard is None:
             check_every_shard_done(store, collection, "The ingest of the whole catalog")
         else:
@@ -277,15 +277,12 @@ def ingest(
         return Embedder(s, mixed_precision=mixed_precision)
 
     # Each photo is decoded once: the backbone keeps it at the later stages' sizes.
-    cut = resolve_cutout(store, collection, cutout)
     with DecodedPhotos(decoded_dir(data_dir), plan.photo_sizes(), cutout=cut) as photos:
         backbone = ingest_catalog(
             catalog, store, collection, spec, batch_size=batch_size, limit=limit,
             progress=progress, make_embedder=make_embedder, cutout=cutout,
             extra_vectors=extra_vectors, embed_again=changes.rephoto, photos=photos, shard=shard,
         )  # fmt: skip
-        if shard is not None:
-            mark(store, collection, shard, RUNNING)  # the collection may be new
         progress.done(backbone.stage_report())
         record_photo_size(store, collection, catalog)  # a collection made before the record
         if not backbone.points_in_collection:

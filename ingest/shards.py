@@ -60,10 +60,16 @@ def shard_of(product_id: int, count: int) -> int:
     return int.from_bytes(digest, "big") % count
 
 
+def shard_marks(shard: Shard, state: str) -> dict:
+    """The metadata keys that record the shard's state (RUNNING or DONE) and the round's
+    shard count (a collection a shard makes is born with them)."""
+    return {ROUND_KEY: shard.count, shard.key: state}
+
+
 def mark(store: VectorStore, collection: str, shard: Shard, state: str) -> None:
-    """Record the shard's state (RUNNING or DONE) and the round's shard count."""
+    """Record the shard's state in an existing collection."""
     metadata = store.get_metadata(collection)
-    store.set_metadata(collection, {**metadata, ROUND_KEY: shard.count, shard.key: state})
+    store.set_metadata(collection, {**metadata, **shard_marks(shard, state)})
 
 
 def unfinished_shards(store: VectorStore, collection: str) -> list[tuple[Shard, str]]:

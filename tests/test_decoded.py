@@ -3,6 +3,7 @@ fresh decode gives, they come from disk once kept, and an ingest opens each phot
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -55,6 +56,26 @@ def test_kept_photos_are_a_fresh_decode_and_outlive_their_files(shop, tmp_path, 
         directory = photos.directory
         assert directory.is_dir()
     assert not directory.exists()  # the files last one run
+
+
+def test_a_killed_runs_photos_are_removed_by_the_next_run(shop, tmp_path):
+    """A killed run never reaches `close`: the next run removes its files, not a live one's."""
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    parent = tmp_path / "d"
+    killed = parent / f"run-{ended.stdout.strip()}-abc"
+    live = parent / f"run-{os.getppid()}-xyz"  # the test runner's parent: alive
+    for run in (killed, live):
+        run.mkdir(parents=True)
+        (run / "80x60-letterbox.u8").write_bytes(b"x" * 100)
+    ids, paths = _sources(shop)
+    with DecodedPhotos(parent, SIZES, cutout=True) as photos:
+        photos.load(ids[:2], paths[:2], SIZES[0])
+        assert not killed.exists() and live.exists()
+    assert sorted(p.name for p in parent.iterdir()) == [live.name]
 
 
 def test_a_size_asked_for_later_decodes_the_photo_again(shop, tmp_path):

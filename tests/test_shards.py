@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from embedder.spec import make_spec
 from ingest.catalog import read_catalog
+from ingest.pipeline import ingest_catalog
 from ingest.plan import StageContext, StagePlan, ingest, retag, train_autoencoder
 from ingest.shards import Shard, ShardsMissing, shard_of, unfinished_shards
 from qdrant.edge import EdgeStore
@@ -105,6 +106,17 @@ def test_shards_share_a_server_collection_and_record_their_state(shop, tiny_weig
     assert store.count("c") == 60 and unfinished_shards(store, "c") == []
     again = ingest(read_catalog(shop), store, "c", spec, tmp_path, plan, shard=Shard(1, 2))
     assert again.backbone.stored == 0 and store.count("c") == 60
+
+
+def test_a_collection_a_shard_makes_is_born_with_the_shard_running(shop, tiny_weights, tmp_path):
+    """While the first shard's backbone runs, an unsharded run must already see the round."""
+    spec, shard = _spec(tiny_weights), Shard(1, 2)
+    with EdgeStore(tmp_path) as store:
+        ingest_catalog(read_catalog(shop), store, "c", spec, limit=4, shard=shard)
+        assert [(str(s), state) for s, state in unfinished_shards(store, "c")] == [
+            ("0/2", "not started"), ("1/2", "running")]  # fmt: skip
+        with pytest.raises(ShardsMissing, match=r"0/2 \(not started\), 1/2 \(running\)"):
+            ingest(read_catalog(shop), store, "c", spec, tmp_path, PLAN)
 
 
 def test_the_cli_checks_the_shard_and_the_placement(shop, tiny_weights, tmp_path):
