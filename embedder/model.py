@@ -129,10 +129,11 @@ class Embedder:
                 )
         self.runtime = "onnx" if self._onnx is not None else "tensorflow"
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim (not normalised)."""
+    def embed(self, images: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """uint8 N x H x W x 3 RGB at the spec's input size -> float32 N x dim (not normalised).
+        `threads=1`: one CPU thread, for calls made side by side (ONNX Runtime only)."""
         if self._onnx is not None:
-            return self._onnx(images)
+            return self._onnx(images, threads)
         return self._forward(np.asarray(images, dtype=np.uint8)).numpy()
 
 

@@ -55,6 +55,7 @@ class OnnxForward:
     def __init__(self, forward, spec: EmbedderSpec, directory: Path | None = None):
         self.path = model_file(spec, directory)
         self.converted = False
+        self._narrow = None  # a one-thread session, made on first use (__call__'s `threads`)
         try:
             if not self.path.is_file():
                 self._convert(forward, spec, self.path)
@@ -68,6 +69,7 @@ class OnnxForward:
                 path = Path(own) / self.path.name
                 self._convert(forward, spec, path)
                 self.session = _session(path)  # read whole: the file may go
+                self._narrow = _session(path, threads=1)
         self.input = self.session.get_inputs()[0].name
 
     def _convert(self, forward, spec: EmbedderSpec, path: Path) -> None:
@@ -86,22 +88,30 @@ class OnnxForward:
             Path(temporary).unlink(missing_ok=True)
         self.converted = True
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """`threads=1` runs on one thread: calls made side by side (a busy server) each
+        take one core. A photo on one thread costs 4.1 ms of CPU, on two 5.4 ms for 0.6 ms
+        less wait (bench/serve_load.py; docs/benchmarks.md, "Serving over HTTP")."""
         images = np.asarray(images, dtype=np.uint8)
+        session = self.session
+        if threads == 1:
+            if self._narrow is None:
+                self._narrow = _session(self.path, threads=1)
+            session = self._narrow
         # At most RUN_ROWS a run: ONNX Runtime's memory arena keeps the peak of its largest
         # run (512 photos at 160x120: 2.6 GB, against 1.1 GB at 64).
-        outs = [self.session.run(None, {self.input: images[i : i + RUN_ROWS]})[0]
+        outs = [session.run(None, {self.input: images[i : i + RUN_ROWS]})[0]
                 for i in range(0, len(images), RUN_ROWS)]  # fmt: skip
         if not outs:
-            outs = [self.session.run(None, {self.input: images})[0]]
+            outs = [session.run(None, {self.input: images})[0]]
         return np.asarray(np.concatenate(outs), dtype=np.float32)
 
 
-def _session(path: Path):
+def _session(path: Path, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.log_severity_level = 3  # errors only
     # Idle threads sleep rather than spin: spinning doubled a lone search's CPU time and left
     # nothing for concurrent searches on a server.

@@ -127,6 +127,8 @@ def test_onnx_runtime_gives_tensorflows_vectors_and_converts_once(tiny_weights, 
     many = np.concatenate([images] * 30)  # 180 photos: in runs of 64, in order
     assert np.allclose(onnx.embed(many), np.concatenate([b] * 30), atol=1e-5)
     assert onnx.embed(images[:0]).shape == (0, b.shape[1])
+    assert np.allclose(onnx.embed(images, threads=1), b, atol=1e-5)  # a one-thread session
+    assert onnx._onnx._narrow.get_session_options().intra_op_num_threads == 1
     again = Embedder(spec)  # auto: ONNX Runtime here (no GPU), from the cached file
     assert again.runtime == "onnx" and not again._onnx.converted
     assert np.allclose(again.embed(images), b)

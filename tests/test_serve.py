@@ -39,7 +39,9 @@ def shop(tmp_path_factory, tiny_weights):
 
 @pytest.fixture(scope="module")
 def client(shop):
-    settings = ServerSettings(data_dir=shop["data"], allow_private_urls=True)
+    # More searches at once than model calls, so that photos can queue and go together (the
+    # default runs one search a core, and on 2 cores no photo would wait for a call).
+    settings = ServerSettings(data_dir=shop["data"], allow_private_urls=True, max_concurrent=8)
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -135,6 +137,14 @@ def test_photos_arriving_together_are_embedded_in_one_model_call(client, monkeyp
         return model(rows)
 
     monkeypatch.setattr(batcher, "fn", slow_model)
+    backbone = engine.searchers["shop"].backbone
+    onnx, threads = backbone._onnx, []
+
+    def counting_threads(rows, threads_asked=None):  # ONNX Runtime as it is, each call noted
+        threads.append(threads_asked)
+        return onnx(rows, threads_asked)
+
+    monkeypatch.setattr(backbone, "_onnx", counting_threads)
 
     def one(photo: bytes):
         return client.post("/collections/shop/search", files={"file": ("p.png", photo)},
@@ -144,6 +154,9 @@ def test_photos_arriving_together_are_embedded_in_one_model_call(client, monkeyp
         assert set(pool.map(one, photos)) == {200}
     sizes = batcher.batches[before:]
     assert sum(sizes) == 16 and max(sizes) > 1, sizes  # fewer model calls than photos
+    assert 1 in threads, threads  # a call made beside other searches: one thread
+    threads.clear()
+    assert one(photos[0]) == 200 and threads == [None]  # a lone search's call: every core
     metrics = client.get("/metrics").text
     assert 'searchctl_search_step_seconds_count{step="embed"}' in metrics
     assert "searchctl_embed_batch_rows_bucket" in metrics

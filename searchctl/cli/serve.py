@@ -38,8 +38,12 @@ MaxBodyOpt = Annotated[
     float, typer.Option(min=0.001, help="Largest request body (and fetched photo), in MB.")
 ]
 ConcurrentOpt = Annotated[
-    int,
-    typer.Option(min=1, help="Searches run at once; more wait their turn (CPU cores x 2 suits)."),
+    int | None,
+    typer.Option(
+        min=1,
+        help="Searches run at once; more wait their turn \\[default: the CPU cores].",
+        show_default=False,
+    ),
 ]
 ModelCallsOpt = Annotated[
     int,
@@ -66,7 +70,7 @@ def serve(
     api_key: ApiKeyOpt = None,
     max_body_mb: MaxBodyOpt = 20.0,
     allow_private_urls: PrivateUrlsOpt = False,
-    max_concurrent: ConcurrentOpt = 4,
+    max_concurrent: ConcurrentOpt = None,
     model_calls: ModelCallsOpt = 2,
     weights: WeightsOpt = None,
     data_dir: DataDir = None,
@@ -83,13 +87,14 @@ def serve(
     import uvicorn
 
     from searchctl.server.app import create_app
-    from searchctl.server.engine import ServerSettings
+    from searchctl.server.engine import ServerSettings, default_concurrency
 
     settings = ServerSettings(
         data_dir=data_dir_or_default(data_dir), qdrant_url=qdrant_url,
         qdrant_api_key=qdrant_api_key, collections=collection, weights=weights,
         api_key=api_key or None, max_body_bytes=int(max_body_mb * 1024 * 1024),
-        allow_private_urls=allow_private_urls, max_concurrent=max_concurrent,
+        allow_private_urls=allow_private_urls,
+        max_concurrent=max_concurrent or default_concurrency(),
         model_calls=model_calls,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

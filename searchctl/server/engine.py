@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ from searchctl.server.batching import MicroBatcher
 
 STEPS = ("decode", "embed", "search", "rerank")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5)
+
+
+def default_concurrency() -> int:
+    """Searches run at once, the rest waiting their turn: one a core. On 2 cores, 4 at once
+    answered 10-20 % fewer a second than 2, fighting for the GIL and the cores
+    (bench/serve_load.py)."""
+    return os.cpu_count() or 2
 
 
 @dataclass
@@ -35,9 +43,7 @@ class ServerSettings:
     allow_private_urls: bool = False  # photo URLs on loopback or private networks
     max_batch: int = 16
     model_calls: int = 2  # backbone calls run side by side (searchctl.server.batching)
-    # Searches run at once (the rest wait their turn): on 2 cores, 16 at once fought for the
-    # GIL and the cores and answered fewer per second than 4 (bench/serve_load.py).
-    max_concurrent: int = 4
+    max_concurrent: int = field(default_factory=default_concurrency)
     warm: bool = True
 
 
@@ -130,7 +136,10 @@ class Engine:
 
         def counted(rows):
             metrics.batch.observe(len(rows))
-            return embed(rows)
+            # A lone search's call gets every core; beside other searches each call takes
+            # one, as their model calls and Python work share the cores anyway.
+            crowded = self.limiter is not None and self.limiter.borrowed_tokens > 1
+            return embed(rows, threads=1 if crowded else None)
 
         batcher = MicroBatcher(counted, self.settings.max_batch, self.settings.model_calls)
         self.batchers.append(batcher)
