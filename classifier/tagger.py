@@ -100,7 +100,10 @@ class Tagger:
         self._features = None
         self._graphs: dict = {}
 
-    def predict(self, features: np.ndarray) -> list[np.ndarray]:
+    def predict(self, features) -> list[np.ndarray]:
+        """Probabilities of features: an array, or rows on disk (embedder.decoded.RowFile)."""
+        if not isinstance(features, np.ndarray) and len(features) > PREDICT_BATCH:
+            return predict_probs(self.model, features, self.record.schemes)
         features = np.asarray(features)
         if features.dtype == np.uint8 and len(features) <= PHOTO_BATCH:  # query photos
             out = self._graph("predict", self.model)(features)
@@ -167,6 +170,7 @@ class Tagger:
 
 
 PREDICT_BATCH = 512  # stored vectors per model call
+PREDICT_CHUNK = 16384  # rows read from disk at a time
 # Photos per call through the whole network: 512 peaked at 11 GB on the CPU, 128 at 2.8 GB.
 PHOTO_BATCH = 64
 # embed_catalog's second view: the photo's centre, a crop of 1/CATALOG_ZOOM of its sides
@@ -176,7 +180,12 @@ CATALOG_ZOOM = 1.1
 
 def predict_probs(model, features: np.ndarray, schemes) -> list[np.ndarray]:
     """One probability matrix per scheme, in the order of `schemes`. `features`: vectors
-    (float) or photos (uint8, kept so: 44k photos as float32 would take 2.5 GB)."""
+    (float) or photos (uint8, kept so: 44k photos as float32 would take 2.5 GB), in an array
+    or in rows on disk (embedder.decoded.RowFile, read PREDICT_CHUNK rows at a time)."""
+    if not isinstance(features, np.ndarray) and len(features) > PREDICT_CHUNK:
+        chunks = [predict_probs(model, features[i : i + PREDICT_CHUNK], schemes)
+                  for i in range(0, len(features), PREDICT_CHUNK)]  # fmt: skip
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(schemes))]
     features = np.asarray(features)
     batch = PHOTO_BATCH if features.dtype == np.uint8 else PREDICT_BATCH
     if features.dtype != np.uint8:

@@ -6,6 +6,7 @@ test metrics -> saved tagger -> pred_* payload fields (keyword-indexed for filte
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from classifier.schemes import (
 )
 from classifier.split import stratified_split
 from classifier.tagger import (
+    PREDICT_BATCH,
     RECORD_FILE,
     ClassifierMissing,
     Tagger,
@@ -38,6 +40,7 @@ from classifier.tagger import (
 )
 from classifier.tuned import tuned_current
 from embedder.collection import NO_IMAGE, catalog_root, collection_cutout
+from embedder.decoded import RowFile
 from embedder.files import write_json_atomic
 from embedder.images import load_images
 from embedder.spec import EmbedderSpec
@@ -61,33 +64,55 @@ DEFAULT_EPOCHS = {"finetune": 12, "vectors": 12}
 PATIENCE = 3
 BATCH = {"finetune": 64, "vectors": 128}
 LEARNING_RATE = {"finetune": 3e-4, "vectors": 3e-4}
+# What training reads of a product's payload (scheme labels; articleType also stratifies).
+LABEL_FIELDS = ("gender", "masterCategory", "subCategory", "articleType")
 
 
 @dataclass
 class Features:
     ids: list[int]
     payloads: list[dict]
-    matrix: np.ndarray
+    matrix: np.ndarray | RowFile  # vectors or photos, one row a product
     skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Remove rows kept on disk (collection_features' `scratch`)."""
+        if isinstance(self.matrix, RowFile):
+            self.matrix.close()
 
 
 def collection_payloads(
-    store: VectorStore, collection: str, ids: Sequence[int] | None = None, vector: str | None = None
-) -> tuple[list[int], list[dict], np.ndarray | None]:
+    store: VectorStore,
+    collection: str,
+    ids: Sequence[int] | None = None,
+    vector: str | None = None,
+    *,
+    scratch: Path | None = None,
+    fields: Sequence[str] | None = None,
+) -> tuple[list[int], list[dict], np.ndarray | RowFile | None]:
     """ids, payloads (and the named vector, if asked) of the collection's points, in id order.
-    The vectors are written into one matrix as they come (a list of row arrays, stacked
-    after, held the catalog's vectors twice)."""
+    The vectors are written into one matrix as they come; with `scratch`, a RowFile on disk
+    in that directory (memory then follows a batch of rows, not the catalog; the caller
+    closes it). `fields`: only these payload fields are kept."""
     out_ids, payloads = [], []
     rows = len(ids) if ids is not None else store.count(collection)
-    matrix = (
-        np.empty((rows, store.vector_sizes(collection)[vector]), np.float32) if vector else None
-    )
+    matrix = None
+    if vector:
+        dim = store.vector_sizes(collection)[vector]
+        matrix = (
+            RowFile((dim,), np.float32, directory=scratch)
+            if scratch is not None
+            else np.empty((rows, dim), np.float32)
+        )
     for p in store.iter_points(collection, ids, with_vectors=[vector] if vector else False):
         if vector:
             matrix[len(out_ids)] = p.vectors[vector]
         out_ids.append(p.id)
-        payloads.append(p.payload or {})
-    return out_ids, payloads, matrix[: len(out_ids)] if vector else None
+        payload = p.payload or {}
+        payloads.append({k: payload[k] for k in fields if k in payload} if fields else payload)
+    if isinstance(matrix, np.ndarray):
+        matrix = matrix[: len(out_ids)]
+    return out_ids, payloads, matrix
 
 
 def photo_features(
@@ -117,15 +142,53 @@ def collection_features(
     kind: str,
     ids: Sequence[int] | None = None,
     progress: Progress = NO_PROGRESS,
+    scratch: Path | None = None,
 ) -> Features:
-    """What a tagger of `kind` reads: the stored vectors, or the photos."""
+    """What a tagger of `kind` reads: the stored vectors (on disk in `scratch`, a RowFile the
+    caller closes, when given), or the photos."""
     progress.phase("classifier features", len(ids) if ids is not None else store.count(collection))
     if kind == "vectors":
-        got_ids, payloads, matrix = collection_payloads(store, collection, ids, spec.vector_name)
+        got_ids, payloads, matrix = collection_payloads(
+            store, collection, ids, spec.vector_name, scratch=scratch, fields=LABEL_FIELDS
+        )
         progress.advance(len(got_ids))
         return Features(got_ids, payloads, matrix)
     got_ids, payloads, _ = collection_payloads(store, collection, ids)
     return photo_features(store, collection, got_ids, payloads, progress)
+
+
+def _batches(features, targets: dict[str, np.ndarray], rows: np.ndarray, batch_size: int,
+             seed: int | None = None):  # fmt: skip
+    """(features, {scheme: class}) batches of the products at `rows`, each read when Keras
+    asks for it (features may be rows on disk: memory holds a batch). With `seed`, the rows
+    go in a new order each epoch, a function of the seed and the epoch."""
+    import keras
+
+    rows = np.asarray(rows)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+            self.order = self._ordered()
+
+        def _ordered(self) -> np.ndarray:
+            if seed is None:
+                return rows
+            return np.random.default_rng([seed, self.epoch]).permutation(rows)
+
+        def __len__(self) -> int:
+            return -(-len(rows) // batch_size)
+
+        def __getitem__(self, i: int):
+            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
+            return features[idx], {s: y[idx] for s, y in targets.items()}
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._ordered()
+
+    return Batches()
 
 
 @dataclass
@@ -164,100 +227,97 @@ def train_classifier(
     check_kind(kind)
     epochs = epochs or DEFAULT_EPOCHS[kind]
     t0 = time.perf_counter()
-    feats = collection_features(store, collection, spec, kind, progress=progress)
-    t_features = time.perf_counter() - t0
-    schemes = [SchemeClasses.from_payloads(s, feats.payloads, min_class_size) for s in SCHEMES]
-    empty = [sc.scheme for sc in schemes if len(sc.classes) < 2]
-    if empty:
-        raise TooLittleData(
-            f"too few products to train {', '.join(empty)}: a scheme needs two classes of at "
-            f"least {min_class_size} products (--min-class-size); the collection has "
-            f"{len(feats.ids)} products: {training_advice(feats.payloads, min_class_size)}"
-        )
-    targets = {sc.scheme: sc.encode(feats.payloads) for sc in schemes}
-    split = stratified_split(feats.payloads, seed)
-    input_shape = tuple(feats.matrix.shape[1:])
-    rate = LEARNING_RATE[kind]
-    if kind == "finetune":
-        model = build_finetune(spec, schemes, seed)
-        steps = epochs * int(np.ceil(len(split.train) / BATCH[kind]))
-        rate = keras.optimizers.schedules.CosineDecay(rate, steps)
-    else:
-        model = build_head(schemes, input_shape, seed)
-    loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=IGNORE)
-    model.compile(keras.optimizers.Adam(rate), loss={s: loss for s in targets})
-
-    class _Report(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            progress.note(
-                f"classifier epoch {epoch + 1}: loss {logs.get('loss', 0):.4f}, "
-                f"val_loss {logs.get('val_loss', 0):.4f}"
+    feats = collection_features(store, collection, spec, kind, progress=progress, scratch=data_dir)
+    with contextlib.closing(feats):  # vectors on disk: removed however training ends
+        t_features = time.perf_counter() - t0
+        schemes = [SchemeClasses.from_payloads(s, feats.payloads, min_class_size) for s in SCHEMES]
+        empty = [sc.scheme for sc in schemes if len(sc.classes) < 2]
+        if empty:
+            raise TooLittleData(
+                f"too few products to train {', '.join(empty)}: a scheme needs two classes of at "
+                f"least {min_class_size} products (--min-class-size); the collection has "
+                f"{len(feats.ids)} products: {training_advice(feats.payloads, min_class_size)}"
             )
+        targets = {sc.scheme: sc.encode(feats.payloads) for sc in schemes}
+        split = stratified_split(feats.payloads, seed)
+        input_shape = tuple(feats.matrix.shape[1:])
+        rate = LEARNING_RATE[kind]
+        if kind == "finetune":
+            model = build_finetune(spec, schemes, seed)
+            steps = epochs * int(np.ceil(len(split.train) / BATCH[kind]))
+            rate = keras.optimizers.schedules.CosineDecay(rate, steps)
+        else:
+            model = build_head(schemes, input_shape, seed)
+        loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=IGNORE)
+        model.compile(keras.optimizers.Adam(rate), loss={s: loss for s in targets})
 
-    def rows(idx):
-        return feats.matrix[idx], {s: y[idx] for s, y in targets.items()}
+        class _Report(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                progress.note(
+                    f"classifier epoch {epoch + 1}: loss {logs.get('loss', 0):.4f}, "
+                    f"val_loss {logs.get('val_loss', 0):.4f}"
+                )
 
-    t1 = time.perf_counter()
-    history = model.fit(
-        *rows(split.train),
-        validation_data=rows(split.val),
-        epochs=epochs,
-        batch_size=BATCH[kind],
-        shuffle=True,
-        verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=PATIENCE, restore_best_weights=True
-            ),
-            _Report(),
-        ],
-    )
-    t_train = time.perf_counter() - t1
-    probs = predict_probs(model, feats.matrix, schemes)
-    test = split.test
-    metrics = {
-        sc.scheme: scheme_metrics(sc, targets[sc.scheme][test], p[test])
-        for sc, p in zip(schemes, probs)
-    }
-    record = TaggerRecord(
-        kind=kind,
-        embedder=spec.to_record(),
-        input_shape=list(input_shape),
-        schemes=schemes,
-        min_class_size=min_class_size,
-        seed=seed,
-        split=split.sizes(),
-        test_ids=[feats.ids[i] for i in test],
-        trained_on={
-            "collection": collection,
-            "catalog": str(catalog_root(store, collection)),
-            "products": len(feats.ids),
-        },
-        metrics=metrics,
-        history=[
-            {k: round(float(v[i]), 5) for k, v in history.history.items()}
-            for i in range(len(history.history["loss"]))
-        ],
-        seconds={"features": round(t_features, 1), "train": round(t_train, 1)},
-    )
-    directory = tagger_dir(data_dir, collection)
-    save_tagger(model, record, directory)
-    figures = []
-    out = Path(figures_dir) if figures_dir else directory
-    out.mkdir(parents=True, exist_ok=True)
-    for sc, p in zip(schemes, probs):
-        y = targets[sc.scheme][test]
-        figures.append(plot_confusion(sc, y, p[test], out / f"confusion_{sc.scheme}.png"))
-        figures.append(
-            plot_precision_recall(sc, y, p[test], out / f"precision_recall_{sc.scheme}.png")
+        t1 = time.perf_counter()
+        history = model.fit(
+            _batches(feats.matrix, targets, split.train, BATCH[kind], seed),
+            validation_data=_batches(feats.matrix, targets, split.val, PREDICT_BATCH),
+            epochs=epochs,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=PATIENCE, restore_best_weights=True
+                ),
+                _Report(),
+            ],
         )
-    t2 = time.perf_counter()
-    tagged = write_tags(store, collection, feats.ids, schemes, probs, _network_mark(kind))
-    record.seconds["tag"] = round(time.perf_counter() - t2, 1)
-    record.seconds["total"] = round(time.perf_counter() - t0, 1)
-    write_json_atomic(directory / RECORD_FILE, record.to_json())  # with the tagging time
-    return TrainReport(record, directory, tagged, feats.skipped, figures)
+        t_train = time.perf_counter() - t1
+        probs = predict_probs(model, feats.matrix, schemes)
+        test = split.test
+        metrics = {
+            sc.scheme: scheme_metrics(sc, targets[sc.scheme][test], p[test])
+            for sc, p in zip(schemes, probs)
+        }
+        record = TaggerRecord(
+            kind=kind,
+            embedder=spec.to_record(),
+            input_shape=list(input_shape),
+            schemes=schemes,
+            min_class_size=min_class_size,
+            seed=seed,
+            split=split.sizes(),
+            test_ids=[feats.ids[i] for i in test],
+            trained_on={
+                "collection": collection,
+                "catalog": str(catalog_root(store, collection)),
+                "products": len(feats.ids),
+            },
+            metrics=metrics,
+            history=[
+                {k: round(float(v[i]), 5) for k, v in history.history.items()}
+                for i in range(len(history.history["loss"]))
+            ],
+            seconds={"features": round(t_features, 1), "train": round(t_train, 1)},
+        )
+        directory = tagger_dir(data_dir, collection)
+        save_tagger(model, record, directory)
+        figures = []
+        out = Path(figures_dir) if figures_dir else directory
+        out.mkdir(parents=True, exist_ok=True)
+        for sc, p in zip(schemes, probs):
+            y = targets[sc.scheme][test]
+            figures.append(plot_confusion(sc, y, p[test], out / f"confusion_{sc.scheme}.png"))
+            figures.append(
+                plot_precision_recall(sc, y, p[test], out / f"precision_recall_{sc.scheme}.png")
+            )
+        t2 = time.perf_counter()
+        tagged = write_tags(store, collection, feats.ids, schemes, probs, _network_mark(kind))
+        store.optimize(collection)  # see tag_collection
+        record.seconds["tag"] = round(time.perf_counter() - t2, 1)
+        record.seconds["total"] = round(time.perf_counter() - t0, 1)
+        write_json_atomic(directory / RECORD_FILE, record.to_json())  # with the tagging time
+        return TrainReport(record, directory, tagged, feats.skipped, figures)
 
 
 def write_tags(
@@ -272,12 +332,12 @@ def write_tags(
     keyword-indexed."""
     for sc in schemes:
         store.create_index(collection, pred_field(sc.scheme), KEYWORD_INDEX)
-    payloads = {pid: {**tag_payload(schemes, probs, row), **(extra or {})}
-                for row, pid in enumerate(ids)}  # fmt: skip
     for start in range(0, len(ids), 2000):  # pages, so that progress is durable
-        chunk = list(ids[start : start + 2000])
-        store.set_payloads(collection, {pid: payloads[pid] for pid in chunk})
-    return len(payloads)
+        store.set_payloads(collection, {
+            pid: {**tag_payload(schemes, probs, row), **(extra or {})}
+            for row, pid in enumerate(ids[start : start + 2000], start)
+        })  # fmt: skip
+    return len(ids)
 
 
 def _network_mark(kind: str) -> dict:
@@ -379,8 +439,11 @@ def tag_collection(
         return TagReport(tagged, [], time.perf_counter() - t0)
     tagger = Tagger(directory)
     check_tagger(tagger.record, spec, collection)
-    feats = collection_features(store, collection, spec, tagger.record.kind, ids, progress)
-    probs = tagger.predict(feats.matrix) if feats.ids else []
+    feats = collection_features(
+        store, collection, spec, tagger.record.kind, ids, progress, scratch=data_dir
+    )
+    with contextlib.closing(feats):
+        probs = tagger.predict(feats.matrix) if feats.ids else []
     mark = _network_mark(tagger.record.kind)
     tagged = (
         write_tags(store, collection, feats.ids, tagger.record.schemes, probs, mark)

@@ -61,31 +61,90 @@ class DecodedPhotosUnavailable(ValueError):
     """The data dir cannot hold the run's decoded photos."""
 
 
+class RowFile:
+    """Rows of one shape and dtype in a file, written and read by position (pwrite, pread:
+    none of it is mapped into the process's memory). It indexes like an array of `len(self)`
+    rows: `rows[i]`, `rows[a:b]` (one read), `rows[index_array]`. Without a `path`, an unnamed
+    file in `directory` that is gone once closed, or once its process is killed."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, path: Path | None = None,
+                 directory: Path | None = None):  # fmt: skip
+        self.row_shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+        self._temporary = None
+        if path is None:
+            self._temporary = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - see close
+            self.fd = self._temporary.fileno()
+        else:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.count = 0  # rows written: one past the last
+
+    def write(self, row: int, values: np.ndarray) -> None:
+        os.pwrite(self.fd, np.ascontiguousarray(values, self.dtype).tobytes(), row * self.row_bytes)
+        self.count = max(self.count, row + 1)
+
+    def read(self, rows: Sequence[int]) -> np.ndarray:
+        out = np.empty((len(rows), *self.row_shape), self.dtype)
+        flat = out.reshape(len(rows), -1)
+        for i, row in enumerate(rows):
+            data = os.pread(self.fd, self.row_bytes, int(row) * self.row_bytes)
+            flat[i] = np.frombuffer(data, self.dtype)
+        return out
+
+    def __setitem__(self, row: int, values: np.ndarray) -> None:
+        self.write(row, values)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.count, *self.row_shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.count)
+            if step != 1:
+                return self.read(range(start, stop, step))
+            size = max(stop - start, 0)
+            data = os.pread(self.fd, size * self.row_bytes, start * self.row_bytes)
+            return np.frombuffer(data, self.dtype).reshape(size, *self.row_shape).copy()
+        if np.isscalar(index):
+            row = int(index) + (self.count if int(index) < 0 else 0)
+            if not 0 <= row < self.count:
+                raise IndexError(f"row {index} of {self.count}")
+            return self.read([row])[0]
+        return self.read(np.asarray(index).tolist())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every row, read at once (for what is small enough to hold)."""
+        rows = self[:]
+        return rows if dtype is None else rows.astype(dtype)
+
+    def close(self) -> None:
+        if self._temporary is not None:
+            self._temporary.close()
+        else:
+            os.close(self.fd)
+
+
 class _SizeFile:
     """One size's rows: uint8 height x width x 3 photos appended to one file."""
 
     def __init__(self, directory: Path, size: Size):
         height, width, fit = size
-        self.row_bytes = height * width * 3
         self.shape = (height, width, 3)
-        path = directory / f"{height}x{width}-{fit}.u8"
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.file = RowFile(self.shape, np.uint8, directory / f"{height}x{width}-{fit}.u8")
         self.rows: dict[int, int] = {}  # product id -> row
 
     def write(self, pid: int, pixels: np.ndarray) -> None:
         """Called under the owner's lock."""
         row = self.rows.get(pid, len(self.rows))
-        os.pwrite(self.fd, np.ascontiguousarray(pixels, np.uint8).tobytes(), row * self.row_bytes)
+        self.file.write(row, pixels)
         self.rows[pid] = row
 
     def read(self, ids: Sequence[int]) -> np.ndarray:
-        out = np.empty((len(ids), *self.shape), np.uint8)
-        flat = out.reshape(len(ids), self.row_bytes)
-        for i, pid in enumerate(ids):
-            flat[i] = np.frombuffer(
-                os.pread(self.fd, self.row_bytes, self.rows[pid] * self.row_bytes), np.uint8
-            )
-        return out
+        return self.file.read([self.rows[pid] for pid in ids])
 
 
 class DecodedPhotos:
@@ -200,7 +259,7 @@ class DecodedPhotos:
         """Remove the files."""
         with self._lock:
             for file in self._files.values():
-                os.close(file.fd)
+                file.file.close()
             self._files.clear()
             if self.directory is not None:
                 shutil.rmtree(self.directory, ignore_errors=True)

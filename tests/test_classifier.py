@@ -63,6 +63,39 @@ def test_split_is_seeded_stratified_and_disjoint():
     assert len(tiny.test) + len(tiny.val) + len(tiny.train) == 12
 
 
+def test_training_reads_its_vectors_from_disk_a_batch_at_a_time(tmp_path):
+    """The classifier's training batches: the same from rows on disk as from an array, every
+    training row once an epoch, in a new order each epoch that the seed decides."""
+    from classifier.train import _batches
+    from embedder.decoded import RowFile
+
+    values = np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)
+    targets = {"articleType": np.arange(50) % 3}
+    on_disk = RowFile((6,), np.float32, directory=tmp_path)
+    for i, row in enumerate(values):
+        on_disk[i] = row
+    train = np.arange(0, 50, 2)  # 25 rows in batches of 4
+    batches = {
+        "memory": _batches(values, targets, train, 4, seed=7),
+        "disk": _batches(on_disk, targets, train, 4, seed=7),
+        "again": _batches(values, targets, train, 4, seed=7),
+    }
+    orders = []
+    for _ in range(2):
+        epoch = {name: [b[i] for i in range(len(b))] for name, b in batches.items()}
+        assert len(epoch["memory"]) == 7
+        for (x, y), (x_disk, y_disk) in zip(epoch["memory"], epoch["disk"]):
+            np.testing.assert_array_equal(x, x_disk)
+            np.testing.assert_array_equal(y["articleType"], y_disk["articleType"])
+        seen = np.concatenate([x[:, 0] for x, _ in epoch["memory"]])
+        assert sorted(seen) == sorted(values[train, 0])  # each training row once
+        orders.append(seen)
+        for b in batches.values():
+            b.on_epoch_end()
+    assert not np.array_equal(orders[0], orders[1])
+    on_disk.close()
+
+
 def test_colour_cast_tints_the_product_not_the_white_background():
     from classifier.model import AUGMENT_CAST, _colour_cast_layer
 

@@ -111,3 +111,21 @@ def test_an_ingest_opens_each_photo_once_and_leaves_no_decoded_files(
     assert opened == Counter({f"{i}.jpg": 1 for i in range(1, 21)} | {
         "901.jpg": 1, "902.jpg": 1, "903.jpg": 1})  # fmt: skip
     assert list(decoded_dir(data).iterdir()) == []
+
+
+def test_rows_on_disk_index_like_an_array_and_leave_no_file(tmp_path):
+    from embedder.decoded import RowFile
+
+    values = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    rows = RowFile((5,), np.float32, directory=tmp_path)
+    for i, row in enumerate(values):
+        rows[i] = row
+    assert rows.shape == (7, 5) and len(rows) == 7
+    np.testing.assert_array_equal(rows[2:5], values[2:5])
+    np.testing.assert_array_equal(rows[[6, 0, 3]], values[[6, 0, 3]])
+    np.testing.assert_array_equal(rows[-1], values[-1])
+    np.testing.assert_array_equal(np.asarray(rows), values)
+    with pytest.raises(IndexError):
+        rows[7]
+    assert list(tmp_path.iterdir()) == []  # an unnamed file: nothing left by a killed run
+    rows.close()
