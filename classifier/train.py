@@ -40,11 +40,11 @@ from classifier.tagger import (
 )
 from classifier.tuned import tuned_current
 from embedder.collection import NO_IMAGE, catalog_root, collection_cutout
-from embedder.decoded import RowFile
+from embedder.decoded import DecodedPhotos, PhotoRows, RowFile, decoded_dir
 from embedder.files import write_json_atomic
-from embedder.images import load_images
 from embedder.spec import EmbedderSpec
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
+from searchctl.config import default_data_dir
 from searchctl.reporting import (
     NO_PROGRESS,
     Action,
@@ -72,13 +72,16 @@ LABEL_FIELDS = ("gender", "masterCategory", "subCategory", "articleType")
 class Features:
     ids: list[int]
     payloads: list[dict]
-    matrix: np.ndarray | RowFile  # vectors or photos, one row a product
+    matrix: np.ndarray | RowFile | PhotoRows  # vectors or photos, one row a product
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    photos: DecodedPhotos | None = None  # decoded for these features alone: closed with them
 
     def close(self) -> None:
-        """Remove rows kept on disk (collection_features' `scratch`)."""
+        """Remove what was kept on disk for these features alone (collection_features)."""
         if isinstance(self.matrix, RowFile):
             self.matrix.close()
+        if self.photos is not None:
+            self.photos.close()
 
 
 def collection_payloads(
@@ -121,18 +124,28 @@ def photo_features(
     ids: list[int],
     payloads: list[dict],
     progress: Progress = NO_PROGRESS,
+    *,
+    photos: DecodedPhotos | None = None,
+    scratch: Path | None = None,
 ) -> Features:
     """The products' photos as the `finetune` network reads them (uint8, PHOTO_SIZE), cut out
-    if the collection cuts out its photos."""
+    if the collection cuts out its photos, read from disk a batch at a time: the run's
+    decoded `photos` (what they lack is decoded now), else decoded photos of its own under
+    `scratch` (the data dir), removed by Features.close."""
     from classifier.model import PHOTO_SIZE
 
     root = catalog_root(store, collection)
     paths = [root / p["image"] if p.get("image") else NO_IMAGE for p in payloads]
     cutout = collection_cutout(store, collection)
-    pixels, good, bad = load_images(paths, *PHOTO_SIZE, cutout=cutout, progress=progress)
-    return Features(
-        [ids[i] for i in good], [payloads[i] for i in good], pixels, [(ids[i], r) for i, r in bad]
-    )
+    owned = None
+    if photos is None or photos.cutout != cutout:
+        owned = photos = DecodedPhotos(decoded_dir(scratch or default_data_dir()), cutout=cutout)
+    size = (*PHOTO_SIZE, "letterbox")
+    good = photos.ensure(ids, paths, size, progress)
+    kept = set(good)
+    bad = [(ids[i], photos.problem(ids[i])) for i in range(len(ids)) if i not in kept]
+    rows = photos.rows([ids[i] for i in good], size)
+    return Features([ids[i] for i in good], [payloads[i] for i in good], rows, bad, owned)
 
 
 def collection_features(
@@ -143,9 +156,11 @@ def collection_features(
     ids: Sequence[int] | None = None,
     progress: Progress = NO_PROGRESS,
     scratch: Path | None = None,
+    photos: DecodedPhotos | None = None,
 ) -> Features:
-    """What a tagger of `kind` reads: the stored vectors (on disk in `scratch`, a RowFile the
-    caller closes, when given), or the photos."""
+    """What a tagger of `kind` reads, from disk a batch at a time where `scratch` (the data
+    dir) is given: the stored vectors (kept in a file there), or the photos (the run's
+    decoded `photos`, see photo_features). Close the Features after."""
     progress.phase("classifier features", len(ids) if ids is not None else store.count(collection))
     if kind == "vectors":
         got_ids, payloads, matrix = collection_payloads(
@@ -154,7 +169,9 @@ def collection_features(
         progress.advance(len(got_ids))
         return Features(got_ids, payloads, matrix)
     got_ids, payloads, _ = collection_payloads(store, collection, ids)
-    return photo_features(store, collection, got_ids, payloads, progress)
+    return photo_features(
+        store, collection, got_ids, payloads, progress, photos=photos, scratch=scratch
+    )
 
 
 def _batches(features, targets: dict[str, np.ndarray], rows: np.ndarray, batch_size: int,
@@ -212,10 +229,12 @@ def train_classifier(
     min_class_size: int = DEFAULT_MIN_CLASS_SIZE,
     figures_dir: Path | None = None,
     progress: Progress = NO_PROGRESS,
+    photos: DecodedPhotos | None = None,
 ) -> TrainReport:
     """Train on a stratified 80 % (early stopping on 10 % of it), measure on the other 20 %,
     save, and tag every product of the collection. `epochs`: at most this many
-    (default: DEFAULT_EPOCHS of the kind)."""
+    (default: DEFAULT_EPOCHS of the kind). `photos`: the run's decoded photos (a `finetune`
+    classifier reads them)."""
     import keras
     import tensorflow as tf
 
@@ -227,7 +246,9 @@ def train_classifier(
     check_kind(kind)
     epochs = epochs or DEFAULT_EPOCHS[kind]
     t0 = time.perf_counter()
-    feats = collection_features(store, collection, spec, kind, progress=progress, scratch=data_dir)
+    feats = collection_features(
+        store, collection, spec, kind, progress=progress, scratch=data_dir, photos=photos
+    )
     with contextlib.closing(feats):  # vectors on disk: removed however training ends
         t_features = time.perf_counter() - t0
         schemes = [SchemeClasses.from_payloads(s, feats.payloads, min_class_size) for s in SCHEMES]
@@ -423,10 +444,12 @@ def tag_collection(
     data_dir: Path,
     ids: Sequence[int] | None = None,
     progress: Progress = NO_PROGRESS,
+    photos: DecodedPhotos | None = None,
 ) -> TagReport:
     """Predict tags with the saved classifier for the given points (default: all) and store
-    them. All points of a finetune collection whose tuned vectors are this model's are
-    voted by their neighbours straight away: the network's tags would only be replaced."""
+    them (`photos`: the run's decoded photos, for a `finetune` classifier). All points of a
+    finetune collection whose tuned vectors are this model's are voted by their neighbours
+    straight away: the network's tags would only be replaced."""
     t0 = time.perf_counter()
     directory = tagger_dir(data_dir, collection)
     record = read_record(directory)
@@ -440,7 +463,7 @@ def tag_collection(
     tagger = Tagger(directory)
     check_tagger(tagger.record, spec, collection)
     feats = collection_features(
-        store, collection, spec, tagger.record.kind, ids, progress, scratch=data_dir
+        store, collection, spec, tagger.record.kind, ids, progress, scratch=data_dir, photos=photos
     )
     with contextlib.closing(feats):
         probs = tagger.predict(feats.matrix) if feats.ids else []
@@ -504,9 +527,11 @@ def ensure_tags(
     kind: str = DEFAULT_KIND,
     min_class_size: int = DEFAULT_MIN_CLASS_SIZE,
     progress: Progress = NO_PROGRESS,
+    photos: DecodedPhotos | None = None,
 ) -> StageReport:
     """After an ingest: train the classifier if there is none (and tag everything), else tag
-    the points that have no tags yet. Too small a catalog to train on is not an error."""
+    the points that have no tags yet. Too small a catalog to train on is not an error.
+    `photos`: the run's decoded photos (a `finetune` classifier reads them)."""
     if not has_classifier(data_dir, collection):
         try:
             report = train_classifier(
@@ -517,6 +542,7 @@ def ensure_tags(
                 kind=kind,
                 min_class_size=min_class_size,
                 progress=progress,
+                photos=photos,
             )
         except TooLittleData as exc:
             return skipped(STAGE, str(exc), "Classifier not trained", tagged=0)
@@ -529,7 +555,7 @@ def ensure_tags(
     todo = untagged_ids(store, collection)
     if not todo:
         return StageReport(STAGE, Action.UP_TO_DATE, "Every product is tagged.", {"tagged": 0})
-    report = tag_collection(store, collection, spec, data_dir, todo, progress)
+    report = tag_collection(store, collection, spec, data_dir, todo, progress, photos)
     summary = f"Tagged {report.tagged:,} new products with the classifier."
     details = {"tagged": report.tagged, "seconds": round(report.seconds, 1)}
     return StageReport(STAGE, Action.TAGGED, summary, details, report.skipped)

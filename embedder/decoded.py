@@ -2,14 +2,14 @@
 
 Decoding a catalog photo (and cutting it out) costs more than fitting it to a size, and each
 stage of an ingest used to decode every photo again (colour, autoencoder, tuned vectors) and
-the autoencoder held the whole catalog's pixels in memory while it trained (the `finetune`
-classifier's own training still does: classifier.train.photo_features). Here a photo is
-decoded once: the backbone stage hands each photo it prepared to `DecodedPhotos.keep`, which
-fits it to every size the later stages read and writes one uint8 row per size to a file
-under the data dir. Stages read rows in batches (`load`, `rows`), so memory follows the
-batch, not the catalog. A photo nobody kept in this run (a product stored by an earlier run)
-is decoded the first time a stage asks for it. The files last one run: `close` removes them,
-and the next run removes those of a run that was killed.
+the autoencoder and the `finetune` classifier held the whole catalog's pixels in memory
+while they trained. Here a photo is decoded once: the backbone stage hands each photo it
+prepared to `DecodedPhotos.keep`, which fits it to every size the later stages read and
+writes one uint8 row per size to a file under the data dir. Stages read rows in batches
+(`load`, `rows`), so memory follows the batch, not the catalog. A photo nobody kept in this
+run (a product stored by an earlier run) is decoded the first time a stage asks for it. The
+files last one run: `close` removes them, and the next run removes those of a run that was
+killed.
 """
 
 from __future__ import annotations
@@ -236,6 +236,10 @@ class DecodedPhotos:
         bad = [(i, self._bad[pid]) for i, pid in enumerate(ids) if pid in self._bad]
         return self._file(size).read([ids[i] for i in good]), good, bad
 
+    def problem(self, pid: int) -> str:
+        """Why product `pid`'s photo is not kept."""
+        return self._bad.get(pid, "photo not decoded")
+
     def _decode(self, ids: list[int], paths: list) -> None:
         def one(k: int) -> None:
             try:
@@ -290,3 +294,8 @@ class PhotoRows:
         else:
             positions = np.asarray(index).tolist()
         return self._file.read([self.ids[p] for p in positions])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every photo, read at once (for what is small enough to hold)."""
+        photos = self[:]
+        return photos if dtype is None else photos.astype(dtype)

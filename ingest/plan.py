@@ -131,7 +131,7 @@ def _classifier(c: StageContext) -> StageReport:
     p = c.plan
     return ensure_tags(
         c.store, c.collection, c.spec, c.data_dir, p.classifier_kind, p.min_class_size,
-        progress=c.progress,
+        progress=c.progress, photos=c.photos,
     )  # fmt: skip
 
 
@@ -315,12 +315,13 @@ def retrain_classifier(
     retrained at once)."""
     c, plan = context, context.plan
     check_every_shard_done(c.store, c.collection, "The classifier")
-    report = train_classifier(
-        c.store, c.collection, c.spec, c.data_dir, kind=plan.classifier_kind, epochs=epochs,
-        seed=plan.seed, min_class_size=plan.min_class_size, figures_dir=figures_dir,
-        progress=c.progress,
-    )  # fmt: skip
-    return report, run_stages(context, after="classifier")
+    with decoded_photos(context) as photos:  # the finetune kind's and the stages' after it
+        report = train_classifier(
+            c.store, c.collection, c.spec, c.data_dir, kind=plan.classifier_kind,
+            epochs=epochs, seed=plan.seed, min_class_size=plan.min_class_size,
+            figures_dir=figures_dir, progress=c.progress, photos=photos,
+        )  # fmt: skip
+        return report, run_stages(replace(context, photos=photos), after="classifier")
 
 
 def retag(context: StageContext) -> tuple[TagReport, dict[str, StageReport]]:
@@ -330,8 +331,11 @@ def retag(context: StageContext) -> tuple[TagReport, dict[str, StageReport]]:
     check_every_shard_done(c.store, c.collection, "Tagging")
     if not has_classifier(c.data_dir, c.collection):
         raise missing_classifier(c.store, c.collection, "`searchctl tag`")
-    report = tag_collection(c.store, c.collection, c.spec, c.data_dir, progress=c.progress)
-    return report, run_stages(c, after="classifier")
+    with decoded_photos(c) as photos:
+        report = tag_collection(
+            c.store, c.collection, c.spec, c.data_dir, progress=c.progress, photos=photos
+        )
+        return report, run_stages(replace(c, photos=photos), after="classifier")
 
 
 def train_autoencoder(context: StageContext) -> StageReport:

@@ -113,6 +113,31 @@ def test_an_ingest_opens_each_photo_once_and_leaves_no_decoded_files(
     assert list(decoded_dir(data).iterdir()) == []
 
 
+def test_a_finetune_classifier_trains_and_tags_from_the_kept_photos(
+    shop, tmp_path, tiny_weights, monkeypatch
+):
+    """The finetune classifier's training, its tags and the tuned vectors read the photos
+    the backbone stage kept: each photo is still opened once."""
+    opened: Counter[str] = Counter()
+    open_image = images_module.open_image
+
+    def counting_open(source):
+        opened[Path(source).name] += 1
+        return open_image(source)
+
+    monkeypatch.setattr(images_module, "open_image", counting_open)
+    plan = StagePlan(autoencoder=False, classifier_kind="finetune", min_class_size=2)
+    spec = make_spec("mobilenet_v2", tiny_weights, (32, 32), None)
+    data = tmp_path / "data"
+    with EdgeStore(data) as store:
+        result = ingest(read_catalog(shop), store, "c", spec, data, plan)
+        assert result.stages["classifier"].details["tagged"] == 20
+        assert result.stages["tuned"].details["embedded"] == 20
+    assert opened == Counter({f"{i}.jpg": 1 for i in range(1, 21)} | {
+        "901.jpg": 1, "902.jpg": 1, "903.jpg": 1})  # fmt: skip
+    assert list(decoded_dir(data).iterdir()) == []
+
+
 def test_rows_on_disk_index_like_an_array_and_leave_no_file(tmp_path):
     from embedder.decoded import RowFile
 
