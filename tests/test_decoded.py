@@ -87,18 +87,24 @@ def test_a_size_asked_for_later_decodes_the_photo_again(shop, tmp_path):
         assert np.array_equal(pixels, expected) and len(good) == 20
 
 
-def test_an_ingest_opens_each_photo_once_and_leaves_no_decoded_files(
-    shop, tmp_path, tiny_weights, monkeypatch
-):
-    """The backbone, colour and autoencoder stages all read photos; each is opened once."""
-    opened: Counter[str] = Counter()
+@pytest.fixture
+def opened(monkeypatch) -> Counter[str]:
+    """How many times each photo file is opened (embedder.images.open_image)."""
+    counts: Counter[str] = Counter()
     open_image = images_module.open_image
 
     def counting_open(source):
-        opened[Path(source).name] += 1
+        counts[Path(source).name] += 1
         return open_image(source)
 
     monkeypatch.setattr(images_module, "open_image", counting_open)
+    return counts
+
+
+def test_an_ingest_opens_each_photo_once_and_leaves_no_decoded_files(
+    shop, tmp_path, tiny_weights, opened
+):
+    """The backbone, colour and autoencoder stages all read photos; each is opened once."""
     plan = StagePlan(classifier=False, autoencoder_epochs=1)
     spec = make_spec("mobilenet_v2", tiny_weights, (32, 32), None)
     data = tmp_path / "data"
@@ -114,18 +120,10 @@ def test_an_ingest_opens_each_photo_once_and_leaves_no_decoded_files(
 
 
 def test_a_finetune_classifier_trains_and_tags_from_the_kept_photos(
-    shop, tmp_path, tiny_weights, monkeypatch
+    shop, tmp_path, tiny_weights, opened
 ):
     """The finetune classifier's training, its tags and the tuned vectors read the photos
     the backbone stage kept: each photo is still opened once."""
-    opened: Counter[str] = Counter()
-    open_image = images_module.open_image
-
-    def counting_open(source):
-        opened[Path(source).name] += 1
-        return open_image(source)
-
-    monkeypatch.setattr(images_module, "open_image", counting_open)
     plan = StagePlan(autoencoder=False, classifier_kind="finetune", min_class_size=2)
     spec = make_spec("mobilenet_v2", tiny_weights, (32, 32), None)
     data = tmp_path / "data"
