@@ -9,6 +9,7 @@ Square roots of the bin fractions make cosine a Hellinger-style similarity.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -24,10 +25,14 @@ NEAR_WHITE = 250  # every channel at least this: white, left as is by a white ba
 INPUT_SIZE = (80, 60)  # height, width: the catalog's own size; photos are letterboxed to it
 
 
+@functools.cache
 def _centre_weights(height: int, width: int) -> np.ndarray:
+    """Made once a size (read-only): a query's colour vector made them anew every time."""
     yy, xx = np.mgrid[0:height, 0:width]
     r2 = ((yy - (height - 1) / 2) / (height / 2)) ** 2 + ((xx - (width - 1) / 2) / (width / 2)) ** 2
-    return np.exp(-CENTRE_FALLOFF * r2).ravel()
+    weights = np.exp(-CENTRE_FALLOFF * r2).ravel()
+    weights.flags.writeable = False
+    return weights
 
 
 def colour_descriptors(pixels: np.ndarray) -> np.ndarray:

@@ -249,7 +249,9 @@ def agreement_weights(query: Mapping) -> dict[str, float]:
     return weights
 
 
-def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
+def tag_agreement(
+    query: Mapping | None, hit: Mapping | None, terms: list[tuple[str, str, float]] | None = None
+) -> float:
     """Sum over the agreement_weights' tags of weight x [the query's predicted tag is the
     candidate's] x query confidence x candidate's confidence (candidate_tag). `query` holds
     payload-shaped predicted tags (pred_<tag>, pred_<tag>_conf), `hit` a payload.
@@ -257,16 +259,27 @@ def tag_agreement(query: Mapping | None, hit: Mapping | None) -> float:
     Every scheme counts, not only articleType: on held-out products the predicted gender
     lifted the gender match of the top 5 from 0.842 to 0.880. The confidences keep a doubtful
     prediction from pulling its class in; with them this came within 0.002 of the dot product
-    of the full probability vectors, which would cost 49 more floats a point."""
+    of the full probability vectors, which would cost 49 more floats a point. `terms`: the
+    query's agreement_terms, if made already."""
     if not query or not hit:
         return 0.0
     total = 0.0
+    for tag, mine, weight in terms if terms is not None else agreement_terms(query):
+        theirs, sure = candidate_tag(tag, hit)
+        if theirs == mine:
+            total += weight * sure
+    return total
+
+
+def agreement_terms(query: Mapping) -> list[tuple[str, str, float]]:
+    """(tag, the query's predicted tag, weight x its confidence) for each tag of
+    agreement_weights the query has: made once a query, not once a candidate."""
+    terms = []
     for tag, weight in agreement_weights(query).items():
         mine = query.get(pred_field(tag))
-        theirs, sure = candidate_tag(tag, hit)
-        if mine is not None and theirs == mine:
-            total += weight * query.get(conf_field(tag), 1.0) * sure
-    return total
+        if mine is not None:
+            terms.append((tag, mine, weight * query.get(conf_field(tag), 1.0)))
+    return terms
 
 
 def default_vector(store: VectorStore, collection: str, spec: EmbedderSpec | None = None) -> str:
@@ -371,7 +384,8 @@ def rerank(
         if of is not None:
             scores += weight * np.array([of.get(h.id, 0.0) for h in hits])
     if blend.tag_weight:
-        tags = np.array([tag_agreement(query_tags, tags_of.get(h.id)) for h in hits])
+        terms = agreement_terms(query_tags) if query_tags else None
+        tags = np.array([tag_agreement(query_tags, tags_of.get(h.id), terms) for h in hits])
         scores += blend.tag_weight * tags
     if blend.near_exact is not None and len(hits):
         # Lifted by the most the side scores add, a near-exact match outranks every other
@@ -660,14 +674,16 @@ class Searcher:
             return self.finetuned.embed(pixels)
         return self.embed_pixels(pixels)[0]
 
-    def colour_rows(self, photo: Image.Image) -> np.ndarray:
-        """A prepared photo's colour vector; for a cut-out one (a photo from outside the
-        studio, with its camera's white balance), its K colour vectors under other white
-        balances, of which the re-rank takes the best (cast_tolerant_descriptors)."""
-        pixels = self.fit(photo, COLOUR_VECTOR)
+    def colour_rows(self, photo: Image.Image, plain: np.ndarray | None = None) -> np.ndarray:
+        """A prepared photo's colour vector (`plain`, if already made); for a cut-out one (a
+        photo from outside the studio, with its camera's white balance), its K colour vectors
+        under other white balances, of which the re-rank takes the best
+        (cast_tolerant_descriptors)."""
         if was_cut_out(photo):
-            return cast_tolerant_descriptors(pixels)
-        return colour_descriptors(pixels[None])[0]
+            return cast_tolerant_descriptors(self.fit(photo, COLOUR_VECTOR))
+        if plain is not None:
+            return plain
+        return colour_descriptors(self.fit(photo, COLOUR_VECTOR)[None])[0]
 
     def label_tags(self, photos: list[Image.Image], known: Mapping[str, np.ndarray]) -> list[dict]:
         """The label taggers' predicted tags of prepared photos, from `known` (named vector ->
@@ -767,6 +783,9 @@ class Searcher:
         # Another vector searched: the label tags only where the re-rank reads them.
         wants_labels = vector == self.spec.vector_name or (blend is not None and blend.tag_weight)
         if predicted is not None and self.label_taggers and wants_labels:
+            if any(COLOUR_VECTOR in t.vectors for t in self.label_taggers.values()):
+                pixels = self.fit(image, COLOUR_VECTOR)[None]
+                made[COLOUR_VECTOR] = self.embed_batch(pixels, COLOUR_VECTOR)[0]
             known = {**made, **query_vectors}
             known = {name: v[None] for name, v in known.items() if np.ndim(v) == 1}
             predicted = {**predicted, **self.label_tags([image], known)[0]}
@@ -783,7 +802,7 @@ class Searcher:
                 seconds=clock.laps,
             )  # fmt: skip
         if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
-            query_vectors[COLOUR_VECTOR] = self.colour_rows(image)
+            query_vectors[COLOUR_VECTOR] = self.colour_rows(image, made.get(COLOUR_VECTOR))
         clock.lap("embed")
         candidates = search_candidates(
             self.store, self.collection, query_vector, vector, query_vectors, blend,

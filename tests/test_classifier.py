@@ -96,6 +96,32 @@ def test_training_reads_its_vectors_from_disk_a_batch_at_a_time(tmp_path):
     on_disk.close()
 
 
+def test_a_querys_tags_come_from_the_vectors_network_in_numpy():
+    """A query's few rows go through the `vectors` network's arrays in numpy (no TensorFlow
+    call holding the GIL): the same probabilities as the Keras model; a model of another
+    shape is left to Keras."""
+    import keras
+
+    from classifier.model import build_head
+    from classifier.tagger import VectorsHead
+
+    schemes = [SchemeClasses("articleType", ("Kurtas", "Shirts", "Tshirts"), {}),
+               SchemeClasses("gender_master", ("Men", "Women"), {})]  # fmt: skip
+    model = build_head(schemes, (16,), seed=3)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # trained-looking weights, not the initial zero biases
+        layer.set_weights([rng.normal(0, 0.5, w.shape) for w in layer.get_weights()])
+    rows = unit_rows(rng.normal(size=(5, 16)).astype(np.float32))
+    expected = model(rows, training=False)
+    head = VectorsHead.of(model)
+    got = head.probs(rows, ["gender_master", "articleType"])
+    for scheme, probs in zip(["gender_master", "articleType"], got):
+        np.testing.assert_allclose(probs, np.asarray(expected[scheme]), rtol=1e-5, atol=1e-6)
+    inp = keras.Input((16,), name="features")
+    other = keras.Model(inp, {"articleType": keras.layers.Dense(3, activation="sigmoid")(inp)})
+    assert VectorsHead.of(other) is None
+
+
 def test_colour_cast_tints_the_product_not_the_white_background():
     from classifier.model import AUGMENT_CAST, _colour_cast_layer
 
