@@ -351,7 +351,7 @@ ArchOpt = Annotated[
     typer.Option(help="default (ours, chosen by label match rates) or paper (reference)."),
 ]
 TrainAutoencoderEpochsOpt = Annotated[
-    int | None, typer.Option(min=1, help="At most this many epochs \\[default: 8].")
+    int | None, typer.Option(min=1, help="At most this many epochs \\[default: 3].")
 ]
 RetrainOpt = Annotated[
     bool, typer.Option("--retrain", help="Train anew and re-embed every product.")
