@@ -452,8 +452,6 @@ def ensure_label_tags(
             store.set_payloads(collection, dict(zip(ids, tagger.tags(vectors))))
             tagged += len(ids)
         progress.advance(len(todo[start : start + PAGE]))
-    if tagged:
-        store.optimize(collection)  # payload writes leave points outside the HNSW index
     if everyone:
         _mark_tagged_all(directory, kind, True)
     accuracy = tagger.record.get("test_accuracy")

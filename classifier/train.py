@@ -416,7 +416,6 @@ def tag_by_neighbours(
     probs = vote_among(record.schemes, payloads, vectors, todo, np.arange(len(ids)))
     voted = {VOTED_FIELD: record.model_file}
     tagged = write_tags(store, collection, [ids[r] for r in todo], record.schemes, probs, voted)
-    store.optimize(collection)  # see tag_collection
     _set_vote_pending(store, collection, False)
     return tagged
 
@@ -473,10 +472,6 @@ def tag_collection(
         if feats.ids
         else 0
     )
-    if tagged:
-        # Payload writes move points out of the embedded store's HNSW segments: until the
-        # index is rebuilt every search is brute force (measured 15.2 ms against 6.5 ms).
-        store.optimize(collection)
     return TagReport(tagged, feats.skipped, time.perf_counter() - t0)
 
 

@@ -141,8 +141,6 @@ def embed_collection(
     # vector: one that never had a vector just does not show up in autoencoder searches.
     metadata[RECORD_KEY]["complete"] = not any(made_by[pid] for pid, _ in bad)
     store.set_metadata(collection, metadata)
-    if todo:
-        store.optimize(collection)  # the embedded store indexes the new vectors (HNSW)
     return {
         "embedded": len(todo) - len(bad),
         "bad_images": [{"id": i, "reason": r} for i, r in bad],

@@ -49,8 +49,6 @@ def ensure_colour(
             vectors = colour_descriptors(pixels)
             write_vectors(store, collection, COLOUR_VECTOR, done, vectors, {VERSION_FIELD: VERSION})
         progress.advance(len(ids))
-    if todo:
-        store.optimize(collection)
     described, seconds = len(todo) - len(bad), round(time.perf_counter() - t0, 1)
     if not described:
         summary = "Every product has its colour vector."

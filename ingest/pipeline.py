@@ -105,10 +105,10 @@ class IngestReport:
             lines += [f"  id {pid}: {reason}" for pid, reason in self.bad_images]
         if self.stored:
             s = self.seconds
+            built = f", index build {s['optimize']:.1f} s" if "optimize" in s else ""
             lines.append(
                 f"Time: {s['wall']:.1f} s wall; {self.images_per_second:.0f} images/s (model "
-                f"{s.get('embed', 0):.1f} s, upserts {s.get('upsert', 0):.1f} s, index build "
-                f"{s.get('optimize', 0):.1f} s)."
+                f"{s.get('embed', 0):.1f} s, upserts {s.get('upsert', 0):.1f} s{built})."
             )
         return StageReport("backbone", action, "\n".join(lines), self.to_json())
 

@@ -76,7 +76,6 @@ def ensure_tuned(
             vectors = tagger.embed_catalog(pixels)
             write_vectors(store, collection, TUNED_VECTOR, done, vectors, {MODEL_FIELD: current})
         progress.advance(len(ids))
-    store.optimize(collection)
     voted = 0
     if not bad:
         mark_tuned(store, collection, current)

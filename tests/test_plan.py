@@ -88,3 +88,40 @@ def test_a_stage_the_store_refuses_is_skipped_with_the_reason(shop, tiny_weights
     assert reports["colour"].action == Action.SKIPPED
     assert "without the vector 'colour'" in reports["colour"].reason
     assert reports["colour"].to_json() == {"action": "skipped", "reason": reports["colour"].reason}
+
+
+def test_the_index_is_built_once_after_every_stage_has_written(shop, tiny_weights, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    """Vector and payload writes leave points outside the embedded store's HNSW segments:
+    one build after the last stage's writes, not one a stage (each took 25-60 s of the 44k
+    main job), and every point is indexed at the end."""
+    from qdrant.edge import UNINDEXED_KEY
+
+    builds: list[str] = []
+
+    class CountingShard:
+        """The real shard; its index builds counted."""
+
+        def __init__(self, shard):
+            self._shard = shard
+
+        def optimize(self):
+            builds.append("build")
+            return self._shard.optimize()
+
+        def __getattr__(self, name):
+            return getattr(self._shard, name)
+
+    real_shard = EdgeStore._shard
+    monkeypatch.setattr(EdgeStore, "_shard", lambda s, name: CountingShard(real_shard(s, name)))
+    plan = StagePlan(autoencoder_epochs=1, min_class_size=5)
+    with EdgeStore(tmp_path) as store:
+        result = ingest(read_catalog(shop), store, "c", _spec(tiny_weights), tmp_path, plan)
+        written = ["colour", "autoencoder", "classifier", "colour_tags", "type_tags"]
+        assert all(result.stages[s].action != Action.SKIPPED for s in written)
+        assert builds == ["build"]
+        assert not store._config("c").get(UNINDEXED_KEY)
+        builds.clear()
+        retag(StageContext(store, "c", _spec(tiny_weights), tmp_path, plan))
+        assert builds == ["build"]
+        assert not store._config("c").get(UNINDEXED_KEY)
