@@ -327,10 +327,8 @@ def retrain_classifier(
             epochs=epochs, seed=plan.seed, min_class_size=plan.min_class_size,
             figures_dir=figures_dir, progress=c.progress, photos=photos,
         )  # fmt: skip
+        # Every payload was rewritten: run_stages rebuilds the index after the last stage.
         stages = run_stages(replace(context, photos=photos), after="classifier")
-    # Every payload was rewritten: until the index is rebuilt each search is brute force
-    # (the label taggers rebuild it only when they tag again).
-    c.store.optimize(c.collection)
     return report, stages
 
 
