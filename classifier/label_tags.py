@@ -28,7 +28,7 @@ import numpy as np
 
 from classifier.schemes import COLOUR_TAG, FINE_TYPE_TAG, TUNED_VECTOR, conf_field, pred_field
 from classifier.split import stratified_split
-from classifier.tagger import read_record, tagger_dir
+from classifier.tagger import read_record, softmax_rows, tagger_dir
 from classifier.tuned import CURRENT_KEY
 from embedder.colour import COLOUR_VECTOR
 from embedder.files import drop_other_models, models_dir, save_file_fresh, write_json_atomic
@@ -151,9 +151,7 @@ class LabelTagger:
             logits = logits @ weights + bias
             if i < len(self.layers) - 1:
                 logits = np.maximum(logits, 0.0)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax_rows(logits)
 
     def tags(self, vectors: Mapping[str, np.ndarray]) -> list[dict]:
         """Payload-shaped tags (pred_<tag>, pred_<tag>_conf), one per row."""

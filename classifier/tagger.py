@@ -211,10 +211,14 @@ class VectorsHead:
         out = []
         for scheme in schemes:
             kernel, bias = self.outputs[scheme]
-            logits = hidden @ kernel + bias
-            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-            out.append(exp / exp.sum(axis=1, keepdims=True))
+            out.append(softmax_rows(hidden @ kernel + bias))
         return out
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Each row of logits as probabilities (shifted by its maximum: no overflow)."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 PREDICT_BATCH = 512  # stored vectors per model call
