@@ -31,11 +31,16 @@ __all__ = [
 
 
 def open_store(
-    data_dir, url: str | None = None, api_key: str | None = None, **placement
+    data_dir,
+    url: str | None = None,
+    api_key: str | None = None,
+    own_process: bool = False,
+    **placement,
 ) -> VectorStore:
-    """The server store when a URL is given, else the embedded store under data_dir.
-    `placement` (shards, replicas, write_consistency: see ServerStore) is where the
-    collections a server store creates live on a cluster."""
+    """The server store when a URL is given, else the embedded store under data_dir (in a
+    child process of its own if `own_process`: see qdrant.process). `placement` (shards,
+    replicas, write_consistency: see ServerStore) is where the collections a server store
+    creates live on a cluster."""
     if url:
         from qdrant.server import ServerStore
 
@@ -47,6 +52,10 @@ def open_store(
             f"{options}: where a collection lives on a Qdrant cluster; the embedded store has "
             "no shards or replicas (add --qdrant-url)"
         )
+    if own_process:
+        from qdrant.process import StoreProcess
+
+        return StoreProcess(data_dir)
     from qdrant.edge import EdgeStore
 
     return EdgeStore(data_dir)

@@ -19,6 +19,8 @@ class Words:
     """A full-text condition: the field (with a TEXT_INDEX) holds every one of these words."""
 
     text: str
+
+
 VectorSelection = bool | Sequence[str]  # all named vectors, none, or these
 
 # Payload fields indexed for filtering, by type.
@@ -253,6 +255,13 @@ class VectorStore(ABC):
 
     def has_collection(self, name: str) -> bool:
         return name in self.list_collections()
+
+    def run(self, fn, *args):
+        """`fn(self, *args)`, run where the store is, for a function that reads the store
+        many times and writes nothing: a StoreProcess runs it in its own process in one call
+        (a blended search's several store calls and re-rank: searchctl.query.blended_search).
+        `fn` and `args` must pickle (a module-level function)."""
+        return fn(self, *args)
 
     def optimize(self, name: str, force: bool = False) -> None:  # noqa: B027 - optional hook
         """Build search indexes (the embedded store: once enough was written since the last

@@ -152,6 +152,22 @@ class ReadCache:
             found.update(fresh)
         return {i: dict(payload) for i, payload in found.items()}
 
+    def with_fields(
+        self, name: str, fields: tuple[str, ...], found: list[list[Hit]], fetch
+    ) -> list[list[Hit]]:
+        """Hits of a search made without payload, each with its payload's `fields` (fetch:
+        as in `fields`)."""
+        kept = self.fields(name, fields, {h.id for hits in found for h in hits}, fetch)
+        return [[Hit(h.id, h.score, kept.get(h.id)) for h in hits] for hits in found]
+
+    def forget(self) -> None:
+        """Drop everything kept (after a write whose points are not known)."""
+        with self.lock:
+            for name in {name for name, _ in self.payloads} | {n for n, _ in self.samples}:
+                self.generation[name] = self.generation.get(name, 0) + 1
+            self.payloads.clear()
+            self.samples.clear()
+
     def sample(self, name: str, n: int, read) -> list[StoredPoint]:
         """`read()`'s points (sample(name, n)), read again only after a write."""
         with self.lock:
@@ -168,8 +184,11 @@ class ReadCache:
 class EdgeStore(VectorStore):
     """Qdrant's in-process engine. One process at a time may open a collection."""
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, holder_pid: int | None = None):
+        """`holder_pid`: the process named as holding the collections (default this one; a
+        StoreProcess names its parent, the one to stop)."""
         self.root = Path(data_dir).expanduser() / "collections"
+        self._holder_pid = holder_pid or os.getpid()
         self._shards: dict[str, qe.EdgeShard] = {}
         # Collections this process may not write to: opened from a temporary copy (_shard).
         self._copies: dict[str, Path] = {}
@@ -257,7 +276,8 @@ class EdgeStore(VectorStore):
         import sys
         import time
 
-        holder = {"pid": os.getpid(), "command": " ".join(sys.argv)[:200], "since": time.time()}
+        command = " ".join(sys.argv)[:200]
+        holder = {"pid": self._holder_pid, "command": command, "since": time.time()}
         with contextlib.suppress(OSError):  # the message would only say less
             _write_json_atomic(self._dir(name) / HOLDER_FILE, holder)
 
@@ -470,10 +490,8 @@ class EdgeStore(VectorStore):
         found = [[Hit(int(p.id), float(p.score), p.payload) for p in hits] for hits in results]
         if not cached:
             return found
-        ids = {h.id for hits in found for h in hits}
         fetch = lambda missing: shard.retrieve(missing, True, False)  # noqa: E731
-        fields = self._reads.fields(name, tuple(with_payload), ids, fetch)
-        return [[Hit(h.id, h.score, fields.get(h.id)) for h in hits] for hits in found]
+        return self._reads.with_fields(name, tuple(with_payload), found, fetch)
 
     def text_search(self, name, field, text, limit, where=None):
         request = qe.QueryRequest(

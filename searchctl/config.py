@@ -21,10 +21,9 @@ def default_data_dir() -> Path:
     return Path(base) / "searchctl"
 
 
-def connect(
-    data_dir: Path | None, url: str | None, api_key: str | None, **placement
-) -> VectorStore:
-    return open_store(data_dir or default_data_dir(), url=url, api_key=api_key, **placement)
+def connect(data_dir: Path | None, url: str | None, api_key: str | None, **options) -> VectorStore:
+    """The store of a command's --data-dir / --qdrant-url; `options` as open_store's."""
+    return open_store(data_dir or default_data_dir(), url=url, api_key=api_key, **options)
 
 
 def collection_name_for(catalog_root: Path) -> str:

@@ -1,6 +1,12 @@
-"""The same scenario on the embedded store and on qdrant-client's in-memory mode: same answers."""
+"""The same scenario on the embedded store (in this process and in a StoreProcess) and on
+qdrant-client's in-memory mode: same answers."""
 
 from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +15,7 @@ from qdrant_client import QdrantClient
 from qdrant import CollectionNotFound, PointData, StoreError, StoreLocked
 from qdrant.base import INTEGER_INDEX, KEYWORD_INDEX
 from qdrant.edge import EdgeStore
+from qdrant.process import StoreProcess
 from qdrant.server import ServerStore
 
 VECTORS = {"shape": 16, "colour": 8}
@@ -29,9 +36,17 @@ def _points(n: int = 120, seed: int = 7) -> list[PointData]:
     return points
 
 
-@pytest.fixture(params=["edge", "memory"])
+def _open(kind: str, path):
+    if kind == "edge":
+        return EdgeStore(path)
+    if kind == "process":
+        return StoreProcess(path)
+    return ServerStore(QdrantClient(":memory:"))
+
+
+@pytest.fixture(params=["edge", "process", "memory"])
 def store(request, tmp_path):
-    s = EdgeStore(tmp_path) if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    s = _open(request.param, tmp_path)
     yield s
     s.close()
 
@@ -95,14 +110,16 @@ def test_score_is_the_cosine_with_each_stored_vector(store):
 
 
 def _on_both(scenario, tmp_path) -> tuple:
-    """`scenario`'s answers on the embedded store and on the in-memory client."""
-    edge = EdgeStore(tmp_path / "edge")
-    memory = ServerStore(QdrantClient(":memory:"))
+    """`scenario`'s answers on the embedded store and on the in-memory client; the embedded
+    store in a StoreProcess must answer exactly as in this process."""
+    stores = [_open(kind, tmp_path / kind) for kind in ("edge", "process", "memory")]
     try:
-        return scenario(edge), scenario(memory)
+        edge, process, memory = (scenario(s) for s in stores)
     finally:
-        edge.close()
-        memory.close()
+        for s in stores:
+            s.close()
+    assert process == edge
+    return edge, memory
 
 
 def test_edge_and_memory_client_agree(tmp_path):
@@ -298,3 +315,62 @@ def test_edge_rebuilds_its_index_only_once_a_tenth_was_written(tmp_path):
     again.optimize("catalog", force=True)
     assert unindexed() == []
     again.close()
+
+
+def test_a_store_process_runs_functions_where_the_store_is_and_raises_its_errors(tmp_path):
+    process = StoreProcess(tmp_path)
+    try:
+        process.create_collection("c", VECTORS, {}, INDEXES)
+        process.upsert("c", _points(10))
+        assert process.run(EdgeStore.count, "c") == 10
+        with pytest.raises(CollectionNotFound, match="no collection 'nope'"):
+            process.run(EdgeStore.count, "nope")
+        # A function the child cannot import is an error, not a call that never returns.
+        only_here = types.ModuleType("only_in_the_parent")
+        exec("def count(store, name):\n    return store.count(name)\n", only_here.__dict__)
+        sys.modules[only_here.__name__] = only_here
+        try:
+            with pytest.raises(ModuleNotFoundError, match="only_in_the_parent"):
+                process.run(only_here.count, "c")
+        finally:
+            del sys.modules[only_here.__name__]
+        assert process.count("c") == 10  # and the process goes on answering
+        # It holds the collection, and names this process (the one to stop) as the holder.
+        other = EdgeStore(tmp_path)
+        with pytest.raises(StoreLocked, match=f"process {os.getpid()} "):
+            other.count("c")
+    finally:
+        process.close()
+    assert process.count  # closed: calls say so, the child is gone, the collection is free
+    with pytest.raises(StoreError, match="was closed"):
+        process.count("c")
+    assert process._child.poll() is not None
+    with EdgeStore(tmp_path) as again:
+        assert again.count("c") == 10
+
+
+def test_a_store_process_ends_with_a_killed_parent(tmp_path):
+    """The child must not keep the collections locked when its parent dies without closing
+    it (kill -9)."""
+    import signal
+    import subprocess
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from qdrant.process import StoreProcess\n"
+        f"s = StoreProcess({str(tmp_path)!r})\n"
+        "s.create_collection('c', {'v': 4}, {}, {})\n"
+        "print(s.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists(), "the store process outlived its parent"
+    with EdgeStore(tmp_path) as again:
+        assert again.count("c") == 0
