@@ -5,7 +5,8 @@ First the library: search() on a warm Searcher, with the same request as the HTT
 (its models and threads stay out of the clients' process).
 Then the server, started as a user starts it: seconds until /health says ready; for a 60x80
 catalog photo and a ~1-megapixel phone-like photo, at 1, 4 and 16 concurrent clients for
---seconds each: p50 / p95 / p99 latency, requests/s, errors; the server's peak RSS.
+--seconds each: p50 / p95 / p99 latency, requests/s, errors; the server's CPU and peak
+RSS, its store process (qdrant.process) included.
 
     python bench/serve_load.py --data-dir STORE --collection bench
 """
@@ -106,19 +107,37 @@ def run_clients(url: str, photo: bytes, clients: int, seconds: float) -> dict:
             "p99": p99, "errors": errors[0]}  # fmt: skip
 
 
+def server_pids(pid: int) -> list[int]:
+    """The server and its children (the store process, qdrant.process)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, *children]
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat, in clock ticks)."""
+    """User + system CPU time so far of the server and its children (/proc/PID/stat)."""
     import os
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in server_pids(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def peak_rss_mb(pid: int) -> dict[int, float]:
+    """Peak RSS (VmHWM) of the server and of each of its children, in MiB."""
+    peaks = {}
+    for p in server_pids(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[p] = int(line.split()[1]) / 1024
+    return peaks
 
 
 def main() -> None:
@@ -175,7 +194,10 @@ def main() -> None:
         batches = [line for line in metrics.splitlines()
                    if line.startswith("searchctl_embed_batch_rows_")]  # fmt: skip
         print("\n".join(batches))
-        print(f"server peak RSS {peak_rss_mb(server.pid):.0f} MiB")
+        peaks = peak_rss_mb(server.pid)
+        parts = " + ".join(f"{mb:.0f}" for mb in peaks.values())
+        # The sum of each process's own peak: at least the peak of the sum.
+        print(f"server peak RSS {sum(peaks.values()):.0f} MiB ({parts}: serve, its children)")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -347,8 +347,8 @@ def search_candidates(
 ) -> list[Hit]:
     """The shape vector's `limit` nearest products, and the tuned vector's
     `blend.tuned_search` nearest (add_candidates); the two searches run side by side on
-    `pool` (a thread pool: the store releases the GIL while it searches). Their payloads
-    hold only what the re-rank reads (TAG_FIELDS)."""
+    `pool` (a thread pool: a server store's searches wait on the network; Qdrant Edge's
+    hold the GIL). Their payloads hold only what the re-rank reads (TAG_FIELDS)."""
     fields = TAG_FIELDS if blend.tag_weight else False
     shape_args = (collection, query, vector, limit, where, False, fields)
     extra = blend.tuned_search if query_vectors.get(TUNED_VECTOR) is not None else 0
@@ -365,6 +365,42 @@ def search_candidates(
         tuned = pending.result()
     shape_scores = store.score(collection, query, vector, [h.id for h in tuned])
     return add_candidates(hits, tuned, shape_scores)
+
+
+@functools.cache
+def _side_search_pool():
+    """A thread for the tuned search, beside the shape search (search_candidates)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=1)
+
+
+def blended_search(
+    store: VectorStore,
+    collection: str,
+    query: np.ndarray,
+    vector: str,
+    query_vectors: Mapping[str, np.ndarray],
+    query_tags: Mapping | None,
+    blend: Blend,
+    top: int,
+    where: Where | None,
+    side_by_side: bool = False,
+) -> tuple[list[Hit], dict[str, float]]:
+    """The store's half of a blended search: the candidates (search_candidates; the tuned
+    search `side_by_side` with the shape search), re-ranked (blend_hits). Run it through
+    `store.run`, where the store is. Returns the hits and the seconds of the "search" and
+    "rerank" steps."""
+    clock = _Clock()
+    limit = max(top, blend.candidates)
+    pool = _side_search_pool() if side_by_side else None
+    hits = search_candidates(
+        store, collection, query, vector, query_vectors, blend, limit, where, pool
+    )
+    clock.lap("search")
+    hits = blend_hits(store, collection, hits, query_vectors, query_tags, blend, top)
+    clock.lap("rerank")
+    return hits, clock.laps
 
 
 def rerank(
@@ -494,6 +530,15 @@ class _Clock:
         self.laps[step] = self.laps.get(step, 0.0) + now - self.last
         self.last = now
 
+    def add(self, laps: Mapping[str, float]) -> None:
+        """Steps timed elsewhere (in the store's process) since the last lap; the time beyond
+        their sum (the calls there and back) counts to the first."""
+        now = time.perf_counter()
+        beyond = max(now - self.last - sum(laps.values()), 0.0)
+        for i, (step, seconds) in enumerate(laps.items()):
+            self.laps[step] = self.laps.get(step, 0.0) + seconds + (beyond if i == 0 else 0.0)
+        self.last = now
+
 
 @functools.cache
 def _blas_threads():
@@ -579,16 +624,7 @@ class Searcher:
         self._backbone = None
         self._autoencoder = None
         self._finetuned = None
-        self._threads = None
         self._voting: bool | None = None
-
-    def _pool(self):
-        """A thread for the tuned search, beside the shape search (search_candidates)."""
-        if self._threads is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._threads = ThreadPoolExecutor(max_workers=1)
-        return self._threads
 
     @property
     def backbone(self):
@@ -804,15 +840,11 @@ class Searcher:
         if blend.colour_weight and COLOUR_VECTOR in self.store.vector_sizes(self.collection):
             query_vectors[COLOUR_VECTOR] = self.colour_rows(image, made.get(COLOUR_VECTOR))
         clock.lap("embed")
-        candidates = search_candidates(
-            self.store, self.collection, query_vector, vector, query_vectors, blend,
-            max(top, blend.candidates), where, self._pool(),
+        hits, laps = self.store.run(
+            blended_search, self.collection, query_vector, vector, query_vectors, predicted,
+            blend, top, where, True,
         )  # fmt: skip
-        clock.lap("search")
-        hits = blend_hits(
-            self.store, self.collection, candidates, query_vectors, predicted, blend, top
-        )
-        clock.lap("rerank")
+        clock.add(laps)
         return SearchResult(
             str(source), vector, hits, predicted=predicted, where=where, blend=blend, photo=image,
             seconds=clock.laps,
@@ -865,17 +897,8 @@ def search_by_id(
     if blend is None:
         hits = store.search(collection, query, vector, top, where)
         return SearchResult(f"id:{product_id}", vector, hits, payload, where=where)
-    candidates = search_candidates(
-        store, collection, query, vector, found[0].vectors, blend, max(top, blend.candidates), where
-    )
-    hits = blend_hits(
-        store,
-        collection,
-        candidates,
-        found[0].vectors,
-        payload,
-        blend,
-        top,
+    hits, _ = store.run(
+        blended_search, collection, query, vector, found[0].vectors, payload, blend, top, where
     )
     return SearchResult(f"id:{product_id}", vector, hits, payload, where=where, blend=blend)
 

@@ -99,6 +99,29 @@ def test_the_api_answers_in_the_query_commands_json_shape(client):
     assert {k: served[k] for k in command} == command
 
 
+def test_the_servers_store_process_finds_what_this_process_finds(client, shop, tmp_path):
+    """The server opens the embedded store in a StoreProcess, where the blend's store half
+    runs (VectorStore.run); the same photo searched in this process gives the same hits and
+    scores, blended."""
+    from qdrant.edge import EdgeStore
+    from qdrant.process import StoreProcess
+    from searchctl.query import SearchRequest, search
+
+    served = client.app.state.engine.store
+    assert isinstance(served, StoreProcess) and served.pid != __import__("os").getpid()
+    copy = _copy_of(shop, tmp_path)
+    for product in (3, 17):
+        request = SearchRequest(image=_photo(product), top=5)
+        there = search(served, "shop", request)
+        with EdgeStore(copy) as store:
+            here = search(store, "shop", request)
+        assert there.blend is not None and there.hits[0].id == product
+        assert [(h.id, round(h.score, 5), h.payload) for h in there.hits] == [
+            (h.id, round(h.score, 5), h.payload) for h in here.hits
+        ]
+        assert set(there.seconds) >= {"search", "rerank"}
+
+
 def test_text_alone_ranks_by_words_and_beside_a_photo_narrows(client):
     words = client.post("/collections/shop/search", json={"text": "navy shirts", "top": 5}).json()
     assert words["hits"] and all(

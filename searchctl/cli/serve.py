@@ -41,7 +41,8 @@ ConcurrentOpt = Annotated[
     int | None,
     typer.Option(
         min=1,
-        help="Searches run at once; more wait their turn \\[default: the CPU cores].",
+        help="Searches run at once; more wait their turn \\[default: the CPU cores, one more "
+        "when the store searches in another process].",
         show_default=False,
     ),
 ]
@@ -51,6 +52,14 @@ ModelCallsOpt = Annotated[
         min=1,
         help="Backbone calls run side by side; the photos of other searches wait and go "
         "together in the next call (micro-batching).",
+    ),
+]
+StoreProcessOpt = Annotated[
+    bool,
+    typer.Option(
+        "--store-process/--store-in-server",
+        help="Open the embedded store in a child process: its searches hold Python's GIL, "
+        "and there they run beside the other requests' work (no effect with --qdrant-url).",
     ),
 ]
 PrivateUrlsOpt = Annotated[
@@ -72,6 +81,7 @@ def serve(
     allow_private_urls: PrivateUrlsOpt = False,
     max_concurrent: ConcurrentOpt = None,
     model_calls: ModelCallsOpt = 2,
+    store_process: StoreProcessOpt = True,
     weights: WeightsOpt = None,
     data_dir: DataDir = None,
     qdrant_url: QdrantUrl = None,
@@ -87,15 +97,15 @@ def serve(
     import uvicorn
 
     from searchctl.server.app import create_app
-    from searchctl.server.engine import ServerSettings, default_concurrency
+    from searchctl.server.engine import ServerSettings
 
     settings = ServerSettings(
         data_dir=data_dir_or_default(data_dir), qdrant_url=qdrant_url,
         qdrant_api_key=qdrant_api_key, collections=collection, weights=weights,
         api_key=api_key or None, max_body_bytes=int(max_body_mb * 1024 * 1024),
         allow_private_urls=allow_private_urls,
-        max_concurrent=max_concurrent or default_concurrency(),
-        model_calls=model_calls,
+        max_concurrent=max_concurrent,
+        model_calls=model_calls, store_process=store_process,
     )  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]Listening on {host} without --api-key: anyone who can reach it "

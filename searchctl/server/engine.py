@@ -21,11 +21,13 @@ STEPS = ("decode", "embed", "search", "rerank")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5)
 
 
-def default_concurrency() -> int:
-    """Searches run at once, the rest waiting their turn: one a core. On 2 cores, 4 at once
-    answered 10-20 % fewer a second than 2, fighting for the GIL and the cores
-    (bench/serve_load.py)."""
-    return os.cpu_count() or 2
+def default_concurrency(store_elsewhere: bool) -> int:
+    """Searches run at once, the rest waiting their turn: one a core, and one more when the
+    store searches in another process (a StoreProcess or a Qdrant server), where a search's
+    store half leaves this process's cores to the next. On 2 cores, with the store in the
+    server's process, 3 at once answered 8 % fewer a second than 2 (they fight for the GIL);
+    with a StoreProcess, 3 answered 8 % more (bench/serve_load.py)."""
+    return (os.cpu_count() or 2) + store_elsewhere
 
 
 @dataclass
@@ -43,8 +45,15 @@ class ServerSettings:
     allow_private_urls: bool = False  # photo URLs on loopback or private networks
     max_batch: int = 16
     model_calls: int = 2  # backbone calls run side by side (searchctl.server.batching)
-    max_concurrent: int = field(default_factory=default_concurrency)
+    max_concurrent: int | None = None  # default_concurrency
+    # The embedded store in a child process (qdrant.process): its searches hold the GIL.
+    store_process: bool = True
     warm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent is None:
+            elsewhere = bool(self.qdrant_url) or self.store_process
+            self.max_concurrent = default_concurrency(elsewhere)
 
 
 @dataclass
@@ -101,7 +110,8 @@ class Engine:
 
         if self.store is None:
             s = self.settings
-            self.store = connect(s.data_dir, s.qdrant_url, s.qdrant_api_key)
+            own = s.store_process and not s.qdrant_url
+            self.store = connect(s.data_dir, s.qdrant_url, s.qdrant_api_key, own_process=own)
         names = self.settings.collections or self.store.list_collections()
         for name in names:
             self.store.count(name)  # an unknown collection or a held store says so now
