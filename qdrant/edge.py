@@ -45,6 +45,10 @@ HNSW_EF = 128  # search-time beam; recall@5 checked against exact search in test
 # until then the written points are searched exactly, beside the index (a few ms more).
 REINDEX_SHARE = 0.10
 UNINDEXED_KEY = "unindexed"  # in the collection's record: ids written since the last build
+# In the record from a process's first write until its optimize() records what it wrote: found
+# by a later process, it means a run ended (killed) with writes nobody recorded, and the next
+# optimize() builds the index.
+WRITING_KEY = "writing"
 # Payload fields of hits kept in memory per collection and field selection (ReadCache); past
 # this many points the cache starts afresh (the re-rank's 15 tag fields: 0.7 kB a point).
 PAYLOAD_CACHE_POINTS = 250_000
@@ -189,6 +193,7 @@ class EdgeStore(VectorStore):
         StoreProcess names its parent, the one to stop)."""
         self.root = Path(data_dir).expanduser() / "collections"
         self._holder_pid = holder_pid or os.getpid()
+        self._run = os.urandom(8).hex()  # this store's WRITING_KEY mark
         self._shards: dict[str, qe.EdgeShard] = {}
         # Collections this process may not write to: opened from a temporary copy (_shard).
         self._copies: dict[str, Path] = {}
@@ -513,7 +518,14 @@ class EdgeStore(VectorStore):
         return {int(p.id): float(p.score) for p in self._shard(name).query(request)}
 
     def _note_written(self, name: str, ids: Iterable[int]) -> None:
-        self._written.setdefault(name, set()).update(int(i) for i in ids)
+        ids = [int(i) for i in ids]
+        if ids and name not in self._written:  # this process's first write since optimize()
+            config = self._config(name)
+            if config.get(WRITING_KEY) != self._run:
+                config[WRITING_KEY] = self._run
+                _write_json_atomic(self._dir(name) / COLLECTION_FILE, config)
+        if ids:
+            self._written.setdefault(name, set()).update(ids)
 
     def optimize(self, name: str, force: bool = False) -> None:
         """Build the search index once REINDEX_SHARE of the points were written since the last
@@ -522,10 +534,12 @@ class EdgeStore(VectorStore):
         config = self._config(name)
         recorded = set(config.get(UNINDEXED_KEY, []))
         pending = recorded | self._written.pop(name, set())
-        if force or len(pending) >= REINDEX_SHARE * max(self.count(name), 1):
+        writer = config.pop(WRITING_KEY, None)
+        unrecorded = writer not in (None, self._run)  # a run that ended before recording
+        if force or unrecorded or len(pending) >= REINDEX_SHARE * max(self.count(name), 1):
             shard.optimize()
             pending = set()
-        if pending != recorded:
+        if pending != recorded or writer is not None:
             config[UNINDEXED_KEY] = sorted(pending)
             _write_json_atomic(self._dir(name) / COLLECTION_FILE, config)
 

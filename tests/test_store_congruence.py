@@ -374,3 +374,46 @@ def test_a_store_process_ends_with_a_killed_parent(tmp_path):
     assert not Path(f"/proc/{child}").exists(), "the store process outlived its parent"
     with EdgeStore(tmp_path) as again:
         assert again.count("c") == 0
+
+
+def test_a_run_killed_before_recording_its_writes_gets_the_index_built_next_time(tmp_path):
+    """Written points are recorded as unindexed only by optimize(); a run killed before it
+    leaves a mark in the collection's record, and the next optimize() builds the index."""
+    import json
+    import subprocess
+
+    from qdrant.edge import COLLECTION_FILE, UNINDEXED_KEY, WRITING_KEY
+
+    with EdgeStore(tmp_path) as store:
+        store.create_collection("c", VECTORS, {}, INDEXES)
+        store.upsert("c", _points(200))
+        store.optimize("c")  # built
+    record = tmp_path / "collections" / "c" / COLLECTION_FILE
+    assert WRITING_KEY not in json.loads(record.read_text())
+    killed = (
+        "import os\n"
+        "from qdrant.edge import EdgeStore\n"
+        "from qdrant.base import PointData\n"
+        "import numpy as np\n"
+        f"s = EdgeStore({str(tmp_path)!r})\n"
+        "s.set_payloads('c', {1003: {'tag': 'x'}})\n"
+        "os._exit(9)\n"  # killed: no optimize(), no close()
+    )
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == 9
+    assert json.loads(record.read_text())[WRITING_KEY]  # the mark outlived the run
+    builds = []
+    with EdgeStore(tmp_path) as again:
+        shard = again._shard("c")
+        again._shards["c"] = type("Counting", (), {
+            "optimize": lambda self: builds.append(1) or shard.optimize(),
+            "__getattr__": lambda self, attr: getattr(shard, attr),
+        })()  # fmt: skip
+        again.optimize("c")  # 1 of 200 written: no build, but for the killed run's mark
+        assert builds == [1]
+        after = json.loads(record.read_text())
+        assert WRITING_KEY not in after and not after.get(UNINDEXED_KEY)
+        again.optimize("c")
+        assert builds == [1]  # and only once
+        again.set_payloads("c", {1004: {"tag": "y"}})
+        again.optimize("c")  # its own small write: recorded, not built
+        assert builds == [1] and json.loads(record.read_text())[UNINDEXED_KEY] == [1004]
