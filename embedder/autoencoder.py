@@ -98,6 +98,10 @@ ARCHS = {
     ),
 }
 DEFAULT_ARCH = "default"
+# Photos a model call embeds at once outside training: every layer's activations of a batch
+# are held together (80x60x16 floats a photo in the first ones), and batches of 1,024 and
+# 512 made the main job's anonymous-memory peak (bench/peak_memory.py).
+MODEL_BATCH = 128
 
 
 def get_config(arch: str) -> AutoencoderConfig:
@@ -168,7 +172,7 @@ def join_parts(parts: list[np.ndarray], centre: list[list[float]] | None) -> np.
 
 
 def part_means(
-    autoencoder, config: AutoencoderConfig, images, batch_size: int = 1024
+    autoencoder, config: AutoencoderConfig, images, batch_size: int = MODEL_BATCH
 ) -> list[list[float]] | None:
     """The catalog mean of each part ("multiscale" embeddings centre on it), or None."""
     if config.embedding == "code":
@@ -382,9 +386,13 @@ class AutoencoderEmbedder:
             raise ValueError(f"{directory / RECORD_FILE} has no part means: retrain the model")
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        parts = self.encoder(np.asarray(images, np.uint8), training=False)
-        parts = parts if isinstance(parts, list | tuple) else [parts]  # one output: unwrapped
-        return join_parts([np.asarray(p) for p in parts], self.record.centre)
+        images = np.asarray(images, np.uint8)
+        out = []
+        for start in range(0, len(images), MODEL_BATCH):
+            parts = self.encoder(images[start : start + MODEL_BATCH], training=False)
+            parts = parts if isinstance(parts, list | tuple) else [parts]  # one output: unwrapped
+            out.append(join_parts([np.asarray(p) for p in parts], self.record.centre))
+        return np.concatenate(out) if out else np.zeros((0, self.config.dim), np.float32)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         out = np.asarray(self.autoencoder(np.asarray(images, np.uint8), training=False))

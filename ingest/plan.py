@@ -210,8 +210,23 @@ def _run_stage(
         report = stage.run(context)
     except VectorNotAddable as exc:
         report = skipped(stage.name, str(exc), f"Stage {stage.name} skipped")
+    finally:
+        release_freed_memory()
     context.progress.done(report)
     reports[stage.name] = report
+
+
+def release_freed_memory() -> None:
+    """Hand what a stage freed back to the system: glibc keeps freed heap (TensorFlow's
+    and numpy's buffers of a stage's batches) for reuse, so the next stages' peaks stacked
+    on the last one's (bench/peak_memory.py)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: it keeps what it keeps
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass
