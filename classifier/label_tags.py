@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier.schemes import COLOUR_TAG, FINE_TYPE_TAG, TUNED_VECTOR, conf_field, pred_field
-from classifier.split import stratified_split
+from classifier.split import STRATIFY_FIELD, stratified_split
 from classifier.tagger import read_record, softmax_rows, tagger_dir
 from classifier.tuned import CURRENT_KEY
 from embedder.colour import COLOUR_VECTOR
@@ -64,6 +64,11 @@ MLP_MIN_TRAIN = 3000
 RECIPE = 2
 LEGACY_WEIGHTS_FILE = "colour_tagger.npz"  # where colour taggers saved before kept them
 PAGE = 2000
+# Products a tagger learns from and is measured on, at most: a larger catalog's are a seeded
+# sample, so its training arrays (5.6 kB of vectors a product, and the MLP's copies), not the
+# catalog, set the stage's memory. The shared catalog's 44k products are all used.
+TRAIN_LIMIT = 100_000
+TEST_LIMIT = 20_000
 TAGGED_ALL = "tagged_all"  # in a tagger's record: every point carries its tags
 
 Inputs = tuple[tuple[str, float], ...]  # (named vector, scale) per part of a tagger's input
@@ -233,6 +238,36 @@ def _points(store: VectorStore, collection: str, names: list[str], ids=None):
     return out_ids, payloads, {name: r[: len(out_ids)] for name, r in rows.items()}
 
 
+def _labelled(store: VectorStore, collection: str, kind: TaggedLabel):
+    """ids and slim payloads (the label, the split's stratum) of every point, in id order,
+    read without their vectors (a point lacking one is left out when they are read)."""
+    fields = (kind.label, STRATIFY_FIELD)
+    ids, payloads = [], []
+    for p in store.iter_points(collection):
+        ids.append(p.id)
+        payloads.append({f: (p.payload or {}).get(f) for f in fields})
+    return ids, payloads
+
+
+def _at_most(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """`rows`, or a seeded sample of `limit` of them (in their order)."""
+    if len(rows) <= limit:
+        return rows
+    return np.sort(rng.choice(rows, limit, replace=False))
+
+
+def _rows_with_vectors(
+    store: VectorStore, collection: str, names: list[str], ids: list[int], rows: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Those of `rows` (indexes into `ids`) whose points have every vector of `names`, and
+    their vectors, read now: only the rows a tagger learns from or is measured on."""
+    found, _, vectors = _points(store, collection, names, [ids[r] for r in rows])
+    if len(found) < len(rows):
+        have = set(found)
+        rows = np.array([r for r in rows if ids[r] in have], dtype=rows.dtype)
+    return rows, vectors
+
+
 def _fit(x: np.ndarray, y: np.ndarray, seed: int):
     """The fitted scikit-learn model and its layers (weights, bias), float32."""
     if len(x) >= MLP_MIN_TRAIN:
@@ -325,7 +360,7 @@ def train_label_tagger(
     split. TooLittleData when the catalog's labels are too few to trust (trusted_classes)."""
     t0 = time.perf_counter()
     names = [name for name, _ in inputs]
-    ids, payloads, vectors = _points(store, collection, names)
+    ids, payloads = _labelled(store, collection, kind)
     labels = [p.get(kind.label) for p in payloads]
     counts: dict[str, int] = {}
     for label in labels:
@@ -341,13 +376,19 @@ def train_label_tagger(
         is_test = np.isin(np.array(ids, dtype=np.int64), np.array(list(test_ids), np.int64))
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     train, test = train[y[train] >= 0], test[y[test] >= 0]
-    x = tagger_input({n: v[train] for n, v in vectors.items()}, inputs)
+    rng = np.random.default_rng(seed)
+    train, test = _at_most(train, TRAIN_LIMIT, rng), _at_most(test, TEST_LIMIT, rng)
+    train, vectors = _rows_with_vectors(store, collection, names, ids, train)
+    x = tagger_input(vectors, inputs)
+    del vectors
     model, layers = _fit(x, y[train], seed)
+    del x
     layers[-1] = _all_classes(*layers[-1], model.classes_, len(classes))
     tagger = LabelTagger(kind, classes, layers, inputs, {})
     accuracy = None
+    test, vectors = _rows_with_vectors(store, collection, names, ids, test)
     if len(test):
-        predicted = tagger.probs({n: v[test] for n, v in vectors.items()}).argmax(axis=1)
+        predicted = tagger.probs(vectors).argmax(axis=1)
         accuracy = round(float((predicted == y[test]).mean()), 4)
     tagger.record = {
         "test_accuracy": accuracy,

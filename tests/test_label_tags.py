@@ -197,6 +197,45 @@ def test_a_large_catalog_gets_a_hidden_layer_saved_and_loaded_whole(tmp_path, co
     s.close()
 
 
+def test_a_tagger_reads_the_vectors_of_at_most_its_sample_of_a_large_catalog(
+    tmp_path, monkeypatch
+):
+    """A catalog larger than TRAIN_LIMIT + TEST_LIMIT: the tagger learns from a seeded sample,
+    and no more vectors than the sample's are read to train it (its memory is the sample's,
+    not the catalog's); every product is still tagged, a page at a time."""
+
+    class Counting(EdgeStore):
+        """The embedded store, counting the vectors its reads return."""
+
+        read_vectors = 0
+
+        def retrieve(self, name, ids, with_vectors=False):
+            points = super().retrieve(name, ids, with_vectors)
+            if with_vectors:
+                Counting.read_vectors += sum(1 for p in points if p.vectors)
+            return points
+
+    monkeypatch.setattr(label_tags, "TRAIN_LIMIT", 60)
+    monkeypatch.setattr(label_tags, "TEST_LIMIT", 15)
+    monkeypatch.setattr(label_tags, "PAGE", 50)
+    s = Counting(tmp_path / "store")
+    s.create_collection("c", {"shape": 4, COLOUR_VECTOR: 6}, {}, {})
+    rng = np.random.default_rng(4)
+    s.upsert("c", [_point(i, rng) for i in range(1, 301)])
+    inputs = label_tags.tagger_inputs(COLOUR, s.vector_sizes("c"), "shape", False)
+    tagger = label_tags.train_label_tagger(s, "c", COLOUR, inputs)
+    assert tagger.record["trained_on"] == 60 and tagger.record["test_products"] == 15
+    assert Counting.read_vectors == 60 + 15
+    assert tagger.record["test_accuracy"] == 1.0
+    again = label_tags.train_label_tagger(s, "c", COLOUR, inputs)
+    assert again.record["test_ids"] == tagger.record["test_ids"]  # the sample is seeded
+    Counting.read_vectors = 0
+    report = ensure_colour_tags(s, "c", tmp_path / "data", "shape")
+    assert report.details["tagged"] == 300
+    assert Counting.read_vectors == 60 + 15 + 300  # training, then every product's tags
+    s.close()
+
+
 def test_a_killed_save_keeps_the_previous_tagger_and_old_files_still_load(tmp_path, monkeypatch):
     directory = tmp_path / "tagger"
     first = LabelTagger(
