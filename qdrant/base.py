@@ -256,6 +256,10 @@ class VectorStore(ABC):
     def has_collection(self, name: str) -> bool:
         return name in self.list_collections()
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise StoreError if the store can no longer answer (a store process that died);
+        nothing for a store that answers or reports its own errors call by call."""
+
     def run(self, fn, *args):
         """`fn(self, *args)`, run where the store is, for a function that reads the store
         many times and writes nothing: a StoreProcess runs it in its own process in one call

@@ -40,8 +40,8 @@ READS = frozenset(
 KEPT = frozenset(
     {"list_collections", "get_metadata", "payload_indexes", "vector_sizes", "count", "sample"}
 )
-# VectorStore's methods made of others (they run here, calling the child through those).
-_LOCAL = frozenset({"search", "iter_points", "has_collection", "close", "search_batch"})
+# VectorStore's methods made of others: they run on this side, calling the child through those.
+_BUILT_HERE = frozenset({"search", "iter_points", "has_collection"})
 START_SECONDS = 60
 
 
@@ -138,6 +138,14 @@ class StoreProcess(VectorStore):
             name, tuple(with_payload), found, lambda ids: self._call("retrieve", name, ids)
         )
 
+    def check(self) -> None:
+        if self._closed or self._child.poll() is not None:
+            raise StoreError(
+                f"the store process (pid {self.pid}) for {self.data_dir} has "
+                + ("been closed" if self._closed else f"exited (code {self._child.returncode})")
+                + ": restart the server"
+            )
+
     def close(self) -> None:
         if self._closed:
             return
@@ -164,8 +172,9 @@ def _forward(method: str):
     return call
 
 
-for _method in [m for m in dir(EdgeStore) if not m.startswith("_") and m not in _LOCAL]:
-    if callable(getattr(EdgeStore, _method)):
+for _method in dir(EdgeStore):
+    own = _method.startswith("_") or _method in _BUILT_HERE or _method in vars(StoreProcess)
+    if not own and callable(getattr(EdgeStore, _method)):
         setattr(StoreProcess, _method, _forward(_method))
 StoreProcess.__abstractmethods__ = frozenset()
 
@@ -191,6 +200,8 @@ def _answer(store: EdgeStore, conn: Connection) -> None:
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             what = f"{type(answer[1]).__name__}: {answer[1]}" if not answer[0] else repr(exc)
             conn.send((False, StoreError(f"the store's answer could not be sent back ({what})")))
+        except OSError:
+            return  # the calling thread is gone
 
 
 def main() -> None:

@@ -122,6 +122,23 @@ def test_the_servers_store_process_finds_what_this_process_finds(client, shop, t
         assert set(there.seconds) >= {"search", "rerank"}
 
 
+def test_a_dead_store_process_is_a_503_naming_it_and_health_says_so(shop, tmp_path):
+    import os
+    import signal
+
+    with TestClient(create_app(ServerSettings(data_dir=_copy_of(shop, tmp_path), warm=False))) as c:
+        assert c.get("/health").status_code == 200
+        store = c.app.state.engine.store
+        os.kill(store.pid, signal.SIGKILL)
+        store._child.wait(timeout=30)
+        health = c.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "store unavailable"
+        assert f"store process (pid {store.pid})" in health.json()["error"]
+        searched = c.post("/collections/shop/search", json={"id": 9})
+        assert searched.status_code == 503
+        assert f"store process (pid {store.pid})" in searched.json()["error"]
+
+
 def test_text_alone_ranks_by_words_and_beside_a_photo_narrows(client):
     words = client.post("/collections/shop/search", json={"text": "navy shirts", "top": 5}).json()
     assert words["hits"] and all(

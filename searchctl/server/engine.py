@@ -26,7 +26,8 @@ def default_concurrency(store_elsewhere: bool) -> int:
     store searches in another process (a StoreProcess or a Qdrant server), where a search's
     store half leaves this process's cores to the next. On 2 cores, with the store in the
     server's process, 3 at once answered 8 % fewer a second than 2 (they fight for the GIL);
-    with a StoreProcess, 3 answered 8 % more (bench/serve_load.py)."""
+    with a StoreProcess, 3 answered 4-8 % more (25-s runs of bench/serve_load.py's clients;
+    not measured with a Qdrant server, none here)."""
     return (os.cpu_count() or 2) + store_elsewhere
 
 

@@ -11,9 +11,15 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health", summary="Ready when every model is loaded and warm (503 until then)")
 def health(request: Request):
+    from qdrant import StoreError
+
     engine = request.app.state.engine
     if not engine.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
+    try:
+        engine.store.check()
+    except StoreError as exc:
+        return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
     return {"status": "ready", "collections": list(engine.searchers),
             "ready_seconds": round(engine.ready_seconds, 2)}  # fmt: skip
 
