@@ -99,7 +99,10 @@ class Blend:
 
     Candidates whose shape and colour cosines both reach `near_exact` are near-exact matches
     of the photo (the very product, or one that looks the same): they keep the top, in
-    blended order, above every look-alike the side scores would lift past them (rerank)."""
+    blended order, above every look-alike the side scores would lift past them (rerank). So
+    is the shape search's nearest candidate when its colour reaches `near_exact` and its
+    shape cosine `nearest_shape`: a photo sharper than the catalog's finds its own product
+    nearest, at a cosine under near_exact."""
 
     colour_weight: float = 0.3
     tag_weight: float = 0.1
@@ -108,6 +111,7 @@ class Blend:
     tuned_candidates: int = 0
     cut_out: CutoutWeights | None = None
     near_exact: float | None = None
+    nearest_shape: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -119,6 +123,7 @@ class Blend:
             "tag_weights": dict(TAG_WEIGHTS),  # each tag's share of tag_weight (agreement_weights)
             "cut_out": asdict(self.cut_out) if self.cut_out else None,
             "near_exact": self.near_exact,
+            "nearest_shape": self.nearest_shape,
         }
 
     def for_photo(self, cut_out: bool) -> Blend:
@@ -157,6 +162,15 @@ class Blend:
 # photos) and 0.992 to 1.000 (studio shots) at -0.003 of leave-one-out baseColour
 # (docs/quality.md, "The very product on top").
 NEAR_EXACT = 0.95
+# The shape search's nearest candidate, at this shape cosine or more and near-exact in colour,
+# keeps the top too (Blend.nearest_shape). The shared originals against a catalog of the same
+# photos halved and blurred find their own product at a median shape cosine of 0.93 (0.88 for
+# the lowest 5 %), mostly the nearest candidate, and in colour at 0.95 or more: the re-rank
+# had pushed 3 % of them out of the top 5 for look-alikes with agreeing tags. Chosen on a
+# sharper set of its own (make_query_sets.py --seed 1): product in the top 5 0.954 -> 0.984
+# (plain search 0.986); catalog photos, studio shots and phone-like photos unchanged
+# (docs/quality.md, "The nearest candidate").
+NEAREST_SHAPE = 0.85
 # The weights of both default re-ranks were chosen with numpy grids on cached vectors and
 # checked with `searchctl eval` (docs/quality.md). For a cut-out photo (a shopper's)
 # more colour, fewer tags (and less tuned cosine) found the very product in 8-9 more
@@ -171,6 +185,7 @@ DEFAULT_BLEND = Blend(
     candidates=100,
     cut_out=CutoutWeights(colour_weight=0.7, tag_weight=0.02, tuned_weight=0.0),
     near_exact=NEAR_EXACT,
+    nearest_shape=NEAREST_SHAPE,
 )
 
 # The default re-rank of a collection with a tuned vector (a finetune classifier's features):
@@ -189,6 +204,7 @@ TUNED_BLEND = Blend(
     tuned_candidates=50,
     cut_out=CutoutWeights(colour_weight=0.7, tag_weight=0.02, tuned_weight=0.8),
     near_exact=NEAR_EXACT,
+    nearest_shape=NEAREST_SHAPE,
 )
 
 
@@ -413,7 +429,8 @@ def rerank(
     """The shape search's `hits` in blended order, scored. `side_scores` holds, for each of
     the blend's side vectors the query has (Blend.side_vectors), id -> the query's cosine
     with the hit's vector (best_cosines); `query_tags` and `tags_of` are payload-shaped
-    predicted tags (see tag_agreement). Near-exact matches (Blend.near_exact) come first."""
+    predicted tags (see tag_agreement). Near-exact matches (Blend.near_exact,
+    Blend.nearest_shape) come first."""
     scores = np.array([h.score for h in hits], dtype=np.float64)
     for name, weight in blend.side_vectors().items():
         of = side_scores.get(name)
@@ -432,6 +449,9 @@ def rerank(
         exact = shape >= blend.near_exact
         colour = side_scores.get(COLOUR_VECTOR) if blend.colour_weight else None
         if colour is not None:
+            nearest = int(np.argmax(shape))
+            if blend.nearest_shape is not None and shape[nearest] >= blend.nearest_shape:
+                exact[nearest] = True
             exact &= np.array([colour.get(h.id, 0.0) for h in hits]) >= blend.near_exact
         scores[exact] = np.maximum(scores[exact], shape[exact]) + blend.most_added
     order = np.argsort(-scores, kind="stable")

@@ -41,6 +41,7 @@ from searchctl.evaluate import (
 from searchctl.query import (
     DEFAULT_BLEND,
     NEAR_EXACT,
+    NEAREST_SHAPE,
     TAG_WEIGHTS,
     Blend,
     CutoutWeights,
@@ -153,6 +154,23 @@ def test_a_near_exact_match_keeps_the_top_above_look_alikes_the_side_scores_lift
     assert scores == sorted(scores, reverse=True)
     assert scored[-1].score == pytest.approx(0.96 + 0.7 * 0.2 + 0.9)  # the rest as before
     assert pinned.most_added == pytest.approx(1.7)
+
+
+def test_the_nearest_candidate_near_exact_in_colour_keeps_the_top_under_near_exact_shape():
+    """A photo sharper than the catalog's finds its product nearest at a shape cosine under
+    near_exact (1: 0.90, colour 0.97); look-alikes with more tuned cosine pass it unless
+    nearest_shape pins it. Not pinned: the nearest in another colour, or below
+    nearest_shape; only the nearest is pinned (2 is as close in colour)."""
+    hits = [Hit(1, 0.90, None), Hit(2, 0.89, None), Hit(3, 0.88, None)]
+    sides = {COLOUR_VECTOR: {1: 0.97, 2: 0.97, 3: 0.9}, TUNED_VECTOR: {1: 0.5, 2: 0.6, 3: 0.95}}
+    blend = Blend(colour_weight=0.7, tag_weight=0.0, tuned_weight=1.0, near_exact=0.95)
+    assert [h.id for h in rerank(hits, sides, None, {}, blend)] == [3, 2, 1]
+    nearest = replace(blend, nearest_shape=0.85)
+    assert [h.id for h in rerank(hits, sides, None, {}, nearest)] == [1, 3, 2]
+    other_colour = {**sides, COLOUR_VECTOR: {**sides[COLOUR_VECTOR], 1: 0.6}}
+    assert [h.id for h in rerank(hits, other_colour, None, {}, nearest)] == [3, 2, 1]
+    too_far = replace(blend, nearest_shape=0.91)
+    assert [h.id for h in rerank(hits, sides, None, {}, too_far)] == [3, 2, 1]
 
 
 # -- the re-rank ---------------------------------------------------------------------------------
@@ -321,6 +339,7 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
             "tuned_weight": 0.0,
         },
         "near_exact": NEAR_EXACT,
+        "nearest_shape": NEAREST_SHAPE,
     }
     assert blended["hits"][0]["id"] == 5
     fewer = runner.invoke(app, ["query", "--id", "5", "--candidates", "7", "--json"])
