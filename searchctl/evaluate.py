@@ -519,13 +519,14 @@ def photo_queries(
             photos.append(photo)
         if batch:
             stacked = {size: np.stack(arrs) for size, arrs in pixels.items()}
+            views = [was_cut_out(p) for p in photos]  # pooled with test-time views, as a query
             tags = [{} for _ in batch]
             features = stacked[tagger_size] if tagger_size else None
             one_pass = None  # the finetune network's (probabilities, tuned vectors)
             backbone_vecs = None
             for v in vectors:
                 if v == backbone:
-                    vecs, from_vectors = searcher.embed_pixels(stacked[sizes[v]])
+                    vecs, from_vectors = searcher.embed_pixels(stacked[sizes[v]], views)
                     features = features if tagger_size else from_vectors
                     backbone_vecs = vecs
                 elif v == TUNED_VECTOR and tagger_size:
@@ -540,11 +541,11 @@ def photo_queries(
                 tags = searcher.photo_tags(*one_pass)
             elif searcher.tagger is not None:
                 if features is None:
-                    features = searcher.embed_pixels(stacked[sizes[backbone]])[1]
+                    features = searcher.embed_pixels(stacked[sizes[backbone]], views)[1]
                 tags = searcher.predict_tags(features)
             if searcher.label_taggers:  # as a query photo's (Searcher.label_tags)
                 if backbone_vecs is None:
-                    backbone_vecs = searcher.embed_pixels(stacked[sizes[backbone]])[0]
+                    backbone_vecs = searcher.embed_pixels(stacked[sizes[backbone]], views)[0]
                 known = {backbone: backbone_vecs}
                 if one_pass is not None:
                     known[TUNED_VECTOR] = one_pass[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -40,6 +40,7 @@ from embedder.images import (
     match_detail,
     open_image,
     prepare_photo,
+    query_views,
     was_cut_out,
 )
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
@@ -712,10 +713,25 @@ class Searcher:
         """A prepared photo (prepare) at the vector's input size."""
         return fit_image(photo, *self.input_size(vector))
 
-    def embed_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed_pixels(
+        self, pixels: np.ndarray, with_views: Sequence[bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 batch at the backbone's size -> (backbone vectors, input of a `vectors`
-        classifier or None)."""
-        out = self.backbone.embed(pixels)
+        classifier or None). Rows marked in `with_views` (photos cut out of a background: a
+        shopper's) get the mean direction of their own and their test-time views' vectors
+        (query_views), at their own length; catalog and studio photos keep theirs, which
+        find their stored selves at a cosine of 1."""
+        marked = np.flatnonzero(with_views) if with_views is not None else np.array([], int)
+        if not len(marked):
+            out = self.backbone.embed(pixels)
+        else:
+            views = query_views(pixels[marked])
+            flat = views.reshape(-1, *pixels.shape[1:])
+            both = self.backbone.embed(np.concatenate([pixels, flat]))
+            out = both[: len(pixels)].copy()
+            seen = unit_rows(both[len(pixels) :]).reshape(len(marked), views.shape[1], -1)
+            pooled = unit_rows(unit_rows(out[marked]) + seen.sum(axis=1))
+            out[marked] = pooled * np.linalg.norm(out[marked], axis=1, keepdims=True)
         # A vectors-kind classifier was trained on stored vectors, which are unit length.
         tags_from_vectors = self.tagger is not None and not self.tags_from_photo
         return out, unit_rows(out) if tags_from_vectors else None
@@ -808,8 +824,9 @@ class Searcher:
         clock.lap("decode")
         blend = blend.for_photo(was_cut_out(image)) if blend is not None else None
         where, predicted = list(where or []), None
+        views = [was_cut_out(image)]  # a shopper's photo: pooled with its test-time views
         if vector == self.spec.vector_name:
-            vectors, features = self.embed_pixels(self.fit(image, vector)[None])
+            vectors, features = self.embed_pixels(self.fit(image, vector)[None], views)
             query_vector = vectors[0]
         else:
             query_vector = self.embed_batch(self.fit(image, vector)[None], vector)[0]
@@ -829,7 +846,7 @@ class Searcher:
                 if wants_tuned:
                     query_vectors[TUNED_VECTOR] = tuned[0]
         elif self.tagger is not None and features is None:
-            features = self.embed_pixels(self.fit(image, self.spec.vector_name)[None])[1]
+            features = self.embed_pixels(self.fit(image, self.spec.vector_name)[None], views)[1]
         if self.tagger is not None and predicted is None:
             predicted = self.predict_tags(features)[0]
         if blend is not None and blend.tuned_weight and TUNED_VECTOR not in query_vectors:

@@ -23,10 +23,10 @@ from embedder.colour import (
     colour_descriptors,
     white_balance_variants,
 )
-from embedder.images import load_image, prepare_photo, was_cut_out
+from embedder.images import load_image, prepare_photo, query_views, was_cut_out
 from ingest.catalog import read_catalog
 from qdrant import PointData
-from qdrant.base import Hit
+from qdrant.base import Hit, unit_rows
 from qdrant.edge import EdgeStore
 from qdrant.server import ServerStore
 from searchctl.cli import app
@@ -434,3 +434,39 @@ def test_a_photo_query_runs_numpy_blas_on_one_thread():
     probe()
     assert seen == [{1}] and blas_threads() == before
     assert Searcher.search_image.__wrapped__  # the photo search is the one wrapped
+
+
+def test_a_cut_out_photo_is_searched_with_its_query_views_pooled(
+    tiny_catalog, tiny_weights, data_dir
+):
+    """A shopper's photo (cut out) is searched with the mean direction of its own and its
+    mirrored and turned views' backbone vectors; a studio photo with its own vector, which
+    finds its stored self at a cosine of 1."""
+    args = ingest_args(tiny_catalog, tiny_weights, "--no-autoencoder", "--no-classifier", "--json")
+    collection = json.loads(runner.invoke(app, args).stdout)["collection"]
+    photo = Image.open(tiny_catalog / "images" / "3.jpg").convert("RGB")
+    shot = _phone_like(photo)
+    with EdgeStore(data_dir) as store:
+        searcher = Searcher(store, collection, tiny_weights, compiled=False, data_dir=data_dir)
+        vector = searcher.spec.vector_name
+        cut = searcher.prepare(shot)
+        assert was_cut_out(cut)
+        pixels = np.stack([searcher.fit(cut, vector), searcher.fit(photo, vector)])
+        views = query_views(pixels[:1])
+        assert views.shape == (1, 3, *pixels.shape[1:])
+        assert np.array_equal(views[0, 0], pixels[0, :, ::-1])  # mirrored
+        assert (views[0, 1:, 0, 0] == 255).all()  # turned on white: corners are white
+        own = searcher.backbone.embed(pixels)
+        seen = searcher.backbone.embed(views[0])
+        expected = unit_rows(unit_rows(own[:1]) + unit_rows(seen).sum(axis=0))[0]
+        pooled, _ = searcher.embed_pixels(pixels, [True, False])
+        np.testing.assert_allclose(unit_rows(pooled[:1])[0], expected, atol=1e-5)
+        assert np.linalg.norm(pooled[0]) == pytest.approx(np.linalg.norm(own[0]), rel=1e-5)
+        np.testing.assert_allclose(pooled[1], own[1], atol=1e-6)  # the studio photo's own
+        assert not np.allclose(unit_rows(own[:1])[0], expected, atol=1e-3)
+        # The search uses them: its scores are cosines with the pooled vector.
+        found = searcher.search_image(shot, top=3)
+        scores = store.score(collection, expected, vector, [h.id for h in found.hits])
+        assert [h.score for h in found.hits] == pytest.approx([scores[h.id] for h in found.hits])
+        studio = searcher.search_image(tiny_catalog / "images" / "3.jpg", top=1)
+        assert studio.hits[0].id == 3 and studio.hits[0].score == pytest.approx(1.0, abs=1e-5)
