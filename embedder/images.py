@@ -27,6 +27,9 @@ MAX_PIXELS = 64_000_000
 SMOOTH_SIZE = 5  # the median filter the cut-out decides on
 DETECT_SIDE = 80  # the cut-out decides and masks at this size (longest side): see to_studio
 MIN_PRODUCT_AREA = 0.02  # a cut-out keeping less of the photo has found no product
+# A mask filling less of its bounding box than this has cut the product apart (light clothes
+# on a light grey studio wall, a white shoe on grey): the photo is left as it is (to_studio).
+MIN_MASK_FILL = 0.3
 CUT_OUT = "searchctl_cut_out"  # the mark to_studio leaves in a cut-out photo's info
 VIEW_TURN = 8.0  # degrees each way of the turned test-time views (query_views)
 
@@ -190,7 +193,8 @@ def _smooth_border(img: Image.Image) -> np.ndarray:
 def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     """A shopper's photo made to look like a catalog shot: when its background (the median
     colour of its border) is not near-white, pixels like the background become white and the
-    photo is cropped to the product (plus a margin). Studio photos come back unchanged.
+    photo is cropped to the product (plus a margin). Studio photos come back unchanged, and
+    so does a photo whose mask finds no product or only fragments of one (MIN_MASK_FILL).
 
     Catalog photos are products on white, filling the frame; a phone shot on a table or a
     wall is not, and shape and colour vectors then match the background. The decision and the
@@ -211,6 +215,9 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     foreground = fill_holes(np.abs(smooth - background).max(axis=-1) > tolerance)
     if foreground.mean() < MIN_PRODUCT_AREA:  # specks in a busy background: no product found
         return img
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if foreground[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].mean() < MIN_MASK_FILL:
+        return img  # fragments of the product: the cut-out failed
     mask = Image.fromarray(foreground.astype(np.uint8) * 255)
     if small is not img:
         mask = mask.resize(img.size, Image.Resampling.BILINEAR).point(_at_least_half)

@@ -148,6 +148,33 @@ def test_to_studio_leaves_a_busy_background_without_a_product_alone():
     assert to_studio(photo) is photo
 
 
+def test_to_studio_leaves_a_photo_alone_when_its_mask_keeps_fragments_of_the_product():
+    """A light shirt on a light wall: only its dark buttons and badges differ from the wall,
+    and a mask of those would cut the shirt to pieces; the photo stays as it is. On a darker
+    shirt the same badges are cut out with the whole shirt."""
+    rng = np.random.default_rng(3)
+    wall = np.clip(rng.normal(205, 3, size=(300, 240, 3)), 0, 255).astype(np.uint8)
+    wall[40:260, 50:190] = 218  # the shirt: too close to the wall to tell apart
+    for top in (40, 110, 180, 236):
+        for left in (50, 166):
+            wall[top : top + 24, left : left + 24] = (30, 40, 90)  # eight dark badges
+    photo = Image.fromarray(wall)
+    assert to_studio(photo) is photo
+    shirt = wall[40:260, 50:190]
+    shirt[shirt[..., 0] == 218] = 120  # a darker shirt
+    cut = to_studio(Image.fromarray(wall))
+    assert was_cut_out(cut) and cut.size[0] < 170  # the shirt and its margin
+
+
+@needs_shared()
+@pytest.mark.parametrize("product", [1538, 1620, 2496])
+def test_catalog_photos_the_cut_out_would_cut_apart_are_left_as_they_are(product):
+    """Light clothes on a model against light grey, a white shoe on grey: their masks keep
+    under a third of their bounding boxes (docs/quality.md, "A cut-out that fails")."""
+    photo = open_image(SHARED_DATASET / "images" / f"{product}.jpg")
+    assert to_studio(photo) is photo
+
+
 def test_to_studio_keeps_the_inside_of_a_product_the_colour_of_the_background():
     rng = np.random.default_rng(2)
     wall = np.clip(rng.normal((90, 140, 70), 6, size=(300, 400, 3)), 0, 255).astype(np.uint8)
