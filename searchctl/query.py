@@ -705,10 +705,6 @@ class Searcher:
         cutout = self.cutout if cutout is None else cutout
         return match_detail(prepare_photo(image, cutout), self.photo_size)
 
-    def load(self, image, vector: str) -> np.ndarray:
-        """A query photo at the vector's input size (see prepare)."""
-        return self.fit(self.prepare(image), vector)
-
     def fit(self, photo: Image.Image, vector: str) -> np.ndarray:
         """A prepared photo (prepare) at the vector's input size."""
         return fit_image(photo, *self.input_size(vector))
@@ -801,8 +797,14 @@ class Searcher:
         return [tag_payload(self.tagger.record.schemes, probs, i) for i in range(len(features))]
 
     def embed_image(self, image, vector: str | None = None) -> np.ndarray:
+        """A photo's named vector as its search queries with it (a cut-out photo's backbone
+        vector pooled with its views: embed_pixels)."""
         vector = vector or self.spec.vector_name
-        return self.embed_batch(self.load(image, vector)[None], vector)[0]
+        photo = self.prepare(image)
+        pixels = self.fit(photo, vector)[None]
+        if vector == self.spec.vector_name:
+            return self.embed_pixels(pixels, [was_cut_out(photo)])[0][0]
+        return self.embed_batch(pixels, vector)[0]
 
     @one_blas_thread
     def search_image(

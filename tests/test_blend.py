@@ -464,6 +464,9 @@ def test_a_cut_out_photo_is_searched_with_its_query_views_pooled(
         assert np.linalg.norm(pooled[0]) == pytest.approx(np.linalg.norm(own[0]), rel=1e-5)
         np.testing.assert_allclose(pooled[1], own[1], atol=1e-6)  # the studio photo's own
         assert not np.allclose(unit_rows(own[:1])[0], expected, atol=1e-3)
+        np.testing.assert_allclose(
+            unit_rows(searcher.embed_image(shot)[None])[0], expected, atol=1e-5
+        )
         # The search uses them: its scores are cosines with the pooled vector.
         found = searcher.search_image(shot, top=3)
         scores = store.score(collection, expected, vector, [h.id for h in found.hits])
