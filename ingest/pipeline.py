@@ -30,7 +30,7 @@ from embedder.collection import (
     typical_photo_size,
 )
 from embedder.decoded import DecodedPhotos
-from embedder.images import BadImage, fit_image, prepare_photo
+from embedder.images import BadImage, embed_with_views, fit_image, prepare_photo, was_cut_out
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, TEXT_FIELD, Catalog, Product
 from ingest.shards import RUNNING, Shard, mark, shard_marks
@@ -191,6 +191,7 @@ class _Batch:
     good: list[Product]
     bad: list[tuple[int, str]]
     payloads: list[dict] = field(default_factory=list)  # of the good ones
+    cut_out: list[bool] = field(default_factory=list)  # of the good ones: embed_with_views
 
 
 def _decode(
@@ -200,7 +201,7 @@ def _decode(
     root: Path,
     photos: DecodedPhotos | None,
 ) -> _Batch:
-    arrays, good, bad, payloads = [], [], [], []
+    arrays, good, bad, payloads, cut_out = [], [], [], [], []
     for product in products:
         try:
             payload = product_payload(product, root)  # the hash first: a photo replaced
@@ -208,6 +209,7 @@ def _decode(
             arrays.append(fit_image(photo, spec.input_height, spec.input_width))
             good.append(product)
             payloads.append(payload)
+            cut_out.append(was_cut_out(photo))
             if photos is not None:
                 photos.keep(product.id, photo)  # the later stages read it, not the file
         except BadImage as exc:
@@ -216,7 +218,7 @@ def _decode(
                 photos.keep_bad(product.id, str(exc))
     shape = (0, spec.input_height, spec.input_width, 3)
     images = np.stack(arrays) if arrays else np.zeros(shape, np.uint8)
-    return _Batch(products, images, good, bad, payloads)
+    return _Batch(products, images, good, bad, payloads, cut_out)
 
 
 class _Writer:
@@ -385,7 +387,7 @@ def _run_pipeline(
                 report.bad_images.extend(batch.bad)
                 if batch.good:
                     t0 = time.perf_counter()
-                    vectors = embedder.embed(batch.images)
+                    vectors = embed_with_views(embedder.embed, batch.images, batch.cut_out)
                     embed_seconds += time.perf_counter() - t0
                     writer.put(
                         [

@@ -34,13 +34,13 @@ from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_des
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import (
     BadImage,
+    embed_with_views,
     fetch_image,
     fit_image,
     is_url,
     match_detail,
     open_image,
     prepare_photo,
-    query_views,
     was_cut_out,
 )
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
@@ -714,20 +714,9 @@ class Searcher:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 batch at the backbone's size -> (backbone vectors, input of a `vectors`
         classifier or None). Rows marked in `with_views` (photos cut out of a background: a
-        shopper's) get the mean direction of their own and their test-time views' vectors
-        (query_views), at their own length; catalog and studio photos keep theirs, which
-        find their stored selves at a cosine of 1."""
-        marked = np.flatnonzero(with_views) if with_views is not None else np.array([], int)
-        if not len(marked):
-            out = self.backbone.embed(pixels)
-        else:
-            views = query_views(pixels[marked])
-            flat = views.reshape(-1, *pixels.shape[1:])
-            both = self.backbone.embed(np.concatenate([pixels, flat]))
-            out = both[: len(pixels)].copy()
-            seen = unit_rows(both[len(pixels) :]).reshape(len(marked), views.shape[1], -1)
-            pooled = unit_rows(unit_rows(out[marked]) + seen.sum(axis=1))
-            out[marked] = pooled * np.linalg.norm(out[marked], axis=1, keepdims=True)
+        shopper's) are pooled with their test-time views (embed_with_views)."""
+        marked = with_views if with_views is not None else [False] * len(pixels)
+        out = embed_with_views(self.backbone.embed, pixels, marked)
         # A vectors-kind classifier was trained on stored vectors, which are unit length.
         tags_from_vectors = self.tagger is not None and not self.tags_from_photo
         return out, unit_rows(out) if tags_from_vectors else None
