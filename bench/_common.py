@@ -14,6 +14,26 @@ DATASET = SHARED / "datasets" / "fashion-product-images-small"
 MOBILENET_WEIGHTS = SHARED / "models" / "mobilenet_v2_imagenet_notop.weights.h5"
 
 
+# /proc/PID/status lines of a process's memory, by kind: the embedded store's memory-mapped
+# segment files count in RSS beside what the process itself holds (anonymous).
+MEMORY_FIELDS = {"VmRSS": "rss", "RssAnon": "anonymous", "RssFile": "mapped files"}
+
+
+def memory_sample(pid: int) -> dict[str, int]:
+    """kB of each MEMORY_FIELDS entry of a process now, or {} once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            lines = status.read().splitlines()
+    except OSError:
+        return {}
+    values = {}
+    for line in lines:
+        key, _, rest = line.partition(":")
+        if key in MEMORY_FIELDS:
+            values[MEMORY_FIELDS[key]] = int(rest.split()[0])
+    return values
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -12,29 +12,27 @@ opens the collection between the two, to see whether the writes' mapped pages ca
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-FIELDS = {"VmRSS": "rss", "RssAnon": "anonymous", "RssFile": "mapped files"}
+from _common import MEMORY_FIELDS, memory_sample
 
 
 class Peaks:
-    """Peak GiB of each FIELDS entry of this process, sampled in a thread."""
+    """Peak GiB of each MEMORY_FIELDS entry of this process, sampled in a thread."""
 
     def __init__(self, every: float = 0.2):
-        self.gib = dict.fromkeys(FIELDS.values(), 0.0)
+        self.gib = dict.fromkeys(MEMORY_FIELDS.values(), 0.0)
         threading.Thread(target=self._watch, args=(every,), daemon=True).start()
 
     def _watch(self, every: float) -> None:
         while True:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                key, _, rest = line.partition(":")
-                if key in FIELDS:
-                    name = FIELDS[key]
-                    self.gib[name] = max(self.gib[name], int(rest.split()[0]) / 2**20)
+            for name, kb in memory_sample(os.getpid()).items():
+                self.gib[name] = max(self.gib[name], kb / 2**20)
             time.sleep(every)
 
     def __str__(self) -> str:

@@ -16,22 +16,7 @@ import subprocess
 import sys
 import time
 
-FIELDS = {"VmRSS": "rss", "RssAnon": "anonymous", "RssFile": "mapped files"}
-
-
-def sample(pid: int) -> dict[str, int]:
-    """kB of each FIELDS entry, or {} once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            lines = status.read().splitlines()
-    except OSError:
-        return {}
-    values = {}
-    for line in lines:
-        key, _, rest = line.partition(":")
-        if key in FIELDS:
-            values[FIELDS[key]] = int(rest.split()[0])
-    return values
+from _common import MEMORY_FIELDS, memory_sample
 
 
 def main() -> None:
@@ -44,9 +29,9 @@ def main() -> None:
         ap.error("give the command after --")
     start = time.perf_counter()
     process = subprocess.Popen(command)
-    peaks = dict.fromkeys(FIELDS.values(), 0)
+    peaks = dict.fromkeys(MEMORY_FIELDS.values(), 0)
     while process.poll() is None:
-        for name, kb in sample(process.pid).items():
+        for name, kb in memory_sample(process.pid).items():
             peaks[name] = max(peaks[name], kb)
         time.sleep(args.every)
     wall = time.perf_counter() - start

@@ -9,6 +9,9 @@ the collection lacks, so an interrupted run is finished by the next.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -220,10 +223,6 @@ def release_freed_memory() -> None:
     """Hand what a stage freed back to the system: glibc keeps freed heap (TensorFlow's
     and numpy's buffers of a stage's batches) for reuse, so the next stages' peaks stacked
     on the last one's (bench/peak_memory.py)."""
-    import contextlib
-    import ctypes
-    import gc
-
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: it keeps what it keeps
         ctypes.CDLL("libc.so.6").malloc_trim(0)

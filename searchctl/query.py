@@ -715,8 +715,7 @@ class Searcher:
         """uint8 batch at the backbone's size -> (backbone vectors, input of a `vectors`
         classifier or None). Rows marked in `with_views` (photos cut out of a background: a
         shopper's) are pooled with their test-time views (embed_with_views)."""
-        marked = with_views if with_views is not None else [False] * len(pixels)
-        out = embed_with_views(self.backbone.embed, pixels, marked)
+        out = embed_with_views(self.backbone.embed, pixels, with_views or [])
         # A vectors-kind classifier was trained on stored vectors, which are unit length.
         tags_from_vectors = self.tagger is not None and not self.tags_from_photo
         return out, unit_rows(out) if tags_from_vectors else None

@@ -6,13 +6,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from qdrant import StoreError
+
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health", summary="Ready when every model is loaded and warm (503 until then)")
 def health(request: Request):
-    from qdrant import StoreError
-
     engine = request.app.state.engine
     if not engine.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
