@@ -32,6 +32,7 @@ from classifier.tagger import read_record, softmax_rows, tagger_dir
 from classifier.tuned import CURRENT_KEY
 from embedder.colour import COLOUR_VECTOR
 from embedder.files import drop_other_models, models_dir, save_file_fresh, write_json_atomic
+from embedder.shopper import ShopperSet, load_shopper_set
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 from searchctl.reporting import (
     NO_PROGRESS,
@@ -83,6 +84,9 @@ class TaggedLabel:
     tag: str
     label: str
     name: str
+    # Also learns from the collection's shopper photos (embedder.shopper), where they hold
+    # its inputs: a shopper's photo's type is what the search's tag agreement reads most.
+    learns_shopper_photos: bool = False
 
     @property
     def stage(self) -> str:
@@ -91,7 +95,7 @@ class TaggedLabel:
 
 
 COLOUR = TaggedLabel(COLOUR_TAG, "baseColour", "colour_tagger")
-FINE_TYPE = TaggedLabel(FINE_TYPE_TAG, "articleType", "type_tagger")
+FINE_TYPE = TaggedLabel(FINE_TYPE_TAG, "articleType", "type_tagger", learns_shopper_photos=True)
 LABEL_TAGGERS = (COLOUR, FINE_TYPE)
 
 
@@ -268,6 +272,20 @@ def _rows_with_vectors(
     return rows, vectors
 
 
+def _shopper_rows(
+    shoppers: ShopperSet | None, names: list[str], class_of: Mapping[int, int]
+) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """The shopper photos' vectors of `names` and their classes, for the photos of products
+    in `class_of` (product id -> class); None without a set that holds those vectors."""
+    if shoppers is None or not all(name in shoppers.vectors for name in names):
+        return None
+    rows = np.array([int(i) in class_of for i in shoppers.ids], bool)
+    if not rows.any():
+        return None
+    classes = np.array([class_of[int(i)] for i in shoppers.ids[rows]])
+    return {name: shoppers.vectors[name][rows] for name in names}, classes
+
+
 def _fit(x: np.ndarray, y: np.ndarray, seed: int):
     """The fitted scikit-learn model and its layers (weights, bias), float32."""
     if len(x) >= MLP_MIN_TRAIN:
@@ -354,10 +372,13 @@ def train_label_tagger(
     test_ids: Collection[int] | None = None,
     seed: int = 0,
     min_products: int = MIN_PRODUCTS,
+    shoppers: ShopperSet | None = None,
 ) -> LabelTagger:
     """Fit on every product but `test_ids` (the classifier's test products, so that the audit
     knows which labels it never saw), measure on those; without them, on a seeded stratified
-    split. TooLittleData when the catalog's labels are too few to trust (trusted_classes)."""
+    split. With `shoppers`, also on its shopper photos of the products fitted on (labelled
+    as their product). TooLittleData when the catalog's labels are too few to trust
+    (trusted_classes)."""
     t0 = time.perf_counter()
     names = [name for name, _ in inputs]
     ids, payloads = _labelled(store, collection, kind)
@@ -379,9 +400,13 @@ def train_label_tagger(
     rng = np.random.default_rng(seed)
     train, test = _at_most(train, TRAIN_LIMIT, rng), _at_most(test, TEST_LIMIT, rng)
     train, vectors = _rows_with_vectors(store, collection, names, ids, train)
-    x = tagger_input(vectors, inputs)
+    x, y_train = tagger_input(vectors, inputs), y[train]
     del vectors
-    model, layers = _fit(x, y[train], seed)
+    extra = _shopper_rows(shoppers, names, {ids[r]: y[r] for r in train})
+    if extra is not None:
+        x = np.vstack([x, tagger_input(extra[0], inputs)])
+        y_train = np.concatenate([y_train, extra[1]])
+    model, layers = _fit(x, y_train, seed)
     del x
     layers[-1] = _all_classes(*layers[-1], model.classes_, len(classes))
     tagger = LabelTagger(kind, classes, layers, inputs, {})
@@ -394,6 +419,7 @@ def train_label_tagger(
         "test_accuracy": accuracy,
         "test_products": int(len(test)),
         "trained_on": int(len(train)),
+        "shopper_photos": 0 if extra is None else int(len(extra[1])),
         "model": "mlp" if len(layers) > 1 else "logistic regression",
         "recipe": RECIPE,
         "seed": seed,  # the split's without test_ids, and the MLP's initial weights
@@ -448,6 +474,10 @@ def ensure_label_tags(
         return skipped(kind.stage, "no colour vectors (ingest without --no-colour)", what)
     directory = label_tagger_dir(data_dir, collection, kind)
     tagger = LabelTagger.load(directory, kind)
+    shoppers = load_shopper_set(data_dir, collection) if kind.learns_shopper_photos else None
+    if shoppers is not None and not all(v in shoppers.vectors for v, _ in inputs):
+        shoppers = None  # a set without the tagger's inputs (a tuned vector) teaches it nothing
+    shopper_mark = shoppers.mark if shoppers is not None else None
     if min_products is None:  # what the tagger was trained with, else the default
         min_products = tagger.record.get("min_products", MIN_PRODUCTS) if tagger else MIN_PRODUCTS
     trained = (
@@ -456,18 +486,21 @@ def ensure_label_tags(
         or tagger.record.get("recipe") != RECIPE
         or not tagger.reads_current(tuned_mark)
         or tagger.record.get("min_products", MIN_PRODUCTS) != min_products
+        or tagger.record.get("shopper_mark") != shopper_mark
     )
     if trained:
         classifier = read_record(tagger_dir(data_dir, collection))
         test_ids = classifier.test_ids if classifier else None
         try:
             tagger = train_label_tagger(
-                store, collection, kind, inputs, test_ids, min_products=min_products
-            )
+                store, collection, kind, inputs, test_ids, min_products=min_products,
+                shoppers=shoppers,
+            )  # fmt: skip
         except TooLittleData as exc:
             _drop_tagger(store, collection, directory, kind)
             return skipped(kind.stage, str(exc), what)
         tagger.record["min_products"] = min_products
+        tagger.record["shopper_mark"] = shopper_mark
         if TUNED_VECTOR in tagger.vectors:
             tagger.record["tuned_model"] = tuned_mark
         tagger.record[TAGGED_ALL] = False  # until every point carries its tags

@@ -1,10 +1,11 @@
 """The ingest's stage plan: every stage, in its one order, behind one interface.
 
-backbone (ingest.pipeline) -> colour -> autoencoder -> classifier -> tuned -> colour_tags ->
-type_tags. `ingest` runs them all; `train classifier` and `tag` run the classifier their way
-and then every stage after it (`run_stages(..., after="classifier")`), so a retrained model
-never leaves a stage that reads it out of date. Each stage is idempotent: it does only what
-the collection lacks, so an interrupted run is finished by the next.
+backbone (ingest.pipeline) -> colour -> autoencoder -> classifier -> tuned -> shopper_photos ->
+colour_tags -> type_tags. `ingest` runs them all; `train classifier` and `tag` run the
+classifier their way and then every stage after it (`run_stages(..., after="classifier")`),
+so a retrained model never leaves a stage that reads it out of date. Each stage is
+idempotent: it does only what the collection lacks, so an interrupted run is finished by the
+next.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
 from ingest.pipeline import IngestReport, ingest_catalog, record_photo_size, resolve_cutout
 from ingest.shards import DONE, RUNNING, Shard, check_every_shard_done, mark
+from ingest.shopper import STAGE as SHOPPER_STAGE
+from ingest.shopper import ensure_shopper_photos
 from ingest.sync import (
     CatalogChanges,
     apply_changes,
@@ -69,6 +72,8 @@ class StagePlan:
     min_class_size: int = DEFAULT_MIN_CLASS_SIZE
     retag: bool = False  # the label taggers tag every product again (`searchctl tag`)
     tagger_min_products: int | None = None  # label taggers' classes (None: as trained, or 20)
+    # products photographed as a shopper would (ingest.shopper; None: as made, or the default)
+    shopper_photos: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -142,6 +147,13 @@ def _tuned(c: StageContext) -> StageReport:
     return ensure_tuned(c.store, c.collection, c.data_dir, c.photos, progress=c.progress)
 
 
+def _shopper_photos(c: StageContext) -> StageReport:
+    return ensure_shopper_photos(
+        c.store, c.collection, c.spec, c.data_dir, count=c.plan.shopper_photos,
+        seed=c.plan.seed, progress=c.progress,
+    )  # fmt: skip
+
+
 def _label_tags(c: StageContext, kind: TaggedLabel) -> StageReport:
     return ensure_label_tags(
         c.store, c.collection, c.data_dir, c.spec.vector_name, kind, retag=c.plan.retag,
@@ -158,6 +170,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("autoencoder", lambda plan: plan.autoencoder, _autoencoder),
     Stage("classifier", _classifier_wanted, _classifier),
     Stage("tuned", _classifier_wanted, _tuned),
+    Stage(SHOPPER_STAGE, _classifier_wanted, _shopper_photos),
     *(
         Stage(kind.stage, _classifier_wanted, partial(_label_tags, kind=kind))
         for kind in LABEL_TAGGERS

@@ -534,7 +534,7 @@ def photo_queries(
                     vecs = one_pass[1]
                 else:
                     vecs = searcher.embed_batch(stacked[sizes[v]], v)
-                rows[v].append(vecs)
+                rows[v].append(searcher.search_rows(vecs, v, views))
             if one_pass is None and tagger_size:  # the type tagger may read the tuned vectors
                 one_pass = searcher.tagger.predict_and_embed(stacked[tagger_size])
             if one_pass is not None:  # tags and tuned vectors from one pass, as a query's

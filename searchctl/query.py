@@ -43,6 +43,7 @@ from embedder.images import (
     prepare_photo,
     was_cut_out,
 )
+from embedder.shopper import load_query_map
 from embedder.spec import IMAGENET, EmbedderSpec, WeightsUnavailable, sha256_file
 from ingest.catalog import TEXT_FIELD
 from qdrant.base import (
@@ -629,6 +630,8 @@ class Searcher:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
         self.photo_size = collection_photo_size(store, collection)  # see prepare
+        # Added to a cut-out photo's backbone vector before the search (search_rows).
+        self.query_map = load_query_map(self.data_dir, collection, self.spec.vector_name)
         self.tagger = None
         # tag -> the collection's label taggers (classifier.label_tags), with the classifier
         self.label_taggers: dict[str, LabelTagger] = {}
@@ -720,6 +723,18 @@ class Searcher:
         tags_from_vectors = self.tagger is not None and not self.tags_from_photo
         return out, unit_rows(out) if tags_from_vectors else None
 
+    def search_rows(self, vectors: np.ndarray, vector: str, cut_out: Sequence[bool]) -> np.ndarray:
+        """The rows of `vector` a search sends: a cut-out photo's (a shopper's) backbone
+        vector with its query map's direction added (embedder.shopper.QueryMap), which found
+        the very product in the top 5 of more phone-like photos (docs/quality.md, "Learning
+        from shoppers' photos"); every other row as it is. The tags read the vectors as made."""
+        marked = np.flatnonzero(np.asarray(cut_out, bool))
+        if self.query_map is None or vector != self.spec.vector_name or not len(marked):
+            return vectors
+        out = np.array(vectors, np.float32, copy=True)
+        out[marked] = self.query_map.apply(out[marked])
+        return out
+
     def embed_batch(self, pixels: np.ndarray, vector: str) -> np.ndarray:
         """uint8 batch at input_size(vector) -> that named vector."""
         if vector == AUTOENCODER:
@@ -786,12 +801,13 @@ class Searcher:
 
     def embed_image(self, image, vector: str | None = None) -> np.ndarray:
         """A photo's named vector as its search queries with it (a cut-out photo's backbone
-        vector pooled with its views: embed_pixels)."""
+        vector pooled with its views, embed_pixels, and its query map's added: search_rows)."""
         vector = vector or self.spec.vector_name
         photo = self.prepare(image)
         pixels = self.fit(photo, vector)[None]
         if vector == self.spec.vector_name:
-            return self.embed_pixels(pixels, [was_cut_out(photo)])[0][0]
+            cut = [was_cut_out(photo)]
+            return self.search_rows(self.embed_pixels(pixels, cut)[0], vector, cut)[0]
         return self.embed_batch(pixels, vector)[0]
 
     @one_blas_thread
@@ -856,6 +872,7 @@ class Searcher:
             if predicted is None:
                 raise ValueError("--same-type needs the classifier (Searcher(with_tags=True))")
             where.append((SAME_TYPE_FIELD, predicted[SAME_TYPE_FIELD]))
+        query_vector = self.search_rows(query_vector[None], vector, views)[0]
         clock.lap("embed")
         if blend is None:
             hits = self.store.search(self.collection, query_vector, vector, top, where)

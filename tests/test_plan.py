@@ -37,7 +37,8 @@ def test_ingest_runs_every_stage_in_order_and_reports_each_as_it_ends(shop, tiny
         result = ingest(
             read_catalog(shop), store, "c", _spec(tiny_weights), tmp_path, plan, progress=heard
         )
-        order = ["backbone", "colour", "classifier", "tuned", "colour_tags", "type_tags"]
+        order = ["backbone", "colour", "classifier", "tuned", "shopper_photos", "colour_tags",
+                 "type_tags"]  # fmt: skip
         assert [r.stage for r in heard.reports] == order  # autoencoder left out by the plan
         assert list(result.stages) == [r.stage for r in heard.reports[1:]]
         assert all(isinstance(r, StageReport) and r.summary for r in heard.reports)
@@ -117,7 +118,8 @@ def test_the_index_is_built_once_after_every_stage_has_written(shop, tiny_weight
     plan = StagePlan(autoencoder_epochs=1, min_class_size=5)
     with EdgeStore(tmp_path) as store:
         result = ingest(read_catalog(shop), store, "c", _spec(tiny_weights), tmp_path, plan)
-        written = ["colour", "autoencoder", "classifier", "colour_tags", "type_tags"]
+        written = ["colour", "autoencoder", "classifier", "shopper_photos", "colour_tags",
+                   "type_tags"]  # fmt: skip
         assert all(result.stages[s].action != Action.SKIPPED for s in written)
         assert builds == ["build"]
         assert not store._config("c").get(UNINDEXED_KEY)

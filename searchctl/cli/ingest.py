@@ -153,6 +153,17 @@ ShardOpt = Annotated[
         show_default=False,
     ),
 ]
+ShopperPhotosOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Photograph this many catalog products as a shopper would (on a background, "
+        "turned, under other light) and learn from them: a query map that brings a shopper's "
+        "photo nearer its product, and a type tagger that names its type. 0 turns it off "
+        "\\[default: as made, else 10000; ~5 min on 2 cores].",
+        show_default=False,
+    ),
+]
 ClassifierKindOpt = Annotated[
     str, typer.Option(help="Kind of a classifier trained here: finetune or vectors.")
 ]
@@ -176,6 +187,7 @@ def ingest(
     classifier_kind: ClassifierKindOpt = "vectors",
     min_class_size: MinClassSize = 500,
     tagger_min_products: TaggerMinProducts = None,
+    shopper_photos: ShopperPhotosOpt = None,
     keep_missing: KeepMissingOpt = False,
     allow_mass_delete: MassDeleteOpt = False,
     show_plan: PlanOpt = False,
@@ -229,6 +241,7 @@ def ingest(
             colour=colour, autoencoder=autoencoder, autoencoder_arch=autoencoder_arch,
             classifier=classifier, classifier_kind=classifier_kind,
             min_class_size=min_class_size, tagger_min_products=tagger_min_products,
+            shopper_photos=shopper_photos,
         )  # fmt: skip
         size = parse_input_size(input_size) if input_size else DEFAULT_INPUT_SIZE
         spec = make_spec(backbone, weights, size, preprocess)
