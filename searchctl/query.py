@@ -727,12 +727,20 @@ class Searcher:
         """The rows of `vector` a search sends: a cut-out photo's (a shopper's) backbone
         vector with its query map's direction added (embedder.shopper.QueryMap), which found
         the very product in the top 5 of more phone-like photos (docs/quality.md, "Learning
-        from shoppers' photos"); every other row as it is. The tags read the vectors as made."""
+        from shoppers' photos"); every other row as it is. A cut-out photo that is a catalog
+        photo (a stored vector at a cosine of NEAR_EXACT or more; no phone-like photo comes
+        that near) keeps its own, so that it finds itself first. The tags read the vectors
+        as made."""
         marked = np.flatnonzero(np.asarray(cut_out, bool))
         if self.query_map is None or vector != self.spec.vector_name or not len(marked):
             return vectors
         out = np.array(vectors, np.float32, copy=True)
-        out[marked] = self.query_map.apply(out[marked])
+        nearest = self.store.search_batch(
+            self.collection, out[marked], vector, 1, with_payload=False
+        )
+        away = [row for row, hits in zip(marked, nearest) if not hits or hits[0].score < NEAR_EXACT]
+        if away:
+            out[away] = self.query_map.apply(out[away])
         return out
 
     def embed_batch(self, pixels: np.ndarray, vector: str) -> np.ndarray:

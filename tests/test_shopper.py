@@ -183,10 +183,16 @@ def test_a_cut_out_query_is_searched_with_the_query_map_and_a_studio_one_without
             pixels = searcher.fit(searcher.prepare(photo), spec.vector_name)[None]
             return searcher.embed_pixels(pixels, [cut])[0][0]
 
-        rows = np.stack([embedded(studio, False), embedded(shopper, True)])
+        far = rng.uniform(0, 1, dim).astype(np.float32)  # no stored vector near it
+        rows = np.stack([embedded(studio, False), far])
         sent = searcher.search_rows(rows, spec.vector_name, [False, True])
         assert np.array_equal(sent[0], rows[0])  # a studio photo's vector as it is
-        assert np.allclose(sent[1], query_map.apply(rows[1]), atol=1e-6)
-        assert np.allclose(searcher.embed_image(shopper), sent[1], atol=1e-4)
+        assert np.allclose(sent[1], query_map.apply(far), atol=1e-6)
+        as_searched = searcher.search_rows(embedded(shopper, True)[None], spec.vector_name, [True])
+        assert np.allclose(searcher.embed_image(shopper), as_searched[0], atol=1e-4)
+        # A cut-out photo that is a catalog photo (its stored vector) keeps its own vector.
+        stored = store.retrieve("c", [7], with_vectors=[spec.vector_name])[0]
+        own = stored.vectors[spec.vector_name][None]
+        assert np.array_equal(searcher.search_rows(own, spec.vector_name, [True]), own)
         result = searcher.search_image(shopper, top=3)
         assert result.hits and searcher.search_image(studio, top=1).hits[0].id == 5
