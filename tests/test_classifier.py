@@ -247,6 +247,10 @@ def test_info_names_the_classifier_and_the_label_taggers(tagged):
     text = runner.invoke(app, ["info"], env={"COLUMNS": "250"}).stdout
     assert "classifier: vectors" in text and "colour tagger: logistic regression, 4" in text
     assert f"type tagger: logistic regression, {types['classes']} articleType classes" in text
+    shoppers = shop["models"]["shopper_photos"]  # too few to fit a query map
+    assert shoppers["rows"] == types["shopper_photos"] > 0 and not shoppers["query_map"]
+    assert f"(and {shoppers['rows']} shopper photos)" in text
+    assert f"shopper photos: {shoppers['rows']} (" in text and "no query map" in text
 
 
 def test_same_type_queries_keep_the_predicted_type(tagged):
