@@ -11,7 +11,7 @@ product; ingest (ingest.shopper) embeds a sample of them the way a query photo i
 Its choices are its own, not those of the query sets that judge it
 (bench/make_query_sets.py's `phone/` and `phone2/`): flat, two-colour gradient or blotchy
 backgrounds, a white balance and exposure of their own, turns of up to 20 degrees, blur and
-JPEG. See docs/quality.md, "Learning from shoppers' photos".
+JPEG. See docs/quality.md, "Shoppers' photos, third round".
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ FRAMES = ((240, 320), (320, 240), (280, 280))  # (width, height) of the shot
 STUDIO_WHITE = 18  # a catalog pixel this close to white in every channel is the studio's
 # The map's ridge penalty: on a tuning set of phone-like photos (10,000 shopper photos,
 # backbone vectors of unit length) 0.03-0.3 found the very product alike, 1 and more less
-# often (docs/quality.md, "Learning from shoppers' photos").
+# often (docs/quality.md, "Shoppers' photos, third round").
 RIDGE = 0.1
 
 
@@ -91,8 +91,8 @@ def shopper_photo(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
 class QueryMap:
     """A ridge regression from a cut-out photo's backbone vector (unit length) to its
     product's stored vector (unit length): `apply` adds its direction to the query's, which
-    brings a shopper's photo nearer its product (docs/quality.md, "Learning from shoppers'
-    photos")."""
+    brings a shopper's photo nearer its product (docs/quality.md, "Shoppers' photos, third
+    round")."""
 
     mean_in: np.ndarray  # (dim,)
     weights: np.ndarray  # (dim, dim)

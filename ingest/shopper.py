@@ -45,8 +45,8 @@ from searchctl.reporting import NO_PROGRESS, Action, Progress, StageReport, skip
 
 STAGE = "shopper_photos"
 # Products photographed. On the shared catalog 10,000 (of 35,000 the classifier trains on)
-# took phone-like photos' type from 0.66 to 0.75 predicted right; the stage takes ~5 min
-# on 2 cores (docs/quality.md, "Learning from shoppers' photos").
+# took generator-1 phone-like photos' type from 0.66 to 0.75 predicted right; the stage takes
+# ~3 min on 2 cores (docs/quality.md, "Shoppers' photos, third round").
 DEFAULT_COUNT = 10_000
 RECIPE = 1  # bump when shopper_photo or the embedding changes: the set is made again
 BATCH = 64

@@ -726,8 +726,8 @@ class Searcher:
     def search_rows(self, vectors: np.ndarray, vector: str, cut_out: Sequence[bool]) -> np.ndarray:
         """The rows of `vector` a search sends: a cut-out photo's (a shopper's) backbone
         vector with its query map's direction added (embedder.shopper.QueryMap), which found
-        the very product in the top 5 of more phone-like photos (docs/quality.md, "Learning
-        from shoppers' photos"); every other row as it is. A cut-out photo that is a catalog
+        the very product in the top 5 of more phone-like photos (docs/quality.md, "Shoppers'
+        photos, third round"); every other row as it is. A cut-out photo that is a catalog
         photo (a stored vector at a cosine of NEAR_EXACT or more; no phone-like photo comes
         that near) keeps its own, so that it finds itself first. The tags read the vectors
         as made."""

@@ -160,7 +160,7 @@ ShopperPhotosOpt = Annotated[
         help="Photograph this many catalog products as a shopper would (on a background, "
         "turned, under other light) and learn from them: a query map that brings a shopper's "
         "photo nearer its product, and a type tagger that names its type. 0 turns it off "
-        "\\[default: as made, else 10000; ~5 min on 2 cores].",
+        "\\[default: as made, else 10000; ~3 min on 2 cores].",
         show_default=False,
     ),
 ]
@@ -202,8 +202,9 @@ def ingest(
 ) -> None:
     """Embed every catalog image and store it, one point per product, with its labels.
 
-    Then the colour vectors, the autoencoder, the classifier's tags, the tuned vectors and
-    the label taggers' tags (docs/architecture.md, "The ingest"). Run again on a changed
+    Then the colour vectors, the autoencoder, the classifier's tags, the tuned vectors, the
+    shopper photos (a query map for shoppers' photos and more for the type tagger to learn)
+    and the label taggers' tags (docs/architecture.md, "The ingest"). Run again on a changed
     catalog, it brings the collection in step: new products are added, products whose row or
     photo is gone are deleted, relabelled rows get their new labels (nothing is embedded
     again), and a product whose photo changed gets every vector and tag made again; models
