@@ -153,6 +153,15 @@ def test_ingest_photographs_products_as_shoppers_and_leaves_the_test_products_ou
         off = ingest(catalog, store, "c", spec, data, none)
         assert off.stages["shopper_photos"].action == Action.SKIPPED
         assert read_shopper_record(data, "c")["count"] == 30  # the set made stays
+        # A photo gone from disk since: named, and every other product photographed.
+        test_ids = set(read_record(tagger_dir(data, "c")).test_ids)
+        trained_on = sorted(set(store.ids("c")) - test_ids)
+        (catalog.root / "images" / f"{trained_on[0]}.jpg").unlink()
+        every = StagePlan(autoencoder=False, shopper_photos=1000)
+        remade = ingest(catalog, store, "c", spec, data, every).stages["shopper_photos"]
+        assert remade.action == Action.TRAINED and remade.details["rows"] == len(trained_on) - 1
+        assert [pid for pid, _ in remade.bad_images] == [trained_on[0]]
+        assert "file not found" in remade.bad_images[0][1]
 
 
 def test_a_cut_out_query_is_searched_with_the_query_map_and_a_studio_one_without(
