@@ -32,7 +32,7 @@ from classifier.tagger import read_record, softmax_rows, tagger_dir
 from classifier.tuned import CURRENT_KEY
 from embedder.colour import COLOUR_VECTOR
 from embedder.files import drop_other_models, models_dir, save_file_fresh, write_json_atomic
-from embedder.shopper import ShopperSet, load_shopper_set
+from embedder.shopper import ShopperSet, load_shopper_set, read_shopper_record
 from qdrant.base import KEYWORD_INDEX, VectorStore, unit_rows
 from searchctl.reporting import (
     NO_PROGRESS,
@@ -474,10 +474,11 @@ def ensure_label_tags(
         return skipped(kind.stage, "no colour vectors (ingest without --no-colour)", what)
     directory = label_tagger_dir(data_dir, collection, kind)
     tagger = LabelTagger.load(directory, kind)
-    shoppers = load_shopper_set(data_dir, collection) if kind.learns_shopper_photos else None
-    if shoppers is not None and not all(v in shoppers.vectors for v, _ in inputs):
+    # The set's record says whether it teaches this tagger; its arrays are read to train only.
+    shoppers = read_shopper_record(data_dir, collection) if kind.learns_shopper_photos else None
+    if shoppers is not None and not all(v in shoppers["vectors"] for v, _ in inputs):
         shoppers = None  # a set without the tagger's inputs (a tuned vector) teaches it nothing
-    shopper_mark = shoppers.mark if shoppers is not None else None
+    shopper_mark = shoppers["mark"] if shoppers is not None else None
     if min_products is None:  # what the tagger was trained with, else the default
         min_products = tagger.record.get("min_products", MIN_PRODUCTS) if tagger else MIN_PRODUCTS
     trained = (
@@ -494,7 +495,7 @@ def ensure_label_tags(
         try:
             tagger = train_label_tagger(
                 store, collection, kind, inputs, test_ids, min_products=min_products,
-                shoppers=shoppers,
+                shoppers=load_shopper_set(data_dir, collection) if shopper_mark else None,
             )  # fmt: skip
         except TooLittleData as exc:
             _drop_tagger(store, collection, directory, kind)

@@ -117,10 +117,6 @@ class QueryMap:
         out = unit_rows(rows + mapped)
         return out if np.ndim(vectors) > 1 else out[0]
 
-    @property
-    def dim(self) -> int:
-        return int(self.weights.shape[0])
-
     def save(self, path: Path) -> None:
         np.savez(path, mean_in=self.mean_in, weights=self.weights, mean_out=self.mean_out)
 
@@ -131,8 +127,8 @@ class QueryMap:
 
 
 SHOPPER_DIR = "shopper_photos"  # under the collection's models directory
-SET_FILE, MAP_FILE, RECORD_FILE = "shopper_photos.npz", "query_map.npz", "shopper_photos.json"
-COLOUR_NAME = "colour"  # embedder.colour.COLOUR_VECTOR, the set's other named vector
+# The set's and the map's files (<prefix>-<stamp>.npz, save_file_fresh) and the record naming them
+SET_PREFIX, MAP_PREFIX, RECORD_FILE = "shopper_photos", "query_map", "shopper_photos.json"
 
 
 @dataclass
@@ -185,11 +181,11 @@ def save_shopper_set(
     ids, cut_out = np.asarray(shoppers.ids, np.int64), np.asarray(shoppers.cut_out, bool)
     set_file = save_file_fresh(
         lambda path: np.savez(path, ids=ids, cut_out=cut_out, **arrays),
-        directory, SET_FILE.removesuffix(".npz"), ".npz",
+        directory, SET_PREFIX, ".npz",
     )  # fmt: skip
     map_file = None
     if query_map is not None:
-        map_file = save_file_fresh(query_map.save, directory, MAP_FILE.removesuffix(".npz"), ".npz")
+        map_file = save_file_fresh(query_map.save, directory, MAP_PREFIX, ".npz")
     record = {
         **shoppers.record,
         "mark": secrets.token_hex(6),
