@@ -75,6 +75,8 @@ class CutoutWeights:
     colour_weight: float
     tag_weight: float
     tuned_weight: float
+    type_weight: float = 0.0
+    type_voters: int = 0
 
 
 WEIGHTS = tuple(f.name for f in dataclass_fields(CutoutWeights))  # the Blend fields they replace
@@ -104,7 +106,11 @@ class Blend:
     blended order, above every look-alike the side scores would lift past them (rerank). So
     is the shape search's nearest candidate when its colour reaches `near_exact` and its
     shape cosine `nearest_shape`: a photo sharper than the catalog's finds its own product
-    nearest, at a cosine under near_exact."""
+    nearest, at a cosine under near_exact.
+
+    With `type_voters`, the photo's articleType is voted by that many of the shape search's
+    nearest candidates (voted_type) in place of its predicted one, and agreeing with it adds
+    type_weight x the vote's share; both are set for cut-out photos only (CutoutWeights)."""
 
     colour_weight: float = 0.3
     tag_weight: float = 0.1
@@ -114,6 +120,8 @@ class Blend:
     cut_out: CutoutWeights | None = None
     near_exact: float | None = None
     nearest_shape: float | None = None
+    type_weight: float = 0.0
+    type_voters: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -126,6 +134,8 @@ class Blend:
             "cut_out": asdict(self.cut_out) if self.cut_out else None,
             "near_exact": self.near_exact,
             "nearest_shape": self.nearest_shape,
+            "type_weight": self.type_weight,
+            "type_voters": self.type_voters,
         }
 
     def for_photo(self, cut_out: bool) -> Blend:
@@ -140,6 +150,11 @@ class Blend:
         cut_out = replace(self.cut_out, **cut) if self.cut_out and cut else self.cut_out
         return replace(self, **weights, cut_out=cut_out)
 
+    def without_tags(self) -> Blend:
+        """This blend without the tag agreement, a cut-out photo's type vote included (it
+        was measured with the tags only)."""
+        return self.with_weights(tag_weight=0.0, type_weight=0.0, type_voters=0)
+
     @property
     def tuned_search(self) -> int:
         """How many nearest products of the tuned vector join the candidates."""
@@ -153,7 +168,8 @@ class Blend:
     @property
     def most_added(self) -> float:
         """The most the side scores can add to a shape cosine (cosines and confidences <= 1)."""
-        return sum(self.side_vectors().values()) + self.tag_weight * sum(TAG_WEIGHTS.values())
+        tags = self.tag_weight * sum(TAG_WEIGHTS.values())
+        return sum(self.side_vectors().values()) + tags + self.type_weight
 
 
 # A candidate at least this close to the photo in shape and in colour is the very product (or
@@ -182,10 +198,28 @@ NEAREST_SHAPE = 0.85
 # found 2 more of 100 and matched their articleType better, and did not cost catalog queries.
 # Agreeing with the candidates' labels (candidate_tag), tags at 0.08 matched labels better
 # than at 0.1 and kept 99.6 % of studio shots' own product (0.992 at 0.1).
+# A cut-out photo's articleType is voted by its TYPE_VOTERS nearest candidates (voted_type):
+# on phone-like photos of the tuning set the vote named it in 0.84 of them, the type tagger
+# in 0.71. Agreeing with the vote at SHOPPER_TYPE_WEIGHT more took their articleType match
+# of the top 5 from 0.737 to 0.798 at the same share of the very product (0.830); 0.03 gave
+# 0.804 for 0.006 of the product, mixing the tagger's tag into the vote no better
+# (docs/quality.md, "Shoppers' photos, fourth round").
+TYPE_VOTERS = 5
+SHOPPER_TYPE_WEIGHT = 0.02
+# How sharply the vote favours the nearest: a voter's weight is exp((cosine - the nearest
+# candidate's) / VOTE_SHARPNESS); 0.01 named the type in 0.840 of the tuning photos, 0.005 0.842
+# and matched articleType better (0.798 against 0.792).
+VOTE_SHARPNESS = 0.005
 DEFAULT_BLEND = Blend(
     tag_weight=0.08,
     candidates=100,
-    cut_out=CutoutWeights(colour_weight=0.7, tag_weight=0.02, tuned_weight=0.0),
+    cut_out=CutoutWeights(
+        colour_weight=0.7,
+        tag_weight=0.02,
+        tuned_weight=0.0,
+        type_weight=SHOPPER_TYPE_WEIGHT,
+        type_voters=TYPE_VOTERS,
+    ),
     near_exact=NEAR_EXACT,
     nearest_shape=NEAREST_SHAPE,
 )
@@ -289,6 +323,27 @@ def tag_agreement(
     return total
 
 
+def voted_type(
+    hits: Sequence[Hit], tags_of: Mapping[int, Mapping | None], voters: int
+) -> dict[str, object]:
+    """Payload-shaped articleType tag (pred_/conf_ of FINE_TYPE_TAG) voted by the `voters`
+    nearest `hits` (by shape cosine): each its candidate_tag, weighted by how sure that is
+    and by exp((cosine - the nearest's) / VOTE_SHARPNESS); the share of the winner is its
+    confidence. {} when none of them has a type."""
+    votes: dict[str, float] = {}
+    nearest = sorted(hits, key=lambda h: -h.score)[:voters]
+    for hit in nearest:
+        kind, sure = candidate_tag(FINE_TYPE_TAG, tags_of.get(hit.id) or {})
+        if kind is not None:
+            weight = sure * np.exp((hit.score - nearest[0].score) / VOTE_SHARPNESS)
+            votes[kind] = votes.get(kind, 0.0) + float(weight)
+    if not votes:
+        return {}
+    best = max(votes, key=votes.__getitem__)
+    share = votes[best] / sum(votes.values())
+    return {pred_field(FINE_TYPE_TAG): best, conf_field(FINE_TYPE_TAG): round(share, 4)}
+
+
 def agreement_terms(query: Mapping) -> list[tuple[str, str, float]]:
     """(tag, the query's predicted tag, weight x its confidence) for each tag of
     agreement_weights the query has: made once a query, not once a candidate."""
@@ -314,8 +369,8 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     predicted tags and the vector is not the tuned one (which already ranks by type: a type
     boost cost it a point); the tuned vector's cosine when the collection has one and it is
     not the vector searched and they are current (ingest.tuned), and then TUNED_BLEND's
-    weights; None when none of them. A cut-out photo's own weights are the backbone's alone
-    (measured on its search only)."""
+    weights; None when none of them. A cut-out photo's type vote goes with the tags; its own
+    weights are the backbone's alone (measured on its search only)."""
     from classifier.tuned import tuned_current
 
     backbone = default_vector(store, collection)
@@ -332,8 +387,9 @@ def default_blend(store: VectorStore, collection: str, vector: str | None = None
     base = TUNED_BLEND if has_tuned else DEFAULT_BLEND
     if vector != backbone:
         base = replace(base, cut_out=None)
-    present = {"colour_weight": has_colour, "tag_weight": has_tags, "tuned_weight": has_tuned}
-    return base.with_weights(**{w: 0.0 for w, has in present.items() if not has})
+    present = {"colour_weight": has_colour, "tuned_weight": has_tuned}
+    blend = base.with_weights(**{w: 0.0 for w, has in present.items() if not has})
+    return blend if has_tags else blend.without_tags()
 
 
 def best_cosines(rows: np.ndarray, stored: Mapping[int, np.ndarray]) -> dict[int, float]:
@@ -432,8 +488,11 @@ def rerank(
     the blend's side vectors the query has (Blend.side_vectors), id -> the query's cosine
     with the hit's vector (best_cosines); `query_tags` and `tags_of` are payload-shaped
     predicted tags (see tag_agreement). Near-exact matches (Blend.near_exact,
-    Blend.nearest_shape) come first."""
+    Blend.nearest_shape) come first. With Blend.type_voters the candidates' vote stands for
+    the query's articleType (voted_type)."""
     scores = np.array([h.score for h in hits], dtype=np.float64)
+    if blend.type_voters:
+        query_tags = {**(query_tags or {}), **voted_type(hits, tags_of, blend.type_voters)}
     for name, weight in blend.side_vectors().items():
         of = side_scores.get(name)
         if of is not None:
@@ -442,6 +501,12 @@ def rerank(
         terms = agreement_terms(query_tags) if query_tags else None
         tags = np.array([tag_agreement(query_tags, tags_of.get(h.id), terms) for h in hits])
         scores += blend.tag_weight * tags
+    voted = query_tags.get(pred_field(FINE_TYPE_TAG)) if query_tags else None
+    if blend.type_weight and voted is not None:
+        sure = query_tags.get(conf_field(FINE_TYPE_TAG), 1.0)
+        terms = [(FINE_TYPE_TAG, voted, sure)]
+        tags = np.array([tag_agreement(query_tags, tags_of.get(h.id), terms) for h in hits])
+        scores += blend.type_weight * tags
     if blend.near_exact is not None and len(hits):
         # Lifted by the most the side scores add, a near-exact match outranks every other
         # candidate, whatever its tags. Near-exact in colour too: the same shoe in another
@@ -1042,6 +1107,8 @@ def request_blend(store: VectorStore, collection: str, request: SearchRequest) -
         overrides["tuned_candidates"] = TUNED_BLEND.tuned_candidates
     if overrides:
         blend = (blend or Blend(0.0, 0.0)).with_weights(**overrides)
+        if request.tag_weight == 0.0:  # no tags asked for: no type vote either
+            blend = blend.without_tags()
     if blend is not None and request.candidates is not None:
         blend = replace(blend, candidates=request.candidates)
     return blend
@@ -1138,7 +1205,7 @@ def search(
         raise ClassifierMissing(f"collection {collection!r} has no classifier for its tags")
     if searcher.tagger is None and blend is not None and blend.tag_weight:
         note = NO_CLASSIFIER_NOTE
-        blend = blend.with_weights(tag_weight=0.0)
+        blend = blend.without_tags()
     result = searcher.search_image(
         image, limit, request.vector, request.where, request.same_type, blend, request.cutout
     )

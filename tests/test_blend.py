@@ -13,7 +13,7 @@ from PIL import Image
 from qdrant_client import QdrantClient
 from typer.testing import CliRunner
 
-from classifier.schemes import TUNED_VECTOR
+from classifier.schemes import FINE_TYPE_TAG, TUNED_VECTOR, conf_field, pred_field
 from embedder.colour import (
     COLOUR_DIM,
     COLOUR_VECTOR,
@@ -52,6 +52,7 @@ from searchctl.query import (
     search_by_id,
     search_candidates,
     tag_agreement,
+    voted_type,
 )
 
 runner = CliRunner()
@@ -118,6 +119,48 @@ def test_a_cut_out_photo_gets_its_own_weights_unless_weights_are_asked_for():
     asked = blend.with_weights(colour_weight=0.5)
     assert asked.for_photo(True).colour_weight == asked.for_photo(False).colour_weight == 0.5
     assert asked.for_photo(True).tag_weight == 0.02 and asked.for_photo(False).tag_weight == 0.1
+
+
+def test_the_nearest_candidates_vote_a_cut_out_photos_type_weighted_by_how_near_they_are():
+    """Two jeans just ahead of a pair of trousers outvote it; the vote's share is its
+    confidence. Among the nearest voters only; a candidate without a type has no vote."""
+    hits = [Hit(3, 0.79, None), Hit(1, 0.80, None), Hit(2, 0.795, None), Hit(4, 0.60, None)]
+    tags_of = {1: {"articleType": "Jeans"}, 2: {"articleType": "Jeans"}}
+    tags_of |= {3: {"articleType": "Trousers"}, 4: {"articleType": "Shorts"}}
+    jeans = 1 + np.exp(-0.005 / 0.005)
+    share = jeans / (jeans + np.exp(-0.01 / 0.005))
+    assert voted_type(hits, tags_of, 3) == {
+        pred_field(FINE_TYPE_TAG): "Jeans",
+        conf_field(FINE_TYPE_TAG): pytest.approx(share, abs=1e-4),
+    }
+    assert voted_type(hits[:1], tags_of, 3)[pred_field(FINE_TYPE_TAG)] == "Trousers"
+    assert voted_type(hits, {1: {}, 2: None}, 2) == {}
+
+
+def test_a_cut_out_photo_ranks_by_its_voted_type_not_its_mistaken_prediction():
+    """The tagger calls the phone photo trousers (0.9 sure); its three nearest candidates
+    are two jeans and a pair of trousers. By its prediction the trousers climb to the top;
+    by the candidates' vote (DEFAULT_BLEND's cut-out weights) the jeans keep it. A studio
+    photo keeps its own prediction."""
+    hits = [Hit(1, 0.80, None), Hit(2, 0.795, None), Hit(3, 0.79, None)]
+    tags_of = {1: {"articleType": "Jeans"}, 2: {"articleType": "Jeans"}}
+    tags_of |= {3: {"articleType": "Trousers"}}
+    query = {pred_field(FINE_TYPE_TAG): "Trousers", conf_field(FINE_TYPE_TAG): 0.9}
+    predicted = replace(DEFAULT_BLEND.for_photo(False), near_exact=None, colour_weight=0.0)
+    assert [h.id for h in rerank(hits, {}, query, tags_of, predicted)][0] == 3
+    cut = replace(DEFAULT_BLEND.for_photo(True), near_exact=None, colour_weight=0.0)
+    assert cut.type_voters and cut.type_weight and not predicted.type_voters
+    scored = rerank(hits, {}, query, tags_of, cut)
+    assert [h.id for h in scored] == [1, 2, 3]
+    shares = voted_type(hits, tags_of, cut.type_voters)[conf_field(FINE_TYPE_TAG)]
+    lift = (cut.tag_weight * TAG_WEIGHTS[FINE_TYPE_TAG] + cut.type_weight) * shares
+    assert scored[0].score == pytest.approx(0.80 + lift, abs=1e-4)
+    # Eval re-ranks a cut-out query (one with colour variants) the same way.
+    queries = QuerySet([9, 10], [query, query], {COLOUR_VECTOR: np.zeros((2, 4))}, False)
+    queries.variants = {COLOUR_VECTOR: {1: np.zeros((2, 4))}}
+    blend = replace(DEFAULT_BLEND, near_exact=None, colour_weight=0.0)
+    ranked = blend_ids([hits, hits], queries, blend, {COLOUR_VECTOR: {}}, tags_of)
+    assert [r[0] for r in ranked] == [3, 1]
 
 
 def test_a_query_vector_of_several_rows_scores_each_hit_by_its_best_row():
@@ -337,9 +380,13 @@ def test_ingest_stores_colours_once_and_query_blends(tiny_catalog, tiny_weights,
             "colour_weight": DEFAULT_BLEND.cut_out.colour_weight,
             "tag_weight": 0.0,
             "tuned_weight": 0.0,
+            "type_weight": 0.0,
+            "type_voters": 0,
         },
         "near_exact": NEAR_EXACT,
         "nearest_shape": NEAREST_SHAPE,
+        "type_weight": 0.0,
+        "type_voters": 0,
     }
     assert blended["hits"][0]["id"] == 5
     fewer = runner.invoke(app, ["query", "--id", "5", "--candidates", "7", "--json"])

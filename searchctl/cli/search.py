@@ -95,7 +95,8 @@ TagWeightOpt = Annotated[
         "sure for gender+master, articleType and baseColour); baseColour counts 1.4x, the "
         "articleType over every type 1.8x in place of the classifier's \\[default: 0.08 "
         "when the products carry predicted tags; 0.11 beside a tuned vector, the "
-        "classifier's own features; 0.02 for a cut-out photo].",
+        "classifier's own features; 0.02 for a cut-out photo, whose articleType its 5 "
+        "nearest candidates vote and count 0.02 more; 0 turns that vote off too].",
     ),
 ]
 TunedWeightOpt = Annotated[
@@ -194,6 +195,8 @@ def _print_hits(result) -> None:
         how += f", re-ranked: colour x{b.colour_weight:g}, tags x{b.tag_weight:g}"
         if b.tuned_weight:
             how += f", tuned x{b.tuned_weight:g}"
+        if b.type_voters:
+            how += f", type voted by the {b.type_voters} nearest"
     table = Table(title=f"{result.query}  ({how})", title_justify="left")
     for col in ("rank", "id", "score", *HIT_COLUMNS):
         table.add_column(
