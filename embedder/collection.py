@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedder.images import CUTOUT_RECIPE
 from embedder.spec import EmbedderSpec
 from qdrant.base import StoreError, VectorStore
 
@@ -18,6 +19,9 @@ EMBEDDER_KEY = "embedder"  # collection metadata: the embedder record (EmbedderS
 CATALOG_KEY = "catalog"  # collection metadata: the catalog directory
 CUTOUT_KEY = "cutout"  # collection metadata: catalog photos made studio shots before embedding
 PHOTO_SIZE_KEY = "photo_size"  # collection metadata: the catalog photos' typical [width, height]
+# collection metadata: the version of the cut-out its photos went through (embedder.images
+# CUTOUT_RECIPE); absent in collections cut out before the record, by the first version
+CUTOUT_RECIPE_KEY = "cutout_recipe"
 PHOTO_SIZE_SAMPLE = 200  # photos whose size typical_photo_size reads
 NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
 
@@ -63,6 +67,20 @@ def collection_cutout(store: VectorStore, collection: str) -> bool:
     """Whether the collection's photos were cut out (embedder.images.to_studio) before
     embedding. Collections made before the record existed were not."""
     return bool(store.get_metadata(collection).get(CUTOUT_KEY, False))
+
+
+def needs_recut(store: VectorStore, collection: str) -> bool:
+    """Whether the collection's photos were cut out by another version of the cut-out than
+    this one: its photos off white are then cut out and embedded again (ingest.sync)."""
+    if not store.has_collection(collection) or not collection_cutout(store, collection):
+        return False
+    return store.get_metadata(collection).get(CUTOUT_RECIPE_KEY, 1) != CUTOUT_RECIPE
+
+
+def record_cutout_recipe(store: VectorStore, collection: str) -> None:
+    """Record that every photo of the collection went through this version of the cut-out."""
+    metadata = store.get_metadata(collection)
+    store.set_metadata(collection, {**metadata, CUTOUT_RECIPE_KEY: CUTOUT_RECIPE})
 
 
 def typical_photo_size(paths: Sequence[Path], sample: int = PHOTO_SIZE_SAMPLE) -> list[int] | None:

@@ -28,7 +28,17 @@ DECODE_SIDE = 2 * CUTOUT_SIDE
 MAX_PIXELS = 64_000_000
 SMOOTH_SIZE = 5  # the median filter the cut-out decides on
 DETECT_SIDE = 80  # the cut-out decides and masks at this size (longest side): see to_studio
-MIN_PRODUCT_AREA = 0.02  # a cut-out keeping less of the photo has found no product
+# Where it finds no product at DETECT_SIDE, it looks again at this size: a product far from a
+# phone's camera is a few pixels at 80 that the median filter wipes out (docs/quality.md,
+# "Shoppers' photos, fifth round").
+FAR_DETECT_SIDE = 160
+MIN_PRODUCT_AREA = 0.01  # a cut-out keeping less of the photo has found no product
+# The background is also taken row by row, from this many pixels at each side of the row: a
+# wall above a floor, or a striped wall, is then background all over (to_studio).
+ROW_SIDE_PIXELS = 4
+# The cut-out's version: a collection cut out under another has its photos off white cut out
+# and embedded again by the next ingest (ingest.sync.plan_changes).
+CUTOUT_RECIPE = 2
 # A mask filling less of its bounding box than this has cut the product apart (light clothes
 # on a light grey studio wall, a white shoe on grey): the photo is left as it is (to_studio).
 MIN_MASK_FILL = 0.3
@@ -192,34 +202,75 @@ def _smooth_border(img: Image.Image) -> np.ndarray:
     return border if original.ndim == 3 else border[:, 0]
 
 
-def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
-    """A shopper's photo made to look like a catalog shot: when its background (the median
-    colour of its border) is not near-white, pixels like the background become white and the
-    photo is cropped to the product (plus a margin). Studio photos come back unchanged, and
-    so does a photo whose mask finds no product or only fragments of one (MIN_MASK_FILL).
+def _detect_copy(img: Image.Image, side: int = DETECT_SIDE) -> Image.Image:
+    """`img` shrunk to `side` (longest side) for the cut-out to decide on, or itself if
+    smaller."""
+    if max(img.size) <= side:
+        return img
+    small = img.copy()
+    small.thumbnail((side, side), Image.Resampling.BOX)
+    return small
 
-    Catalog photos are products on white, filling the frame; a phone shot on a table or a
-    wall is not, and shape and colour vectors then match the background. The decision and the
-    mask are made on the photo shrunk to DETECT_SIDE, the catalog's own scale, so that the
-    same picture at any size is cut the same way (at full size a 225x300 copy of a catalog
-    photo was cut where the 60x80 original was not, and the other way round)."""
-    small = img
-    if max(img.size) > DETECT_SIDE:
-        small = img.copy()
-        small.thumbnail((DETECT_SIDE, DETECT_SIDE), Image.Resampling.BOX)
+
+def _background(small: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed border of a photo at detect size and its median colour."""
     border = _smooth_border(small)
-    background = np.median(border, axis=0)
-    if background.min() >= STUDIO_BACKGROUND:
-        return img
-    smooth = _smooth(small)
-    spread = np.abs(border - background).max(axis=-1)  # how textured the background is
-    tolerance = max(30.0, float(spread.mean() + 3 * spread.std()))
-    foreground = fill_holes(np.abs(smooth - background).max(axis=-1) > tolerance)
+    return border, np.median(border, axis=0)
+
+
+def is_off_white(img: Image.Image) -> bool:
+    """Whether `img`'s background is not near-white: the photos to_studio cuts out."""
+    return bool(_background(_detect_copy(img))[1].min() < STUDIO_BACKGROUND)
+
+
+def _background_distance(smooth: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Each pixel's distance (largest channel difference) to the nearer of the background's
+    median colour and its own row's colour (the median of ROW_SIDE_PIXELS at each end)."""
+    k = ROW_SIDE_PIXELS
+    rows = np.median(np.concatenate([smooth[:, :k], smooth[:, -k:]], axis=1), axis=1)
+    whole = np.abs(smooth - background).max(axis=-1)
+    return np.minimum(whole, np.abs(smooth - rows[:, None]).max(axis=-1))
+
+
+def _product_mask(small: Image.Image, background: np.ndarray) -> np.ndarray | None:
+    """The product's pixels in a photo at detect size, or None when the mask finds no
+    product (MIN_PRODUCT_AREA) or fragments of one (MIN_MASK_FILL)."""
+    distance = _background_distance(_smooth(small), background)
+    edge = np.concatenate([distance[0], distance[-1], distance[:, 0], distance[:, -1]])
+    tolerance = max(30.0, float(edge.mean() + 3 * edge.std()))  # how textured the background is
+    foreground = fill_holes(distance > tolerance)
     if foreground.mean() < MIN_PRODUCT_AREA:  # specks in a busy background: no product found
-        return img
+        return None
     rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
     if foreground[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].mean() < MIN_MASK_FILL:
-        return img  # fragments of the product: the cut-out failed
+        return None  # fragments of the product: the cut-out failed
+    return foreground
+
+
+def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
+    """A shopper's photo made to look like a catalog shot: when its background (the median
+    colour of its border) is not near-white, pixels like the background, or like their own
+    row's ends, become white and the photo is cropped to the product (plus a margin). Studio
+    photos come back unchanged, and so does a photo whose mask finds no product or only
+    fragments of one (MIN_MASK_FILL).
+
+    Catalog photos are products on white, filling the frame; a phone shot on a table or a
+    wall is not, and shape and colour vectors then match the background. The row's colour
+    takes a wall above a floor, and stripes, for background. The decision and the mask are
+    made on the photo shrunk to DETECT_SIDE, the catalog's own scale, so that the same
+    picture at any size is cut the same way (at full size a 225x300 copy of a catalog photo
+    was cut where the 60x80 original was not, and the other way round); only a photo in which
+    no product is found there is looked at again at FAR_DETECT_SIDE."""
+    small = _detect_copy(img)
+    _, background = _background(small)
+    if background.min() >= STUDIO_BACKGROUND:
+        return img
+    foreground = _product_mask(small, background)
+    if foreground is None and max(img.size) > DETECT_SIDE:
+        small = _detect_copy(img, FAR_DETECT_SIDE)
+        foreground = _product_mask(small, _background(small)[1])
+    if foreground is None:
+        return img
     mask = Image.fromarray(foreground.astype(np.uint8) * 255)
     if small is not img:
         mask = mask.resize(img.size, Image.Resampling.BILINEAR).point(_at_least_half)

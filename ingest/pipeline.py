@@ -22,6 +22,7 @@ import numpy as np
 from embedder.collection import (
     CATALOG_KEY,
     CUTOUT_KEY,
+    CUTOUT_RECIPE_KEY,
     EMBEDDER_KEY,
     PHOTO_SIZE_KEY,
     EmbedderMismatch,
@@ -30,7 +31,14 @@ from embedder.collection import (
     typical_photo_size,
 )
 from embedder.decoded import DecodedPhotos
-from embedder.images import BadImage, embed_with_views, fit_image, prepare_photo, was_cut_out
+from embedder.images import (
+    CUTOUT_RECIPE,
+    BadImage,
+    embed_with_views,
+    fit_image,
+    prepare_photo,
+    was_cut_out,
+)
 from embedder.spec import EmbedderSpec
 from ingest.catalog import LABEL_FIELDS, TEXT_FIELD, Catalog, Product
 from ingest.shards import RUNNING, Shard, mark, shard_marks
@@ -142,6 +150,7 @@ def create_collection(
             EMBEDDER_KEY: spec.to_record(),
             CATALOG_KEY: str(catalog_root.resolve()),
             CUTOUT_KEY: cutout,
+            CUTOUT_RECIPE_KEY: CUTOUT_RECIPE if cutout else None,
             PHOTO_SIZE_KEY: photo_size,
             **(extra_metadata or {}),
         },

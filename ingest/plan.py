@@ -34,7 +34,11 @@ from classifier.train import (
 )
 from embedder.autoencoder import DEFAULT_ARCH, VECTOR_NAME, autoencoder_dir, get_config
 from embedder.autoencoder import read_record as read_autoencoder_record
-from embedder.collection import check_embedder, collection_cutout
+from embedder.collection import (
+    check_embedder,
+    collection_cutout,
+    record_cutout_recipe,
+)
 from embedder.colour import COLOUR_DIM, COLOUR_VECTOR
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT_SIZE
 from embedder.decoded import DecodedPhotos, Size, decoded_dir
@@ -313,8 +317,8 @@ def ingest(
         backbone = ingest_catalog(
             catalog, store, collection, spec, batch_size=batch_size, limit=limit,
             progress=progress, make_embedder=make_embedder, cutout=cutout,
-            extra_vectors=extra_vectors, embed_again=changes.rephoto, photos=photos, shard=shard,
-            optimize=False,  # indexed once, after the stages' writes (run_stages)
+            extra_vectors=extra_vectors, embed_again=changes.embed_again, photos=photos,
+            shard=shard, optimize=False,  # indexed once, after the stages' writes (run_stages)
         )  # fmt: skip
         progress.done(backbone.stage_report())
         record_photo_size(store, collection, catalog)  # a collection made before the record
@@ -327,6 +331,8 @@ def ingest(
         stages = run_stages(context)
     if shard is not None:
         mark(store, collection, shard, DONE)
+    if changes.cutout_outdated and shard is None:  # a shard's run recuts its own photos only
+        record_cutout_recipe(store, collection)
     if not changes.new_collection:
         log_changes(store, collection)
     store.optimize(collection)  # once the run's writes (the sync's too) reach a tenth

@@ -24,6 +24,7 @@ from embedder.collection import collection_cutout, collection_images, collection
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT_SIZE
 from embedder.images import (
+    CUTOUT_RECIPE,
     BadImage,
     embed_with_views,
     fit_image,
@@ -65,6 +66,7 @@ def _wanted(spec: EmbedderSpec, count: int, seed: int, held_out: set[int]) -> di
     split = hashlib.sha256(np.array(sorted(held_out), np.int64).tobytes()).hexdigest()[:16]
     return {
         "recipe": RECIPE,
+        "cutout_recipe": CUTOUT_RECIPE,  # the photos are cut out as queries are
         "count": count,
         "seed": seed,
         "backbone": spec.vector_name,

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedder.collection import CATALOG_KEY
+from embedder.collection import CATALOG_KEY, needs_recut
 from ingest.catalog import Catalog, Product
 from ingest.shards import Shard
 from qdrant.base import VectorStore
@@ -51,6 +51,23 @@ def photo_hashes(paths: Mapping[int, Path], workers: int = HASH_WORKERS) -> dict
         return dict(zip(paths, pool.map(photo_hash, paths.values())))
 
 
+def _off_white(path: Path) -> bool:
+    """Whether a photo's background is off white (False when it cannot be read: ingest
+    reports it)."""
+    from embedder.images import BadImage, is_off_white, open_image
+
+    try:
+        return is_off_white(open_image(path))
+    except BadImage:
+        return False
+
+
+def photos_off_white(paths: Mapping[int, Path], workers: int = HASH_WORKERS) -> dict[int, bool]:
+    """Which of the photos have a background off white (embedder.images.is_off_white)."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="searchctl-recut") as pool:
+        return dict(zip(paths, pool.map(_off_white, paths.values())))
+
+
 def catalog_payload(product: Product, catalog_root: Path) -> dict:
     """What the catalog says of a product: every styles.csv column, plus the image path
     relative to the catalog, or absolute outside it (the photo's hash is added where the
@@ -73,6 +90,9 @@ class CatalogChanges:
     delete: list[int] = field(default_factory=list)  # gone from the catalog (row or photo)
     relabel: dict[int, dict] = field(default_factory=dict)  # id -> the fields that changed
     rephoto: list[int] = field(default_factory=list)  # photo bytes changed: embedded again
+    # photos off white, cut out by another version of the cut-out: cut out and embedded again
+    recut: list[int] = field(default_factory=list)
+    cutout_outdated: bool = False  # the collection's cut-out is of another version: recut
     kept_missing: list[int] = field(default_factory=list)  # gone, kept by --keep-missing
     kept_unreadable: list[int] = field(default_factory=list)  # row unreadable now: kept as is
     hash_backfill: dict[int, str] = field(default_factory=dict)  # stored before hashes were
@@ -93,7 +113,12 @@ class CatalogChanges:
 
     @property
     def any(self) -> bool:
-        return bool(self.changed_ids or self.hash_backfill or self.catalog_moved)
+        return bool(self.changed_ids or self.recut or self.hash_backfill or self.catalog_moved)
+
+    @property
+    def embed_again(self) -> list[int]:
+        """The stored products the backbone embeds again: new photos, and those cut again."""
+        return sorted({*self.rephoto, *self.recut})
 
     def to_json(self) -> dict:
         return {
@@ -104,6 +129,7 @@ class CatalogChanges:
                 "delete": len(self.delete),
                 "relabel": len(self.relabel),
                 "rephoto": len(self.rephoto),
+                "recut": len(self.recut),
                 "kept_missing": len(self.kept_missing),
                 "kept_unreadable": len(self.kept_unreadable),
                 "hash_backfill": len(self.hash_backfill),
@@ -113,6 +139,7 @@ class CatalogChanges:
             "delete": self.delete,
             "relabel": {str(i): fields for i, fields in self.relabel.items()},
             "rephoto": self.rephoto,
+            "recut": self.recut,
             "kept_missing": self.kept_missing,
             "kept_unreadable": self.kept_unreadable,
             "catalog_moved": list(self.catalog_moved) if self.catalog_moved else None,
@@ -134,6 +161,7 @@ class CatalogChanges:
             ("delete", self.delete, "gone from the catalog (row or photo): deleted"),
             ("relabel", self.relabel, "labels changed: payload rewritten, nothing embedded"),
             ("rephoto", self.rephoto, "photo changed: every vector and tag made again"),
+            ("recut", self.recut, "off white, a new cut-out: every vector and tag made again"),
             ("keep", self.kept_missing, "gone from the catalog, kept (--keep-missing)"),
             ("keep", self.kept_unreadable, "row unreadable now (see above): kept as stored"),
         ]
@@ -172,7 +200,9 @@ def plan_changes(
     `limit` caps the products added (the first N with a photo), never what is deleted: a
     product is deleted only when its row or its photo is gone from the catalog, and a row that
     could not be read but still shows its id keeps its product. With `shard`, only the
-    shard's products, stored or in the catalog, are looked at.
+    shard's products, stored or in the catalog, are looked at. When the collection's photos
+    went through another version of the cut-out (embedder.collection.needs_recut), the
+    stored products whose photo is off white (the cut-out's to cut) are embedded again.
     """
     t0 = time.perf_counter()
     selected = catalog.with_image[:limit] if limit is not None else catalog.with_image
@@ -212,7 +242,13 @@ def plan_changes(
             changes.hash_backfill[pid] = now
         elif recorded != now:
             changes.rephoto.append(pid)
-    changes.unchanged = len(kept) - len(set(changes.relabel) | set(changes.rephoto))
+    changes.cutout_outdated = needs_recut(store, collection)
+    if changes.cutout_outdated:
+        again = set(changes.rephoto)
+        photos = {pid: in_catalog[pid].image for pid in kept if pid not in again}
+        changes.recut = sorted(pid for pid, off in photos_off_white(photos).items() if off)
+    touched = set(changes.relabel) | set(changes.rephoto) | set(changes.recut)
+    changes.unchanged = len(kept) - len(touched)
     changes.seconds = time.perf_counter() - t0
     return changes
 

@@ -346,6 +346,47 @@ def test_catalog_photos_are_cut_out_like_query_photos(
     assert _json(_ingest(catalog, tiny_weights, "--no-classifier"))["stored"] == 0
 
 
+def test_a_collection_cut_out_by_an_older_cut_out_has_its_photos_off_white_embedded_again(
+    tiny_catalog, tiny_weights, data_dir, tmp_path
+):
+    """A collection whose photos went through another version of the cut-out (recorded
+    with it; an older searchctl recorded none) has its photos on a background cut out and
+    embedded again by the next ingest, so that such a photo sent as a query finds itself at
+    cosine 1 again; its studio photos are left alone, and the run after recuts nothing."""
+    from shutil import copytree
+
+    from embedder.collection import CUTOUT_RECIPE_KEY
+    from embedder.images import CUTOUT_RECIPE
+    from qdrant.edge import EdgeStore
+    from searchctl.query import default_vector
+
+    catalog = copytree(tiny_catalog, tmp_path / "catalog")
+    _on_a_table(5).save(catalog / "images" / "5.jpg", quality=95)
+    first = _json(_ingest(catalog, tiny_weights, "--no-classifier"))
+    assert first["changes"]["recut"] == []
+    name = first["collection"]
+    with EdgeStore(data_dir) as store:
+        assert store.get_metadata(name)[CUTOUT_RECIPE_KEY] == CUTOUT_RECIPE
+        vector = default_vector(store, name)
+        stale = np.random.default_rng(0).normal(size=store.vector_sizes(name)[vector])
+        store.update_vectors(name, {5: {vector: stale.astype(np.float32)}})
+        older = store.get_metadata(name)
+        del older[CUTOUT_RECIPE_KEY]
+        store.set_metadata(name, older)
+    photo = catalog / "images" / "5.jpg"
+    hits = _json(runner.invoke(app, ["query", str(photo), "--plain", "--json"]))["hits"]
+    assert not (hits[0]["id"] == 5 and hits[0]["score"] > 0.9999)
+
+    planned = _json(_ingest(catalog, tiny_weights, "--no-classifier", "--plan"))
+    assert planned["recut"] == [5]  # the plan says so, and changes nothing
+    second = _json(_ingest(catalog, tiny_weights, "--no-classifier"))
+    assert second["changes"]["recut"] == [5] and second["changes"]["rephoto"] == []
+    hits = _json(runner.invoke(app, ["query", str(photo), "--plain", "--json"]))["hits"]
+    assert hits[0]["id"] == 5 and hits[0]["score"] > 0.9999
+    third = _json(_ingest(catalog, tiny_weights, "--no-classifier"))
+    assert third["changes"]["recut"] == [] and third["stored"] == 0
+
+
 def test_native_log_lines_are_told_from_the_programs_own():
     from searchctl.cli.quiet import is_native_log
 
