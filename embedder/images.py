@@ -212,15 +212,14 @@ def _detect_copy(img: Image.Image, side: int = DETECT_SIDE) -> Image.Image:
     return small
 
 
-def _background(small: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """The smoothed border of a photo at detect size and its median colour."""
-    border = _smooth_border(small)
-    return border, np.median(border, axis=0)
+def _background(small: Image.Image) -> np.ndarray:
+    """The median colour of a photo's smoothed border, at detect size."""
+    return np.median(_smooth_border(small), axis=0)
 
 
 def is_off_white(img: Image.Image) -> bool:
     """Whether `img`'s background is not near-white: the photos to_studio cuts out."""
-    return bool(_background(_detect_copy(img))[1].min() < STUDIO_BACKGROUND)
+    return bool(_background(_detect_copy(img)).min() < STUDIO_BACKGROUND)
 
 
 def _background_distance(smooth: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -262,13 +261,13 @@ def to_studio(img: Image.Image, margin: float = 0.05) -> Image.Image:
     was cut where the 60x80 original was not, and the other way round); only a photo in which
     no product is found there is looked at again at FAR_DETECT_SIDE."""
     small = _detect_copy(img)
-    _, background = _background(small)
+    background = _background(small)
     if background.min() >= STUDIO_BACKGROUND:
         return img
     foreground = _product_mask(small, background)
     if foreground is None and max(img.size) > DETECT_SIDE:
         small = _detect_copy(img, FAR_DETECT_SIDE)
-        foreground = _product_mask(small, _background(small)[1])
+        foreground = _product_mask(small, _background(small))
     if foreground is None:
         return img
     mask = Image.fromarray(foreground.astype(np.uint8) * 255)
