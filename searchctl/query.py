@@ -29,7 +29,7 @@ from classifier.schemes import (
     tag_label,
     tag_payload,
 )
-from embedder.collection import collection_photo_size, collection_record
+from embedder.collection import collection_photo_size, collection_record, needs_recut
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import (
@@ -695,6 +695,8 @@ class Searcher:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
         self.photo_size = collection_photo_size(store, collection)  # see prepare
+        # Its photos went through another version of the cut-out than query photos do.
+        self.stale_cutout = needs_recut(store, collection)
         # Added to a cut-out photo's backbone vector before the search (search_rows).
         self.query_map = load_query_map(self.data_dir, collection, self.spec.vector_name)
         self.tagger = None
@@ -1115,6 +1117,10 @@ def request_blend(store: VectorStore, collection: str, request: SearchRequest) -
 
 
 NO_CLASSIFIER_NOTE = "No classifier here: no re-rank by predicted tags."
+STALE_CUTOUT_NOTE = (
+    "This collection's photos on a background were cut out by an older searchctl than this "
+    "photo was: run `searchctl ingest` on its catalog to cut them out again."
+)
 
 
 def open_searcher(
@@ -1213,6 +1219,7 @@ def search(
     result.seconds["decode"] = result.seconds.get("decode", 0.0) + decoded
     result.query = str(request.image) if not isinstance(request.image, bytes) else "photo"
     result.notes += [note] if note else []
+    result.notes += [STALE_CUTOUT_NOTE] if searcher.stale_cutout else []
     return result
 
 

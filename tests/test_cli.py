@@ -358,7 +358,7 @@ def test_a_collection_cut_out_by_an_older_cut_out_has_its_photos_off_white_embed
     from embedder.collection import CUTOUT_RECIPE_KEY
     from embedder.images import CUTOUT_RECIPE
     from qdrant.edge import EdgeStore
-    from searchctl.query import default_vector
+    from searchctl.query import STALE_CUTOUT_NOTE, default_vector
 
     catalog = copytree(tiny_catalog, tmp_path / "catalog")
     _on_a_table(5).save(catalog / "images" / "5.jpg", quality=95)
@@ -374,15 +374,19 @@ def test_a_collection_cut_out_by_an_older_cut_out_has_its_photos_off_white_embed
         del older[CUTOUT_RECIPE_KEY]
         store.set_metadata(name, older)
     photo = catalog / "images" / "5.jpg"
-    hits = _json(runner.invoke(app, ["query", str(photo), "--plain", "--json"]))["hits"]
+    stale = runner.invoke(app, ["query", str(photo), "--plain", "--json"])
+    hits = _json(stale)["hits"]
     assert not (hits[0]["id"] == 5 and hits[0]["score"] > 0.9999)
+    assert STALE_CUTOUT_NOTE in " ".join(stale.stderr.split())  # the search says what to do
 
     planned = _json(_ingest(catalog, tiny_weights, "--no-classifier", "--plan"))
     assert planned["recut"] == [5]  # the plan says so, and changes nothing
     second = _json(_ingest(catalog, tiny_weights, "--no-classifier"))
     assert second["changes"]["recut"] == [5] and second["changes"]["rephoto"] == []
-    hits = _json(runner.invoke(app, ["query", str(photo), "--plain", "--json"]))["hits"]
+    recut = runner.invoke(app, ["query", str(photo), "--plain", "--json"])
+    hits = _json(recut)["hits"]
     assert hits[0]["id"] == 5 and hits[0]["score"] > 0.9999
+    assert "older searchctl" not in recut.stderr
     third = _json(_ingest(catalog, tiny_weights, "--no-classifier"))
     assert third["changes"]["recut"] == [] and third["stored"] == 0
 
