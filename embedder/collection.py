@@ -6,12 +6,12 @@ vectors see the same pixels, and the search reads the same record as the ingest 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from embedder.images import CUTOUT_RECIPE
+from embedder.images import CUTOUT_RECIPE, BadImage, open_image, photo_sharpness
 from embedder.spec import EmbedderSpec
 from qdrant.base import StoreError, VectorStore
 
@@ -19,10 +19,13 @@ EMBEDDER_KEY = "embedder"  # collection metadata: the embedder record (EmbedderS
 CATALOG_KEY = "catalog"  # collection metadata: the catalog directory
 CUTOUT_KEY = "cutout"  # collection metadata: catalog photos made studio shots before embedding
 PHOTO_SIZE_KEY = "photo_size"  # collection metadata: the catalog photos' typical [width, height]
+# collection metadata: the catalog photos' typical sharpness (embedder.images.photo_sharpness)
+PHOTO_SHARPNESS_KEY = "photo_sharpness"
 # collection metadata: the version of the cut-out its photos went through (embedder.images
 # CUTOUT_RECIPE); absent in collections cut out before the record, by the first version
 CUTOUT_RECIPE_KEY = "cutout_recipe"
 PHOTO_SIZE_SAMPLE = 200  # photos whose size typical_photo_size reads
+SHARPNESS_SAMPLE = 100  # photos typical_photo_sharpness decodes
 NO_IMAGE = Path("<no image path>")  # a point whose payload names no image: fails to decode
 
 
@@ -101,18 +104,60 @@ def typical_photo_size(paths: Sequence[Path], sample: int = PHOTO_SIZE_SAMPLE) -
     return [int(v) for v in np.median(np.array(sizes), axis=0)]
 
 
+def photo_detail(paths: Sequence[Path]) -> dict:
+    """The catalog photos' level of detail as a collection records it: their typical size
+    and sharpness (query photos are brought to both: embedder.images.match_detail)."""
+    return {
+        PHOTO_SIZE_KEY: typical_photo_size(paths),
+        PHOTO_SHARPNESS_KEY: typical_photo_sharpness(paths),
+    }
+
+
 def collection_photo_size(store: VectorStore, collection: str) -> tuple[int, int] | None:
     """The catalog photos' typical (width, height), which query photos are brought down to
     (embedder.images.match_detail): as the ingest recorded it; for a collection made before
     the record, measured on its stored photos; None when neither can be had."""
-    recorded = store.get_metadata(collection).get(PHOTO_SIZE_KEY)
-    if recorded is None:
+    size = _recorded_or_measured(store, collection, PHOTO_SIZE_KEY, typical_photo_size)
+    return (int(size[0]), int(size[1])) if size else None
+
+
+def _recorded_or_measured(
+    store: VectorStore, collection: str, key: str, measure: Callable[[Sequence[Path]], object]
+):
+    """The collection's metadata `key`, or where it has none, `measure` (a function of photo
+    paths) of a sample of its stored photos; None when neither can be had."""
+    recorded = store.get_metadata(collection).get(key)
+    if recorded is not None:
+        return recorded
+    try:
+        ids = [p.id for p in store.sample(collection, PHOTO_SIZE_SAMPLE)]
+        return measure(collection_images(store, collection, ids)[1])
+    except StoreError:  # no catalog directory recorded
+        return None
+
+
+def typical_photo_sharpness(paths: Sequence[Path], sample: int = SHARPNESS_SAMPLE) -> float | None:
+    """The median photo_sharpness of an evenly spread `sample` of the photos, each at its own
+    size (unreadable ones are passed over), or None if none can be read."""
+    step = max(1, len(paths) // sample)
+    values = []
+    for path in list(paths)[::step][:sample]:
         try:
-            ids = [p.id for p in store.sample(collection, PHOTO_SIZE_SAMPLE)]
-            recorded = typical_photo_size(collection_images(store, collection, ids)[1])
-        except StoreError:  # no catalog directory recorded
-            return None
-    return (int(recorded[0]), int(recorded[1])) if recorded else None
+            values.append(photo_sharpness(open_image(path)))
+        except BadImage:
+            continue
+    return round(float(np.median(values)), 4) if values else None
+
+
+def collection_photo_sharpness(store: VectorStore, collection: str) -> float | None:
+    """The catalog photos' typical sharpness, which query photos shrunk to their size are
+    blurred down to (embedder.images.match_detail): as the ingest recorded it; for a
+    collection made before the record, measured on its stored photos; None when neither can
+    be had."""
+    sharpness = _recorded_or_measured(
+        store, collection, PHOTO_SHARPNESS_KEY, typical_photo_sharpness
+    )
+    return float(sharpness) if sharpness is not None else None
 
 
 def collection_images(

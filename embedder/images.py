@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from qdrant.base import unit_rows
 from searchctl.reporting import NO_PROGRESS, Progress
@@ -44,6 +44,14 @@ CUTOUT_RECIPE = 2
 MIN_MASK_FILL = 0.3
 CUT_OUT = "searchctl_cut_out"  # the mark to_studio leaves in a cut-out photo's info
 VIEW_TURN = 8.0  # degrees each way of the turned test-time views (query_views)
+# match_sharpness: a shrunk photo sharper than its catalog's typical photo by more than this is
+# blurred to it, with the least of these Gaussians (sigma in pixels) that gets it there. On the
+# tuning sets, originals against a catalog of the same photos halved and blurred took 0.5-0.6
+# most often, and margins of 0 to 0.2 found the same products; of 500 upscaled catalog photos
+# (studio shots) 17 were blurred at 0, 7 at 0.1, 1 at 0.2 (docs/quality.md, "Shoppers'
+# photos, sixth round").
+SHARPNESS_MARGIN = 0.2
+BLUR_SIGMAS = tuple(round(0.1 * step, 1) for step in range(1, 21))
 
 
 class BadImage(Exception):
@@ -310,19 +318,67 @@ def prepare_photo(source: str | Path | bytes | Image.Image, cutout: bool = True)
     return to_studio(img)
 
 
-def match_detail(photo: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+def match_detail(
+    photo: Image.Image, size: tuple[int, int] | None, sharpness: float | None = None
+) -> Image.Image:
     """`photo` shrunk to fit within `size` (width, height: the catalog's typical photo, see
     embedder.collection.collection_photo_size) when it is larger, so that it reaches each
     vector's input through the same upscale as the catalog's photos. A photo with more detail
     than the catalog's lands away from its product: the shared originals, queried against a
     catalog of the same photos halved, found their product in the top 5 0.706 of the time
     as they are and 0.986 brought down (plain search; docs/quality.md, "Shoppers' photos").
-    Photos no larger, and every photo when `size` is None, come back as they are."""
+    Photos no larger, and every photo when `size` is None, come back as they are.
+
+    With `sharpness` (the catalog photos' typical photo_sharpness), a shrunk photo that was
+    not cut out and is still sharper than that by more than SHARPNESS_MARGIN is blurred down
+    to it (match_sharpness): a catalog of soft thumbnails is less sharp than a studio
+    original shrunk to their size."""
     if size is None or (photo.width <= size[0] and photo.height <= size[1]):
         return photo
     shrunk = photo.copy()  # keeps the cut-out mark (was_cut_out)
     shrunk.thumbnail(size, Image.Resampling.BOX)
-    return shrunk
+    if sharpness is None or was_cut_out(photo):
+        return shrunk
+    return match_sharpness(shrunk, sharpness)
+
+
+def photo_sharpness(photo: Image.Image) -> float:
+    """How sharp a photo is at its own size: the mean absolute Laplacian of its grey pixels
+    over their mean absolute step to the next pixel (0 for a flat photo). A ratio, so that
+    it reads the blur rather than the amount of edges: the shared catalog's 60x80 photos
+    measure 2.6-2.8, the same photos halved and blurred 2.2-2.5."""
+    grey = np.asarray(photo.convert("L"), dtype=np.float32)
+    if grey.shape[0] < 3 or grey.shape[1] < 3:
+        return 0.0
+    centre = grey[1:-1, 1:-1]
+    laplacian = np.abs(
+        4 * centre - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    ).mean()
+    step = (np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()) / 2
+    return float(laplacian / step) if step > 0 else 0.0
+
+
+def match_sharpness(photo: Image.Image, sharpness: float) -> Image.Image:
+    """`photo` blurred with the least Gaussian of BLUR_SIGMAS that brings its photo_sharpness
+    down to `sharpness`, when it is sharper than that by more than SHARPNESS_MARGIN (a
+    catalog photo's own sharpness strays from the typical one by 0.1-0.2 either way);
+    otherwise as it is. Its info (the cut-out mark) is kept."""
+    if photo_sharpness(photo) <= sharpness + SHARPNESS_MARGIN:
+        return photo
+    low, high = 0, len(BLUR_SIGMAS) - 1  # sharpness falls as the blur grows: bisect
+    while low < high:
+        middle = (low + high) // 2
+        if photo_sharpness(_blurred(photo, BLUR_SIGMAS[middle])) <= sharpness:
+            high = middle
+        else:
+            low = middle + 1
+    blurred = _blurred(photo, BLUR_SIGMAS[low])
+    blurred.info.update(photo.info)
+    return blurred
+
+
+def _blurred(photo: Image.Image, sigma: float) -> Image.Image:
+    return photo.filter(ImageFilter.GaussianBlur(sigma))
 
 
 def zoom_in(photos: np.ndarray, factor: float) -> np.ndarray:

@@ -24,11 +24,12 @@ from embedder.collection import (
     CUTOUT_KEY,
     CUTOUT_RECIPE_KEY,
     EMBEDDER_KEY,
+    PHOTO_SHARPNESS_KEY,
     PHOTO_SIZE_KEY,
     EmbedderMismatch,
     check_embedder,
     collection_cutout,
-    typical_photo_size,
+    photo_detail,
 )
 from embedder.decoded import DecodedPhotos
 from embedder.images import (
@@ -137,12 +138,13 @@ def create_collection(
     catalog_root: Path,
     extra_vectors: dict[str, int] | None = None,
     cutout: bool = True,
-    photo_size: list[int] | None = None,
+    detail: dict | None = None,
     extra_metadata: dict | None = None,
 ) -> None:
     """A collection for `spec`'s vectors (and `extra_vectors` {name: dim}, filled in later),
     with the embedder record, the catalog directory, whether photos are cut out, the catalog
-    photos' typical size, `extra_metadata`, and label indexes."""
+    photos' typical size and sharpness (`detail`: embedder.collection.photo_detail),
+    `extra_metadata`, and label indexes."""
     store.create_collection(
         collection,
         {spec.vector_name: spec.dim, **(extra_vectors or {})},
@@ -151,7 +153,7 @@ def create_collection(
             CATALOG_KEY: str(catalog_root.resolve()),
             CUTOUT_KEY: cutout,
             CUTOUT_RECIPE_KEY: CUTOUT_RECIPE if cutout else None,
-            PHOTO_SIZE_KEY: photo_size,
+            **(detail or {}),
             **(extra_metadata or {}),
         },
         PAYLOAD_INDEXES,
@@ -174,14 +176,16 @@ def resolve_cutout(store: VectorStore, collection: str, asked: bool | None) -> b
     return recorded
 
 
-def record_photo_size(store: VectorStore, collection: str, catalog: Catalog) -> None:
-    """Record the catalog photos' typical size in a collection made before the record (query
-    photos are brought down to it: embedder.images.match_detail)."""
+def record_photo_detail(store: VectorStore, collection: str, catalog: Catalog) -> None:
+    """Record the catalog photos' typical size and sharpness in a collection made before
+    the record of either (query photos are brought to them: embedder.images.match_detail)."""
     metadata = store.get_metadata(collection)
-    if metadata.get(PHOTO_SIZE_KEY) is None:
-        size = typical_photo_size([p.image for p in catalog.with_image])
-        if size is not None:
-            store.set_metadata(collection, {**metadata, PHOTO_SIZE_KEY: size})
+    missing = [key for key in (PHOTO_SIZE_KEY, PHOTO_SHARPNESS_KEY) if metadata.get(key) is None]
+    if missing:
+        detail = photo_detail([p.image for p in catalog.with_image])
+        found = {key: detail[key] for key in missing if detail[key] is not None}
+        if found:
+            store.set_metadata(collection, {**metadata, **found})
 
 
 def product_payload(product: Product, catalog_root: Path) -> dict:
@@ -329,11 +333,11 @@ def ingest_catalog(
             from embedder.model import Embedder as make_embedder
         embedder = make_embedder(spec)
     if not exists:
-        photo_size = typical_photo_size([p.image for p in catalog.with_image])
+        detail = photo_detail([p.image for p in catalog.with_image])
         marks = shard_marks(shard, RUNNING) if shard is not None else None
         try:
             create_collection(
-                store, collection, spec, catalog.root, extra_vectors, cutout, photo_size, marks
+                store, collection, spec, catalog.root, extra_vectors, cutout, detail, marks
             )
         except StoreError:
             if not store.has_collection(collection):

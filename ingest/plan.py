@@ -46,7 +46,7 @@ from embedder.spec import EmbedderSpec
 from ingest.autoencoder import DEFAULT_EPOCHS, ensure_autoencoder
 from ingest.catalog import Catalog
 from ingest.colour import ensure_colour
-from ingest.pipeline import IngestReport, ingest_catalog, record_photo_size, resolve_cutout
+from ingest.pipeline import IngestReport, ingest_catalog, record_photo_detail, resolve_cutout
 from ingest.shards import DONE, RUNNING, Shard, check_every_shard_done, mark
 from ingest.shopper import STAGE as SHOPPER_STAGE
 from ingest.shopper import ensure_shopper_photos
@@ -321,7 +321,7 @@ def ingest(
             shard=shard, optimize=False,  # indexed once, after the stages' writes (run_stages)
         )  # fmt: skip
         progress.done(backbone.stage_report())
-        record_photo_size(store, collection, catalog)  # a collection made before the record
+        record_photo_detail(store, collection, catalog)  # a collection made before the record
         if not backbone.points_in_collection:
             raise NothingStored(
                 f"nothing could be stored: none of the {backbone.selected:,} products with an "

@@ -29,7 +29,12 @@ from classifier.schemes import (
     tag_label,
     tag_payload,
 )
-from embedder.collection import collection_photo_size, collection_record, needs_recut
+from embedder.collection import (
+    collection_photo_sharpness,
+    collection_photo_size,
+    collection_record,
+    needs_recut,
+)
 from embedder.colour import COLOUR_VECTOR, cast_tolerant_descriptors, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT
 from embedder.images import (
@@ -695,6 +700,7 @@ class Searcher:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
         self.photo_size = collection_photo_size(store, collection)  # see prepare
+        self.photo_sharpness = collection_photo_sharpness(store, collection)
         # Its photos went through another version of the cut-out than query photos do.
         self.stale_cutout = needs_recut(store, collection)
         # Added to a cut-out photo's backbone vector before the search (search_rows).
@@ -771,9 +777,9 @@ class Searcher:
     def prepare(self, image, cutout: bool | None = None) -> Image.Image:
         """A query photo decoded once for every vector: its background cut out (to_studio;
         `cutout`: this photo's own choice, else the searcher's) and brought down to the
-        catalog photos' level of detail (match_detail)."""
+        catalog photos' level of detail, their size and sharpness (match_detail)."""
         cutout = self.cutout if cutout is None else cutout
-        return match_detail(prepare_photo(image, cutout), self.photo_size)
+        return match_detail(prepare_photo(image, cutout), self.photo_size, self.photo_sharpness)
 
     def fit(self, photo: Image.Image, vector: str) -> np.ndarray:
         """A prepared photo (prepare) at the vector's input size."""

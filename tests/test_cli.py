@@ -340,6 +340,7 @@ def test_catalog_photos_are_cut_out_like_query_photos(
     assert ("photos embedded cut out" in info.stdout) == cutout
     (recorded,) = _json(runner.invoke(app, ["info", "--json"]))["collections"]
     assert recorded["photo_size"] == [60, 80]  # what query photos are brought down to
+    assert f"sharpness {recorded['photo_sharpness']:.2f}" in info.stdout
     other = "--no-cutout" if cutout else "--cutout"
     refused = _ingest(catalog, tiny_weights, "--no-classifier", other)
     assert refused.exit_code != 0 and "was built with its photos" in refused.output

@@ -15,7 +15,9 @@ from embedder.images import (
     letterbox,
     load_image,
     match_detail,
+    match_sharpness,
     open_image,
+    photo_sharpness,
     to_studio,
     was_cut_out,
     zoom_in,
@@ -246,6 +248,83 @@ def test_match_detail_shrinks_a_photo_to_the_catalog_size_keeping_its_shape():
     small = Image.new("RGB", (50, 80))
     assert match_detail(small, (60, 80)) is small
     assert match_detail(wide, None) is wide
+
+
+def _pattern(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A photo full of edges: blocks of random grey."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (height // 4, width // 4), dtype=np.uint8)
+    return Image.fromarray(np.kron(blocks, np.ones((4, 4), np.uint8))).convert("RGB")
+
+
+def test_photo_sharpness_reads_the_blur_not_the_content():
+    photo = _pattern(60, 80)
+    sharp = photo_sharpness(photo)
+    softer = photo_sharpness(photo.filter(ImageFilter.GaussianBlur(0.5)))
+    softest = photo_sharpness(photo.filter(ImageFilter.GaussianBlur(1.0)))
+    assert sharp > softer > softest > 0
+    assert photo_sharpness(Image.new("RGB", (60, 80), "grey")) == 0.0  # nothing to read
+    # Half the contrast, the same blur: the same sharpness.
+    faint = Image.fromarray((np.asarray(photo) // 2).astype(np.uint8))
+    assert photo_sharpness(faint) == pytest.approx(sharp, abs=0.05)
+
+
+def test_match_detail_blurs_a_shrunk_studio_photo_down_to_the_catalog_sharpness():
+    original = _pattern(240, 320)
+    catalog_photo = original.resize((60, 80), Image.Resampling.BOX).filter(
+        ImageFilter.GaussianBlur(0.6)
+    )
+    target = photo_sharpness(catalog_photo)
+    shrunk = match_detail(original, (60, 80))
+    assert photo_sharpness(shrunk) > target + 0.3  # shrinking alone leaves it sharper
+    matched = match_detail(original, (60, 80), target)
+    assert matched.size == (60, 80)
+    assert target - 0.3 < photo_sharpness(matched) <= target
+
+    # Nearer the catalog's photo, pixel for pixel, than the shrunk one.
+    def distance(photo):
+        return np.abs(np.asarray(photo, np.float32) - np.asarray(catalog_photo, np.float32)).mean()
+
+    assert distance(matched) < 0.7 * distance(shrunk)
+    # Left as they are: a photo no larger than the catalog's (it may be a catalog photo),
+    # a cut-out photo (a shopper's: blurring did not help them), one already soft enough.
+    small = _pattern(60, 80)
+    assert match_detail(small, (60, 80), target) is small
+    cut = original.copy()
+    cut.info[CUT_OUT] = True
+    assert photo_sharpness(match_detail(cut, (60, 80), target)) == photo_sharpness(shrunk)
+    assert match_sharpness(catalog_photo, target) is catalog_photo
+    marked = shrunk.copy()
+    marked.info["kept"] = True
+    assert match_sharpness(marked, target).info["kept"]
+
+
+@needs_shared()
+def test_a_sharper_original_matched_to_a_soft_catalog_is_nearer_its_catalog_photo():
+    """The shared photos stand for studio originals; their catalog copies are halved and
+    blurred (as bench/make_query_sets.py's sharper set). Brought to the catalog's size and
+    its typical sharpness, an original is nearer its catalog photo at the model's input than
+    brought to its size only."""
+    from embedder.collection import typical_photo_sharpness
+
+    paths = sorted((SHARED_DATASET / "images").glob("*.jpg"))[:40]
+    originals = [open_image(p) for p in paths]
+    catalog = [
+        o.resize((30, 40), Image.Resampling.BOX).filter(ImageFilter.GaussianBlur(0.5))
+        for o in originals
+    ]
+    target = np.median([photo_sharpness(c) for c in catalog])
+    near_size, near_both = [], []
+    for original, catalog_photo in zip(originals, catalog):
+        want = letterbox(catalog_photo, 160, 120).astype(np.float32)
+        size_only = letterbox(match_detail(original, (30, 40)), 160, 120).astype(np.float32)
+        both = letterbox(match_detail(original, (30, 40), target), 160, 120).astype(np.float32)
+        near_size.append(np.abs(size_only - want).mean())
+        near_both.append(np.abs(both - want).mean())
+    assert np.mean(near_both) < 0.8 * np.mean(near_size)
+    assert typical_photo_sharpness(paths) == pytest.approx(
+        np.median([photo_sharpness(o) for o in originals]), abs=1e-3
+    )
 
 
 @needs_shared()

@@ -112,29 +112,49 @@ def test_real_catalog_sample_ingest_and_query(tmp_path):
         assert same_type / (5 * len(sample)) >= 0.5
 
 
-def test_ingest_records_the_catalog_photo_size_and_queries_are_brought_down_to_it(
+def test_ingest_records_the_catalog_photo_detail_and_queries_are_brought_down_to_it(
     tiny_catalog, embedder, tmp_path
 ):
     from PIL import Image
 
-    from embedder.collection import PHOTO_SIZE_KEY, collection_photo_size
-    from embedder.images import CUT_OUT, was_cut_out
+    from embedder.collection import (
+        PHOTO_SHARPNESS_KEY,
+        PHOTO_SIZE_KEY,
+        collection_photo_sharpness,
+        collection_photo_size,
+        typical_photo_sharpness,
+    )
+    from embedder.images import CUT_OUT, photo_sharpness, was_cut_out
+    from ingest.pipeline import record_photo_detail
     from searchctl.query import Searcher
 
     catalog = read_catalog(tiny_catalog)
+    photos = [p.image for p in catalog.with_image]
     with EdgeStore(tmp_path) as store:
         ingest_catalog(catalog, store, "c", embedder.spec, make_embedder=lambda _: embedder)
-        assert store.get_metadata("c")[PHOTO_SIZE_KEY] == [60, 80]
+        recorded = store.get_metadata("c")
+        assert recorded[PHOTO_SIZE_KEY] == [60, 80]
+        sharpness = recorded[PHOTO_SHARPNESS_KEY]
+        assert sharpness == typical_photo_sharpness(photos) and sharpness > 0
         searcher = Searcher(store, "c")
         assert searcher.photo_size == (60, 80)
+        assert searcher.photo_sharpness == sharpness
         sharp = Image.new("RGB", (240, 320), "white")
         sharp.info[CUT_OUT] = True
         shrunk = searcher.prepare(sharp, cutout=False)
         assert shrunk.size == (60, 80) and was_cut_out(shrunk)
         small = Image.new("RGB", (30, 40), "white")
         assert searcher.prepare(small, cutout=False) is small  # never enlarged
-        # A collection made before the record: measured on its stored photos.
-        metadata = store.get_metadata("c")
-        del metadata[PHOTO_SIZE_KEY]
-        store.set_metadata("c", metadata)
+        # A studio shot sharper than the catalog's photos is brought to their sharpness.
+        blocks = np.random.default_rng(0).integers(0, 256, (80, 60), dtype=np.uint8)
+        studio = Image.fromarray(np.kron(blocks, np.ones((4, 4), np.uint8))).convert("RGB")
+        assert photo_sharpness(searcher.prepare(studio, cutout=False)) <= sharpness
+        # A collection made before the records: measured on its stored photos, and the
+        # next ingest records them.
+        del recorded[PHOTO_SIZE_KEY], recorded[PHOTO_SHARPNESS_KEY]
+        store.set_metadata("c", recorded)
         assert collection_photo_size(store, "c") == (60, 80)
+        assert collection_photo_sharpness(store, "c") == sharpness  # fewer photos than a sample
+        record_photo_detail(store, "c", catalog)
+        again = store.get_metadata("c")
+        assert again[PHOTO_SIZE_KEY] == [60, 80] and again[PHOTO_SHARPNESS_KEY] == sharpness

@@ -173,7 +173,10 @@ def _print_collection(c: dict) -> None:
     if c.get("catalog"):
         cut = "cut out" if c.get("cutout") else "as they are"
         size = c.get("photo_size")
-        typical = f"; typically {size[0]}x{size[1]}, queries brought down to it" if size else ""
+        sharpness = c.get("photo_sharpness")
+        typical = f"; typically {size[0]}x{size[1]}" if size else ""
+        typical += f", sharpness {sharpness:.2f}" if size and sharpness is not None else ""
+        typical += ", queries brought down to it" if size else ""
         out.print(f"  catalog: {c['catalog']} (photos embedded {cut}{typical})", highlight=False)
     emb = c.get("embedder")
     if emb:
