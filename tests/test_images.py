@@ -99,17 +99,43 @@ def test_to_studio_cuts_a_coloured_background_and_leaves_studio_shots_alone():
     cut_photo = to_studio(Image.fromarray(table))
     assert was_cut_out(cut_photo)  # a photo from outside the studio (Searcher.colour_rows)
     cut = np.asarray(cut_photo)
-    # Cropped to the product plus a 5 % margin (5 px: 5 % of 119, rounded down), the table
+    # Cropped to the product plus a 5 % margin (5 px: 5 % of 119, rounded down; the closer
+    # look's mask, at 80 px of the product's box, is within 2 px of its edges), the table
     # turned white.
-    assert cut.shape == (130, 90, 3)
+    assert abs(cut.shape[0] - 130) <= 4 and abs(cut.shape[1] - 90) <= 4 and cut.shape[2] == 3
     red = (cut == (200, 30, 40)).all(axis=-1)
-    assert red.sum() > 0.95 * 120 * 80  # all of it but edges the 80-px mask rounds off
+    assert red.sum() > 0.98 * 120 * 80  # all of it but edges the mask rounds off
     assert (cut[:3] == 255).all() and (cut[:, :3] == 255).all()
 
     studio = np.full((80, 60, 3), 250, np.uint8)
     studio[20:60, 15:45] = (20, 30, 110)
     same = to_studio(Image.fromarray(studio))
     assert np.array_equal(np.asarray(same), studio) and not was_cut_out(same)
+
+
+def test_to_studio_looks_closer_at_a_product_far_from_the_camera():
+    """A small bag with a strap in a 720x960 phone shot: decided on at 160 px, its mask is
+    blocks of 6 pixels, which lost the 10-px strap and an eighth of the bag's edge; the closer
+    look masks the bag's box at 80 px of its own."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(5)
+    wall = np.clip(rng.normal((70, 120, 160), 6, size=(960, 720, 3)), 0, 255).astype(np.uint8)
+    photo = Image.fromarray(wall)
+    bag = Image.new("L", (720, 960), 0)
+    draw = ImageDraw.Draw(bag)
+    draw.ellipse((400, 600, 490, 720), fill=255)
+    draw.rectangle((440, 560, 450, 600), fill=255)  # the strap
+    photo.paste((230, 200, 40), mask=bag)
+    cut = to_studio(photo)
+    assert was_cut_out(cut)
+    pixels = np.asarray(cut).astype(int)
+    kept = (np.abs(pixels - (230, 200, 40)).max(axis=-1) < 30).sum()
+    wall_kept = (np.abs(pixels - (70, 120, 160)).max(axis=-1) < 40).sum()
+    bag_pixels = (np.asarray(bag) > 0).sum()
+    assert cut.height >= 160  # the strap's top (y 560) to the bag's bottom (y 720)
+    assert kept > 0.99 * bag_pixels
+    assert wall_kept < 0.05 * bag_pixels
 
 
 def test_to_studio_takes_a_wall_above_a_floor_for_background():
@@ -159,7 +185,9 @@ def test_to_studio_cuts_a_catalog_photo_the_same_way_at_any_size(product):
     assert (cut_small is photo) == (cut_large is large)
     kept_small = np.array(cut_small.size) / np.array(photo.size)
     kept_large = np.array(cut_large.size) / np.array(large.size)
-    np.testing.assert_allclose(kept_small, kept_large, atol=2 / 60)
+    # Within 3 of the catalog photo's pixels: the large copy's closer look masks the product
+    # at a finer scale (52200, a pendant on grey, is cut 19 px wide at 60x80 and 21 at 225x300).
+    np.testing.assert_allclose(kept_small, kept_large, atol=3 / 60)
 
 
 @pytest.mark.parametrize("size", [(60, 80), (80, 60), (33, 17), (7, 7), (6, 9), (1, 5)])
