@@ -20,7 +20,12 @@ import numpy as np
 
 from classifier.tagger import read_record as read_classifier_record
 from classifier.tagger import tagger_dir
-from embedder.collection import collection_cutout, collection_images, collection_photo_size
+from embedder.collection import (
+    collection_cutout,
+    collection_images,
+    collection_photo_sharpness,
+    collection_photo_size,
+)
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT_SIZE
 from embedder.images import (
@@ -28,9 +33,8 @@ from embedder.images import (
     BadImage,
     embed_with_views,
     fit_image,
-    match_detail,
     open_image,
-    prepare_photo,
+    prepare_query,
     was_cut_out,
 )
 from embedder.shopper import (
@@ -49,7 +53,9 @@ STAGE = "shopper_photos"
 # took generator-1 phone-like photos' type from 0.66 to 0.75 predicted right; the stage takes
 # ~3 min on 2 cores (docs/quality.md, "Shoppers' photos, third round").
 DEFAULT_COUNT = 10_000
-RECIPE = 1  # bump when shopper_photo or the embedding changes: the set is made again
+# Bump when shopper_photo or the embedding changes: the set is made again. 2: photos the
+# cut-out leaves as they are are brought to the catalog's sharpness, as query photos are.
+RECIPE = 2
 BATCH = 64
 PHOTO_THREADS = 2  # photos are made beside each other (PIL and numpy let go of the GIL)
 MIN_MAP_ROWS = 500  # fewer cut-out rows fit no map worth applying
@@ -116,6 +122,7 @@ def ensure_shopper_photos(
 
     embedder = Embedder(spec)
     photo_size = collection_photo_size(store, collection)
+    sharpness = collection_photo_sharpness(store, collection)
     sample = _sample(store, collection, held_out, count, seed)
     ids, backbone, colour, cut, bad = [], [], [], [], []
     progress.phase("shopper photos", len(sample))
@@ -126,7 +133,7 @@ def ensure_shopper_photos(
             shot = shopper_photo(open_image(path), np.random.default_rng([seed, pid]))
         except BadImage as exc:
             return pid, str(exc)
-        return pid, match_detail(prepare_photo(shot, True), photo_size)
+        return pid, prepare_query(shot, photo_size, sharpness)
 
     with ThreadPoolExecutor(max_workers=PHOTO_THREADS) as pool:
         for start in range(0, len(sample), BATCH):

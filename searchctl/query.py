@@ -43,9 +43,8 @@ from embedder.images import (
     fetch_image,
     fit_image,
     is_url,
-    match_detail,
     open_image,
-    prepare_photo,
+    prepare_query,
     was_cut_out,
 )
 from embedder.shopper import load_query_map
@@ -779,7 +778,7 @@ class Searcher:
         `cutout`: this photo's own choice, else the searcher's) and brought down to the
         catalog photos' level of detail, their size and sharpness (match_detail)."""
         cutout = self.cutout if cutout is None else cutout
-        return match_detail(prepare_photo(image, cutout), self.photo_size, self.photo_sharpness)
+        return prepare_query(image, self.photo_size, self.photo_sharpness, cutout)
 
     def fit(self, photo: Image.Image, vector: str) -> np.ndarray:
         """A prepared photo (prepare) at the vector's input size."""

@@ -18,6 +18,7 @@ from embedder.images import (
     match_sharpness,
     open_image,
     photo_sharpness,
+    prepare_query,
     to_studio,
     was_cut_out,
     zoom_in,
@@ -325,6 +326,21 @@ def test_match_detail_blurs_a_shrunk_studio_photo_down_to_the_catalog_sharpness(
     marked = shrunk.copy()
     marked.info["kept"] = True
     assert match_sharpness(marked, target).info["kept"]
+
+
+def test_prepare_query_cuts_out_then_brings_to_the_catalog_size_and_sharpness():
+    """The one preparation of query photos and of the shopper photos that stand for them."""
+    studio = Image.new("RGB", (240, 320), "white")  # a studio shot: a product on white
+    studio.paste(_pattern(200, 280), (20, 20))
+    target = photo_sharpness(studio.resize((60, 80), Image.Resampling.BOX)) - 0.5
+    prepared = prepare_query(studio, (60, 80), target)
+    assert prepared.size == (60, 80) and not was_cut_out(prepared)
+    assert photo_sharpness(prepared) <= target
+    wall = np.full((320, 240, 3), (90, 140, 70), np.uint8)
+    wall[100:220, 80:160] = np.asarray(_pattern(80, 120))
+    shot = prepare_query(Image.fromarray(wall), (60, 80), target)
+    assert was_cut_out(shot) and max(shot.size) <= 80
+    assert photo_sharpness(shot) > target  # a shopper's photo keeps its own sharpness
 
 
 @needs_shared()
