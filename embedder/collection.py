@@ -6,7 +6,7 @@ vectors see the same pixels, and the search reads the same record as the ingest 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,29 +113,6 @@ def photo_detail(paths: Sequence[Path]) -> dict:
     }
 
 
-def collection_photo_size(store: VectorStore, collection: str) -> tuple[int, int] | None:
-    """The catalog photos' typical (width, height), which query photos are brought down to
-    (embedder.images.match_detail): as the ingest recorded it; for a collection made before
-    the record, measured on its stored photos; None when neither can be had."""
-    size = _recorded_or_measured(store, collection, PHOTO_SIZE_KEY, typical_photo_size)
-    return (int(size[0]), int(size[1])) if size else None
-
-
-def _recorded_or_measured(
-    store: VectorStore, collection: str, key: str, measure: Callable[[Sequence[Path]], object]
-):
-    """The collection's metadata `key`, or where it has none, `measure` (a function of photo
-    paths) of a sample of its stored photos; None when neither can be had."""
-    recorded = store.get_metadata(collection).get(key)
-    if recorded is not None:
-        return recorded
-    try:
-        ids = [p.id for p in store.sample(collection, PHOTO_SIZE_SAMPLE)]
-        return measure(collection_images(store, collection, ids)[1])
-    except StoreError:  # no catalog directory recorded
-        return None
-
-
 def typical_photo_sharpness(paths: Sequence[Path], sample: int = SHARPNESS_SAMPLE) -> float | None:
     """The median photo_sharpness of an evenly spread `sample` of the photos, each at its own
     size (unreadable ones are passed over), or None if none can be read."""
@@ -149,15 +126,27 @@ def typical_photo_sharpness(paths: Sequence[Path], sample: int = SHARPNESS_SAMPL
     return round(float(np.median(values)), 4) if values else None
 
 
-def collection_photo_sharpness(store: VectorStore, collection: str) -> float | None:
-    """The catalog photos' typical sharpness, which query photos shrunk to their size are
-    blurred down to (embedder.images.match_detail): as the ingest recorded it; for a
-    collection made before the record, measured on its stored photos; None when neither can
-    be had."""
-    sharpness = _recorded_or_measured(
-        store, collection, PHOTO_SHARPNESS_KEY, typical_photo_sharpness
+def collection_photo_detail(
+    store: VectorStore, collection: str
+) -> tuple[tuple[int, int] | None, float | None]:
+    """The catalog photos' typical (width, height) and sharpness, which query photos are
+    brought to (embedder.images.prepare_query): as the ingest recorded them; for a collection
+    made before the record of either, measured on one sample of its stored photos; None for
+    what can be had neither way."""
+    metadata = store.get_metadata(collection)
+    size, sharpness = metadata.get(PHOTO_SIZE_KEY), metadata.get(PHOTO_SHARPNESS_KEY)
+    if size is None or sharpness is None:
+        try:
+            ids = [p.id for p in store.sample(collection, PHOTO_SIZE_SAMPLE)]
+            paths = collection_images(store, collection, ids)[1]
+        except StoreError:  # no catalog directory recorded
+            paths = []
+        size = typical_photo_size(paths) if size is None else size
+        sharpness = typical_photo_sharpness(paths) if sharpness is None else sharpness
+    return (
+        (int(size[0]), int(size[1])) if size else None,
+        float(sharpness) if sharpness is not None else None,
     )
-    return float(sharpness) if sharpness is not None else None
 
 
 def collection_images(

@@ -371,7 +371,7 @@ def match_detail(
     photo: Image.Image, size: tuple[int, int] | None, sharpness: float | None = None
 ) -> Image.Image:
     """`photo` shrunk to fit within `size` (width, height: the catalog's typical photo, see
-    embedder.collection.collection_photo_size) when it is larger, so that it reaches each
+    embedder.collection.collection_photo_detail) when it is larger, so that it reaches each
     vector's input through the same upscale as the catalog's photos. A photo with more detail
     than the catalog's lands away from its product: the shared originals, queried against a
     catalog of the same photos halved, found their product in the top 5 0.706 of the time

@@ -23,8 +23,7 @@ from classifier.tagger import tagger_dir
 from embedder.collection import (
     collection_cutout,
     collection_images,
-    collection_photo_sharpness,
-    collection_photo_size,
+    collection_photo_detail,
 )
 from embedder.colour import COLOUR_VECTOR, colour_descriptors
 from embedder.colour import INPUT_SIZE as COLOUR_INPUT_SIZE
@@ -121,8 +120,7 @@ def ensure_shopper_photos(
     from embedder.model import Embedder  # TensorFlow: only when the set is made
 
     embedder = Embedder(spec)
-    photo_size = collection_photo_size(store, collection)
-    sharpness = collection_photo_sharpness(store, collection)
+    photo_size, sharpness = collection_photo_detail(store, collection)
     sample = _sample(store, collection, held_out, count, seed)
     ids, backbone, colour, cut, bad = [], [], [], [], []
     progress.phase("shopper photos", len(sample))

@@ -30,8 +30,7 @@ from classifier.schemes import (
     tag_payload,
 )
 from embedder.collection import (
-    collection_photo_sharpness,
-    collection_photo_size,
+    collection_photo_detail,
     collection_record,
     needs_recut,
 )
@@ -698,8 +697,7 @@ class Searcher:
         self.cutout = cutout
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.spec = recorded_spec(store, collection, weights)
-        self.photo_size = collection_photo_size(store, collection)  # see prepare
-        self.photo_sharpness = collection_photo_sharpness(store, collection)
+        self.photo_size, self.photo_sharpness = collection_photo_detail(store, collection)
         # Its photos went through another version of the cut-out than query photos do.
         self.stale_cutout = needs_recut(store, collection)
         # Added to a cut-out photo's backbone vector before the search (search_rows).

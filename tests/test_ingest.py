@@ -120,8 +120,7 @@ def test_ingest_records_the_catalog_photo_detail_and_queries_are_brought_down_to
     from embedder.collection import (
         PHOTO_SHARPNESS_KEY,
         PHOTO_SIZE_KEY,
-        collection_photo_sharpness,
-        collection_photo_size,
+        collection_photo_detail,
         typical_photo_sharpness,
     )
     from embedder.images import CUT_OUT, photo_sharpness, was_cut_out
@@ -153,8 +152,8 @@ def test_ingest_records_the_catalog_photo_detail_and_queries_are_brought_down_to
         # next ingest records them.
         del recorded[PHOTO_SIZE_KEY], recorded[PHOTO_SHARPNESS_KEY]
         store.set_metadata("c", recorded)
-        assert collection_photo_size(store, "c") == (60, 80)
-        assert collection_photo_sharpness(store, "c") == sharpness  # fewer photos than a sample
+        # fewer photos than a sample: the same photos, the same figures
+        assert collection_photo_detail(store, "c") == ((60, 80), sharpness)
         record_photo_detail(store, "c", catalog)
         again = store.get_metadata("c")
         assert again[PHOTO_SIZE_KEY] == [60, 80] and again[PHOTO_SHARPNESS_KEY] == sharpness
